@@ -1,0 +1,68 @@
+//===- QTuneInterfaces.td - quantizer format interface ------*- tablegen -*-===//
+
+#ifndef QTUNE_INTERFACES_TD
+#define QTUNE_INTERFACES_TD
+
+include "mlir/IR/OpBase.td"
+
+def QuantFormatAttrInterface : AttrInterface<"QuantFormatAttrInterface"> {
+  let cppNamespace = "::qtune";
+  let description = [{
+    A quantizer format: how a logical N×K weight is stored as components and how
+    it is reconstructed. Verifiers, the reference interpreter, the quantizer, autodiff
+    and kernel templates talk only to this interface.
+
+    Components are listed in a fixed order; `qtune.qweight` takes them as operands in
+    that order. Integer components hold packed codes (canonical packing: row n is one
+    little-endian bit stream, element k at bits [k·b, k·b+b), in 32-bit words, each
+    row padded to a whole word). Float components (scales, zero points, tables) are
+    operands, so they can be trained.
+  }];
+
+  let methods = [
+    InterfaceMethod<[{
+        Bits per stored code. Each format provides `unsigned getBits() const`
+        (a parameter or a constant).
+      }], "unsigned", "getBits", (ins), [{ return $_attr.getBits(); }]>,
+    InterfaceMethod<[{
+        Number of consecutive weights of a row that share float parameters, for a
+        row length `k` (per-channel formats return `k`).
+      }], "int64_t", "getGroupSize", (ins "int64_t":$k)>,
+    InterfaceMethod<[{
+        Checks that the format can hold a weight of `n`×`k`; reports through
+        `emitError` naming what does not fit.
+      }], "::llvm::LogicalResult", "verifyShape",
+      (ins "int64_t":$n, "int64_t":$k,
+           "::llvm::function_ref<::mlir::InFlightDiagnostic()>":$emitError)>,
+    InterfaceMethod<[{
+        The components of an `n`×`k` weight, in operand order.
+      }], "::llvm::SmallVector<::qtune::ComponentSpec>", "getComponents",
+      (ins "int64_t":$n, "int64_t":$k)>,
+    InterfaceMethod<[{
+        Host dequantization: reconstructs the `n`×`k` weight (row-major) from its
+        components, given in `getComponents` order as row-major doubles (packed words
+        as their unsigned 32-bit values).
+      }], "void", "dequantize",
+      (ins "int64_t":$n, "int64_t":$k,
+           "::llvm::ArrayRef<::qtune::HostTensor>":$components,
+           "::llvm::MutableArrayRef<double>":$out)>,
+    InterfaceMethod<[{
+        Host round-to-nearest quantization of a row-major `n`×`k` matrix. Formats
+        with data-dependent parameters that are not fitted (a lut codebook) take
+        them from `given`, indexed like the components; others ignore it. Returns
+        the components in `getComponents` order.
+      }], "::llvm::SmallVector<::qtune::HostTensor>", "quantize",
+      (ins "int64_t":$n, "int64_t":$k, "::llvm::ArrayRef<double>":$weight,
+           "::llvm::ArrayRef<::qtune::HostTensor>":$given)>,
+    InterfaceMethod<[{
+        Vector-Jacobian product of dequantization with respect to float component
+        `index`: given `grad` = ∂L/∂W (row-major `n`×`k`), returns ∂L/∂component,
+        shaped like the component. Integer components have no derivative.
+      }], "::qtune::HostTensor", "dequantizeVJP",
+      (ins "int64_t":$n, "int64_t":$k, "unsigned":$index,
+           "::llvm::ArrayRef<::qtune::HostTensor>":$components,
+           "::llvm::ArrayRef<double>":$grad)>,
+  ];
+}
+
+#endif // QTUNE_INTERFACES_TD

@@ -1,0 +1,126 @@
+//===- QTuneOps.td - qtune operations -----------------------*- tablegen -*-===//
+
+#ifndef QTUNE_OPS_TD
+#define QTUNE_OPS_TD
+
+include "mlir/IR/OpBase.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "qtune/Dialect/QTune/IR/QTuneDialect.td"
+include "qtune/Dialect/QTune/IR/QTuneAttrs.td"
+include "qtune/Dialect/QTune/IR/QTuneTypes.td"
+
+def QTune_FloatTensor : RankedTensorOf<[AnyFloat]>;
+
+//===----------------------------------------------------------------------===//
+// qtune.qweight
+//===----------------------------------------------------------------------===//
+
+def QTune_QWeightOp : QTune_Op<"qweight", [Pure]> {
+  let summary = "Assembles a quantized weight from its components";
+  let description = [{
+    Takes the components that the result's format declares, in order (for
+    `#qtune.uniform` asymmetric: `codes`, `scales`, `zeros`), and yields a
+    `!qtune.qweight`. The verifier checks each component's shape and element type.
+
+    `scale_only` marks a PEQA layer: only the format's scale components may train;
+    codes and zero points must be frozen (they may not come from an argument whose
+    `qtune.role` is `trainable`).
+
+    ```mlir
+    %w = qtune.qweight %codes, %scales, %zeros
+        : tensor<64x16xi32>, tensor<64x2xbf16>, tensor<64x2xbf16>
+        -> !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 64>>
+    %p = qtune.qweight scale_only %codes, %scales, %zeros : ... -> ...
+    ```
+  }];
+  let arguments = (ins Variadic<AnyRankedTensor>:$components,
+                       UnitAttr:$scale_only);
+  let results = (outs QTune_QWeightType:$result);
+  let assemblyFormat = [{
+    (`scale_only` $scale_only^)? $components attr-dict `:` type($components)
+    `->` qualified(type($result))
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// qtune.dequant
+//===----------------------------------------------------------------------===//
+
+def QTune_DequantOp : QTune_Op<"dequant", [Pure]> {
+  let summary = "Materializes a quantized weight as a dense N×K tensor";
+  let description = [{
+    Reconstructs the weight through its format's dequantization. Used by the
+    reference interpreter and fallbacks; fused kernels never materialize it.
+
+    ```mlir
+    %d = qtune.dequant %w : !qtune.qweight<64x128, #qtune.nf4<block = 64>> -> tensor<64x128xf32>
+    ```
+  }];
+  let arguments = (ins QTune_QWeightType:$weight);
+  let results = (outs QTune_FloatTensor:$result);
+  let assemblyFormat = "$weight attr-dict `:` qualified(type($weight)) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// qtune.linear
+//===----------------------------------------------------------------------===//
+
+def QTune_LinearOp : QTune_Op<"linear", [Pure]> {
+  let summary = "y = x · Wᵀ (+ bias), W quantized or dense";
+  let description = [{
+    `x` has shape `[..., K]` (any number of leading batch dimensions); the weight is
+    a `!qtune.qweight<NxK, ...>` or a dense `tensor<NxK>`; the optional `bias` is
+    `tensor<N>`. The result has shape `[..., N]` and the element type of `x`.
+
+    ```mlir
+    %y = qtune.linear %x, %w : tensor<2x8x128xbf16>, !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 64>> -> tensor<2x8x64xbf16>
+    %z = qtune.linear %x, %d, %b : tensor<8x128xf32>, tensor<64x128xf32>, tensor<64xf32> -> tensor<8x64xf32>
+    ```
+  }];
+  let arguments = (ins QTune_FloatTensor:$input,
+                       AnyTypeOf<[QTune_QWeightType, QTune_FloatTensor]>:$weight,
+                       Optional<QTune_FloatTensor>:$bias);
+  let results = (outs QTune_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weight (`,` $bias^)? attr-dict `:` type($input) `,` type($weight)
+    (`,` type($bias)^)? `->` type($result)
+  }];
+  let hasVerifier = 1;
+  let hasCanonicalizer = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// qtune.lora
+//===----------------------------------------------------------------------===//
+
+def QTune_LoraOp : QTune_Op<"lora", [Pure]> {
+  let summary = "LoRA adapter term Δy = (alpha / rank) · (x · Aᵀ) · Bᵀ";
+  let description = [{
+    `A` is `rank`×K, `B` is N×`rank`; `x` has shape `[..., K]` and the result
+    `[..., N]`. `dropout` is the probability of dropping elements of `x` on the
+    adapter path while training (identity at evaluation). The term is added to a
+    `qtune.linear` by `arith.addf`; fusion passes merge the two.
+
+    ```mlir
+    %d = qtune.lora %x, %A, %B {alpha = 16.0 : f64, rank = 8 : i64}
+        : tensor<8x128xf32>, tensor<8x128xf32>, tensor<64x8xf32> -> tensor<8x64xf32>
+    ```
+  }];
+  let arguments = (ins QTune_FloatTensor:$input, QTune_FloatTensor:$a,
+                       QTune_FloatTensor:$b, F64Attr:$alpha, I64Attr:$rank,
+                       DefaultValuedAttr<F64Attr, "0.0">:$dropout);
+  let results = (outs QTune_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $a `,` $b attr-dict `:` type($input) `,` type($a) `,` type($b)
+    `->` type($result)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// alpha / rank.
+    double getScaling() { return getAlpha().convertToDouble() / getRank(); }
+  }];
+}
+
+#endif // QTUNE_OPS_TD

@@ -1,0 +1,70 @@
+//===- FormatUtils.cpp - helpers shared by the format definitions ----------===//
+
+#include "FormatUtils.h"
+
+#include "llvm/ADT/APFloat.h"
+#include <algorithm>
+#include <cmath>
+
+using namespace mlir;
+
+namespace qtune::format {
+
+std::vector<uint32_t> wordsOf(const HostTensor &t) {
+  std::vector<uint32_t> words(t.data.size());
+  for (size_t i = 0; i < words.size(); ++i) {
+    double v = t.data[i];
+    if (v < 0)
+      v += 4294967296.0;
+    words[i] = static_cast<uint32_t>(v);
+  }
+  return words;
+}
+
+HostTensor tensorOfWords(const std::vector<uint32_t> &words,
+                         std::vector<int64_t> shape) {
+  HostTensor t(std::move(shape));
+  for (size_t i = 0; i < words.size(); ++i)
+    t.data[i] = words[i];
+  return t;
+}
+
+double roundTo(double value, Type type, bool roundUp) {
+  auto ft = dyn_cast<FloatType>(type);
+  if (!ft || ft.isF64() || !std::isfinite(value))
+    return value;
+  llvm::APFloat f(value);
+  bool lost = false;
+  f.convert(ft.getFloatSemantics(),
+            roundUp ? llvm::APFloat::rmTowardPositive
+                    : llvm::APFloat::rmNearestTiesToEven,
+            &lost);
+  f.convert(llvm::APFloat::IEEEdouble(), llvm::APFloat::rmNearestTiesToEven,
+            &lost);
+  return f.convertToDouble();
+}
+
+LogicalResult verifyGroupDivides(int64_t k, int64_t group, StringRef paramName,
+                                 function_ref<InFlightDiagnostic()> emitError) {
+  if (group != 0 && k % group != 0)
+    return emitError() << paramName << " = " << group
+                       << " does not divide K = " << k;
+  return success();
+}
+
+ComponentSpec codesSpec(MLIRContext *ctx, int64_t n, int64_t k, unsigned bits) {
+  return {"codes", ComponentKind::Codes, IntegerType::get(ctx, 32),
+          {n, packedWordsPerRow(k, bits)}};
+}
+
+uint32_t nearestIndex(ArrayRef<double> table, double x) {
+  auto it = std::lower_bound(table.begin(), table.end(), x);
+  if (it == table.begin())
+    return 0;
+  if (it == table.end())
+    return table.size() - 1;
+  size_t hi = it - table.begin();
+  return (x - table[hi - 1] <= table[hi] - x) ? hi - 1 : hi;
+}
+
+} // namespace qtune::format

@@ -1,0 +1,38 @@
+//===- FormatUtils.h - helpers shared by the format definitions ----*- C++ -*-===//
+
+#ifndef QTUNE_LIB_DIALECT_QTUNE_IR_FORMATS_FORMATUTILS_H
+#define QTUNE_LIB_DIALECT_QTUNE_IR_FORMATS_FORMATUTILS_H
+
+#include "qtune/Dialect/QTune/IR/QTuneAttrs.h"
+#include "qtune/Support/HostTensor.h"
+#include "qtune/Support/Packing.h"
+
+namespace qtune::format {
+
+/// Packed code words of a component, as unsigned 32-bit values (negative values,
+/// read from signed i32 data, are taken modulo 2^32).
+std::vector<uint32_t> wordsOf(const HostTensor &t);
+
+/// A codes component holding `words`.
+HostTensor tensorOfWords(const std::vector<uint32_t> &words,
+                         std::vector<int64_t> shape);
+
+/// `value` after storing it as `type` (round to nearest even, or toward +inf when
+/// `roundUp`).
+double roundTo(double value, mlir::Type type, bool roundUp = false);
+
+/// Checks that `group` (0 = the whole row) divides the row length `k`.
+llvm::LogicalResult
+verifyGroupDivides(int64_t k, int64_t group, llvm::StringRef paramName,
+                   llvm::function_ref<mlir::InFlightDiagnostic()> emitError);
+
+/// The codes component every format starts with.
+ComponentSpec codesSpec(mlir::MLIRContext *ctx, int64_t n, int64_t k,
+                        unsigned bits);
+
+/// Index of the nearest entry of an ascending `table` to `x` (ties to the lower).
+uint32_t nearestIndex(llvm::ArrayRef<double> table, double x);
+
+} // namespace qtune::format
+
+#endif // QTUNE_LIB_DIALECT_QTUNE_IR_FORMATS_FORMATUTILS_H

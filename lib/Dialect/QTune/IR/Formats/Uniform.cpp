@@ -1,0 +1,140 @@
+//===- Uniform.cpp - #qtune.uniform: integer codes with scale (and zero) -===//
+//
+// asymmetric: w = s[n,g] · (q − z[n,g]);  symmetric: w = s[n,g] · (q − 2^(b−1)).
+//
+//===----------------------------------------------------------------------===//
+
+#include "FormatUtils.h"
+
+#include <algorithm>
+#include <cmath>
+
+using namespace mlir;
+using namespace qtune;
+using namespace qtune::format;
+
+LogicalResult
+UniformFormatAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                          unsigned bits, int64_t group, bool symmetric,
+                          Type scaleType) {
+  if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
+    return emitError() << "#qtune.uniform: bits must be 2, 3, 4 or 8, got "
+                       << bits;
+  if (group < 0)
+    return emitError() << "#qtune.uniform: group must be positive (or 0 for per "
+                          "channel), got "
+                       << group;
+  if (!isa<FloatType>(scaleType))
+    return emitError() << "#qtune.uniform: scale_type must be a float type, got "
+                       << scaleType;
+  return success();
+}
+
+int64_t UniformFormatAttr::getGroupSize(int64_t k) const {
+  return getGroup() == 0 ? k : getGroup();
+}
+
+LogicalResult
+UniformFormatAttr::verifyShape(int64_t n, int64_t k,
+                               function_ref<InFlightDiagnostic()> emitError) const {
+  return verifyGroupDivides(k, getGroup(), "#qtune.uniform: group", emitError);
+}
+
+SmallVector<ComponentSpec> UniformFormatAttr::getComponents(int64_t n,
+                                                            int64_t k) const {
+  int64_t groups = k / getGroupSize(k);
+  SmallVector<ComponentSpec> specs;
+  specs.push_back(codesSpec(getContext(), n, k, getBits()));
+  specs.push_back({"scales", ComponentKind::Scale, getScaleType(), {n, groups}});
+  if (!getSymmetric())
+    specs.push_back({"zeros", ComponentKind::Zero, getScaleType(), {n, groups}});
+  return specs;
+}
+
+namespace {
+/// Zero point of group (row, g): the stored zero, or 2^(b−1) when symmetric.
+double zeroPoint(UniformFormatAttr f, ArrayRef<HostTensor> c, int64_t idx) {
+  return f.getSymmetric() ? double(1u << (f.getBits() - 1)) : c[2].data[idx];
+}
+} // namespace
+
+void UniformFormatAttr::dequantize(int64_t n, int64_t k,
+                                   ArrayRef<HostTensor> components,
+                                   MutableArrayRef<double> out) const {
+  unsigned bits = getBits();
+  int64_t gs = getGroupSize(k), groups = k / gs;
+  int64_t wpr = packedWordsPerRow(k, bits);
+  std::vector<uint32_t> words = wordsOf(components[0]);
+  const std::vector<double> &scales = components[1].data;
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < k; ++c) {
+      int64_t gi = r * groups + c / gs;
+      double q = extractCode(&words[r * wpr], c, bits);
+      out[r * k + c] = scales[gi] * (q - zeroPoint(*this, components, gi));
+    }
+}
+
+SmallVector<HostTensor> UniformFormatAttr::quantize(int64_t n, int64_t k,
+                                                    ArrayRef<double> weight,
+                                                    ArrayRef<HostTensor>) const {
+  unsigned bits = getBits();
+  double qmax = double((1u << bits) - 1);
+  int64_t gs = getGroupSize(k), groups = k / gs;
+  Type st = getScaleType();
+  HostTensor scales({n, groups}), zeros({n, groups});
+  std::vector<uint32_t> codes(n * k);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t g = 0; g < groups; ++g) {
+      const double *w = &weight[r * k + g * gs];
+      auto [mnIt, mxIt] = std::minmax_element(w, w + gs);
+      double mn = *mnIt, mx = *mxIt, s, z;
+      // Scales round up to the stored type, so the grid still covers the range
+      // and every weight lands within half a step of its code.
+      if (getSymmetric()) {
+        double absmax = std::max(std::fabs(mn), std::fabs(mx));
+        s = absmax > 0 ? roundTo(2 * absmax / qmax, st, /*roundUp=*/true) : 1.0;
+        z = double(1u << (bits - 1));
+      } else {
+        s = mx > mn ? roundTo((mx - mn) / qmax, st, /*roundUp=*/true)
+                    : (mn != 0 ? roundTo(std::fabs(mn), st, true) : 1.0);
+        z = roundTo(std::nearbyint(-mn / s), st);
+      }
+      scales.data[r * groups + g] = s;
+      zeros.data[r * groups + g] = z;
+      for (int64_t i = 0; i < gs; ++i) {
+        double q = std::clamp(std::nearbyint(w[i] / s + z), 0.0, qmax);
+        codes[r * k + g * gs + i] = static_cast<uint32_t>(q);
+      }
+    }
+  SmallVector<HostTensor> result;
+  result.push_back(tensorOfWords(packCodes(codes, n, k, bits),
+                                 {n, packedWordsPerRow(k, bits)}));
+  result.push_back(std::move(scales));
+  if (!getSymmetric())
+    result.push_back(std::move(zeros));
+  return result;
+}
+
+HostTensor UniformFormatAttr::dequantizeVJP(int64_t n, int64_t k, unsigned index,
+                                            ArrayRef<HostTensor> components,
+                                            ArrayRef<double> grad) const {
+  unsigned bits = getBits();
+  int64_t gs = getGroupSize(k), groups = k / gs;
+  int64_t wpr = packedWordsPerRow(k, bits);
+  HostTensor result({n, groups});
+  if (index == 0) // codes: not differentiable
+    return HostTensor(components[0].shape);
+  std::vector<uint32_t> words = wordsOf(components[0]);
+  const std::vector<double> &scales = components[1].data;
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < k; ++c) {
+      int64_t gi = r * groups + c / gs;
+      double q = extractCode(&words[r * wpr], c, bits);
+      double g = grad[r * k + c];
+      if (index == 1) // ∂w/∂s = q − z
+        result.data[gi] += g * (q - zeroPoint(*this, components, gi));
+      else // ∂w/∂z = −s
+        result.data[gi] -= g * scales[gi];
+    }
+  return result;
+}

@@ -1,0 +1,71 @@
+//===- QTuneDialect.cpp - qtune dialect ------------------------------------===//
+
+#include "qtune/Dialect/QTune/IR/QTuneDialect.h"
+#include "qtune/Dialect/QTune/IR/QTuneOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
+
+using namespace mlir;
+using namespace qtune;
+
+#include "qtune/Dialect/QTune/IR/QTuneOpsDialect.cpp.inc"
+
+void QTuneDialect::initialize() {
+  registerAttributes();
+  registerTypes();
+  addOperations<
+#define GET_OP_LIST
+#include "qtune/Dialect/QTune/IR/QTuneOps.cpp.inc"
+      >();
+}
+
+/// `qtune.role` must be a #qtune.role and `qtune.name` a string.
+static LogicalResult verifyQTuneAttr(Operation *op, NamedAttribute attr,
+                                     StringRef where) {
+  if (attr.getName() == QTuneDialect::kRoleAttrName) {
+    if (!isa<RoleAttr>(attr.getValue()))
+      return op->emitError() << "'" << QTuneDialect::kRoleAttrName << "' on "
+                             << where
+                             << " must be #qtune.role<input|frozen|trainable|"
+                                "optimizer_state>, got "
+                             << attr.getValue();
+    return success();
+  }
+  if (attr.getName() == QTuneDialect::kNameAttrName) {
+    if (!isa<StringAttr>(attr.getValue()))
+      return op->emitError() << "'" << QTuneDialect::kNameAttrName << "' on "
+                             << where << " must be a string, got "
+                             << attr.getValue();
+    return success();
+  }
+  return op->emitError() << "unknown qtune attribute '" << attr.getName()
+                         << "' on " << where;
+}
+
+LogicalResult QTuneDialect::verifyRegionArgAttribute(Operation *op,
+                                                     unsigned regionIndex,
+                                                     unsigned argIndex,
+                                                     NamedAttribute attr) {
+  return verifyQTuneAttr(op, attr, "argument #" + std::to_string(argIndex));
+}
+
+LogicalResult QTuneDialect::verifyOperationAttribute(Operation *op,
+                                                     NamedAttribute attr) {
+  return op->emitError() << "unknown qtune attribute '" << attr.getName()
+                         << "' on an operation";
+}
+
+std::optional<Role> qtune::getArgumentRole(Value value) {
+  auto arg = dyn_cast<BlockArgument>(value);
+  if (!arg)
+    return std::nullopt;
+  auto func = dyn_cast_or_null<FunctionOpInterface>(
+      arg.getOwner()->getParentOp());
+  if (!func || arg.getOwner() != &func.getFunctionBody().front())
+    return std::nullopt;
+  if (auto role = func.getArgAttrOfType<RoleAttr>(arg.getArgNumber(),
+                                                  QTuneDialect::kRoleAttrName))
+    return role.getValue();
+  return std::nullopt;
+}

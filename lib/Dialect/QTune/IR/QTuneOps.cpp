@@ -1,0 +1,219 @@
+//===- QTuneOps.cpp - qtune operations --------------------------------------===//
+
+#include "qtune/Dialect/QTune/IR/QTuneOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/OpImplementation.h"
+#include "mlir/IR/PatternMatch.h"
+#include "llvm/ADT/STLExtras.h"
+
+using namespace mlir;
+using namespace qtune;
+
+#define GET_OP_CLASSES
+#include "qtune/Dialect/QTune/IR/QTuneOps.cpp.inc"
+
+namespace {
+/// Prints a shape as "64x128" ("?" for dynamic, "scalar" for rank 0).
+std::string shapeStr(ArrayRef<int64_t> shape) {
+  if (shape.empty())
+    return "scalar";
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  llvm::interleave(
+      shape, os,
+      [&](int64_t d) {
+        if (ShapedType::isDynamic(d))
+          os << "?";
+        else
+          os << d;
+      },
+      "x");
+  return s;
+}
+
+bool dimsCompatible(int64_t a, int64_t b) {
+  return ShapedType::isDynamic(a) || ShapedType::isDynamic(b) || a == b;
+}
+
+/// Checks that `result` has shape `leading ++ [last]` and element type `elt`.
+LogicalResult verifyRowwiseResult(Operation *op, RankedTensorType input,
+                                  RankedTensorType result, int64_t last) {
+  SmallVector<int64_t> expected(input.getShape().drop_back());
+  expected.push_back(last);
+  bool ok = result.getRank() == (int64_t)expected.size();
+  for (size_t i = 0; ok && i < expected.size(); ++i)
+    ok = dimsCompatible(result.getDimSize(i), expected[i]);
+  if (!ok)
+    return op->emitOpError() << "result must have shape " << shapeStr(expected)
+                             << " (the input's leading dimensions, then "
+                             << last << "), got " << shapeStr(result.getShape());
+  if (result.getElementType() != input.getElementType())
+    return op->emitOpError()
+           << "result element type must match the input's ("
+           << input.getElementType() << "), got " << result.getElementType();
+  return success();
+}
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// QWeightOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult QWeightOp::verify() {
+  auto type = getResult().getType();
+  SmallVector<ComponentSpec> specs = type.getComponents();
+  if (getComponents().size() != specs.size()) {
+    std::string names;
+    llvm::raw_string_ostream os(names);
+    llvm::interleave(specs, os, [&](const ComponentSpec &s) { os << s.name; },
+                     ", ");
+    return emitOpError() << "format " << type.getFormat() << " expects "
+                         << specs.size() << " components (" << names
+                         << "), got " << getComponents().size();
+  }
+  bool hasScale = false;
+  for (auto [i, value, spec] : llvm::enumerate(getComponents(), specs)) {
+    auto t = cast<RankedTensorType>(value.getType());
+    if (t.getElementType() != spec.elementType)
+      return emitOpError() << "component #" << i << " ('" << spec.name
+                           << "') must have element type " << spec.elementType
+                           << ", got " << t.getElementType();
+    if (t.getShape() != ArrayRef<int64_t>(spec.shape))
+      return emitOpError() << "component #" << i << " ('" << spec.name
+                           << "') must have shape " << shapeStr(spec.shape)
+                           << " for a " << type.getN() << "x" << type.getK()
+                           << " weight in " << type.getFormat() << ", got "
+                           << shapeStr(t.getShape());
+    hasScale |= spec.kind == ComponentKind::Scale;
+    bool trainable = getArgumentRole(value) == Role::trainable;
+    if (trainable && spec.isInteger())
+      return emitOpError() << "component #" << i << " ('" << spec.name
+                           << "') holds integer codes and cannot come from a "
+                              "trainable argument";
+    if (getScaleOnly() && trainable && spec.kind != ComponentKind::Scale)
+      return emitOpError() << "scale-only (PEQA) layer: component #" << i
+                           << " ('" << spec.name
+                           << "') comes from a trainable argument; only scales "
+                              "may train, codes and zero points stay frozen";
+  }
+  if (getScaleOnly() && !hasScale)
+    return emitOpError() << "scale-only (PEQA) layer needs a format with scale "
+                            "components; "
+                         << type.getFormat() << " has none";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// DequantOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult DequantOp::verify() {
+  auto w = getWeight().getType();
+  auto r = getResult().getType();
+  if (r.getRank() != 2 || r.getDimSize(0) != w.getN() ||
+      r.getDimSize(1) != w.getK())
+    return emitOpError() << "result must have shape " << w.getN() << "x"
+                         << w.getK() << " (the weight's), got "
+                         << shapeStr(r.getShape());
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// LinearOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult LinearOp::verify() {
+  auto x = getInput().getType();
+  if (x.getRank() < 1)
+    return emitOpError() << "input (operand #0) must have rank >= 1 ([..., K]), "
+                            "got a scalar";
+  int64_t n, k;
+  if (auto q = dyn_cast<QWeightType>(getWeight().getType())) {
+    n = q.getN();
+    k = q.getK();
+  } else {
+    auto w = cast<RankedTensorType>(getWeight().getType());
+    if (w.getRank() != 2)
+      return emitOpError() << "dense weight (operand #1) must be NxK (rank 2), "
+                              "got shape "
+                           << shapeStr(w.getShape());
+    n = w.getDimSize(0);
+    k = w.getDimSize(1);
+  }
+  if (!dimsCompatible(x.getShape().back(), k))
+    return emitOpError() << "input (operand #0) has last dimension "
+                         << x.getShape().back() << " but the weight is "
+                         << shapeStr({n, k}) << " (expects K = " << k << ")";
+  if (getBias()) {
+    auto b = getBias().getType();
+    if (b.getRank() != 1 || !dimsCompatible(b.getDimSize(0), n))
+      return emitOpError() << "bias (operand #2) must have shape " << n
+                           << " (N), got " << shapeStr(b.getShape());
+  }
+  return verifyRowwiseResult(*this, x, getResult().getType(), n);
+}
+
+namespace {
+/// linear(x, dequant(w)) -> linear(x, w): keep the weight quantized so later
+/// passes fuse its dequantization into the matrix kernel.
+struct LinearOfDequant : OpRewritePattern<LinearOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(LinearOp op,
+                                PatternRewriter &rewriter) const override {
+    auto dq = op.getWeight().getDefiningOp<DequantOp>();
+    if (!dq)
+      return failure();
+    rewriter.modifyOpInPlace(
+        op, [&] { op.getWeightMutable().assign(dq.getWeight()); });
+    return success();
+  }
+};
+} // namespace
+
+void LinearOp::getCanonicalizationPatterns(RewritePatternSet &results,
+                                           MLIRContext *context) {
+  results.add<LinearOfDequant>(context);
+}
+
+//===----------------------------------------------------------------------===//
+// LoraOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult LoraOp::verify() {
+  auto x = getInput().getType();
+  auto a = getA().getType();
+  auto b = getB().getType();
+  int64_t rank = getRank();
+  if (rank <= 0)
+    return emitOpError() << "rank must be positive, got " << rank;
+  double alpha = getAlpha().convertToDouble();
+  if (!std::isfinite(alpha))
+    return emitOpError() << "alpha must be finite, got " << alpha;
+  double dropout = getDropout().convertToDouble();
+  if (!(dropout >= 0.0 && dropout < 1.0))
+    return emitOpError() << "dropout must be in [0, 1), got " << dropout;
+  if (x.getRank() < 1)
+    return emitOpError() << "input (operand #0) must have rank >= 1 ([..., K]), "
+                            "got a scalar";
+  if (a.getRank() != 2)
+    return emitOpError() << "A (operand #1) must be rank x K (rank 2), got shape "
+                         << shapeStr(a.getShape());
+  if (b.getRank() != 2)
+    return emitOpError() << "B (operand #2) must be N x rank (rank 2), got shape "
+                         << shapeStr(b.getShape());
+  if (!dimsCompatible(a.getDimSize(0), rank))
+    return emitOpError() << "A (operand #1) has " << a.getDimSize(0)
+                         << " rows but rank = " << rank;
+  if (!dimsCompatible(b.getDimSize(1), rank))
+    return emitOpError() << "rank mismatch between A and B: A is "
+                         << shapeStr(a.getShape()) << " (rank " << rank
+                         << ") but B (operand #2) is " << shapeStr(b.getShape())
+                         << " (expects " << b.getDimSize(0) << "x" << rank << ")";
+  if (!dimsCompatible(x.getShape().back(), a.getDimSize(1)))
+    return emitOpError() << "input (operand #0) has last dimension "
+                         << x.getShape().back() << " but A is "
+                         << shapeStr(a.getShape()) << " (expects K = "
+                         << a.getDimSize(1) << ")";
+  return verifyRowwiseResult(*this, x, getResult().getType(), b.getDimSize(0));
+}
