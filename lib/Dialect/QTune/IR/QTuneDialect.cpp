@@ -50,6 +50,17 @@ LogicalResult QTuneDialect::verifyRegionArgAttribute(Operation *op,
   return verifyQTuneAttr(op, attr, "argument #" + std::to_string(argIndex));
 }
 
+LogicalResult QTuneDialect::verifyRegionResultAttribute(Operation *op,
+                                                        unsigned regionIndex,
+                                                        unsigned resultIndex,
+                                                        NamedAttribute attr) {
+  if (attr.getName() == kRoleAttrName)
+    return op->emitError() << "'" << kRoleAttrName
+                           << "' applies to arguments, not to result #"
+                           << resultIndex;
+  return verifyQTuneAttr(op, attr, "result #" + std::to_string(resultIndex));
+}
+
 LogicalResult QTuneDialect::verifyOperationAttribute(Operation *op,
                                                      NamedAttribute attr) {
   return op->emitError() << "unknown qtune attribute '" << attr.getName()

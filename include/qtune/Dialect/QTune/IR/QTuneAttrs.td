@@ -68,7 +68,7 @@ def QTune_UniformFormatAttr : QTune_FormatAttr<"UniformFormat", "uniform"> {
     DefaultValuedParameter<"int64_t", "0">:$group,
     DefaultValuedParameter<"bool", "false">:$symmetric,
     DefaultValuedParameter<"::mlir::Type",
-        "::mlir::BFloat16Type::get($_ctxt)">:$scaleType
+        "::mlir::BFloat16Type::get($_ctxt)">:$scale_type
   );
   let assemblyFormat = "`<` struct(params) `>`";
 }
@@ -92,8 +92,8 @@ def QTune_NF4FormatAttr : QTune_FormatAttr<"NF4Format", "nf4"> {
   }];
   let parameters = (ins
     DefaultValuedParameter<"int64_t", "64">:$block,
-    DefaultValuedParameter<"bool", "false">:$doubleQuant,
-    DefaultValuedParameter<"int64_t", "256">:$dqBlock
+    DefaultValuedParameter<"bool", "false">:$double_quant,
+    DefaultValuedParameter<"int64_t", "256">:$dq_block
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let extraClassDeclaration = [{

@@ -1,6 +1,6 @@
 //===- FormatUtils.cpp - helpers shared by the format definitions ----------===//
 
-#include "FormatUtils.h"
+#include "qtune/Dialect/QTune/IR/FormatUtils.h"
 
 #include "llvm/ADT/APFloat.h"
 #include <algorithm>

@@ -4,7 +4,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "FormatUtils.h"
+#include "qtune/Dialect/QTune/IR/FormatUtils.h"
 
 #include <algorithm>
 #include <cmath>

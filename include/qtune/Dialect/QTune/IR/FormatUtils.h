@@ -1,7 +1,7 @@
 //===- FormatUtils.h - helpers shared by the format definitions ----*- C++ -*-===//
 
-#ifndef QTUNE_LIB_DIALECT_QTUNE_IR_FORMATS_FORMATUTILS_H
-#define QTUNE_LIB_DIALECT_QTUNE_IR_FORMATS_FORMATUTILS_H
+#ifndef QTUNE_DIALECT_QTUNE_IR_FORMATUTILS_H
+#define QTUNE_DIALECT_QTUNE_IR_FORMATUTILS_H
 
 #include "qtune/Dialect/QTune/IR/QTuneAttrs.h"
 #include "qtune/Support/HostTensor.h"
@@ -35,4 +35,4 @@ uint32_t nearestIndex(llvm::ArrayRef<double> table, double x);
 
 } // namespace qtune::format
 
-#endif // QTUNE_LIB_DIALECT_QTUNE_IR_FORMATS_FORMATUTILS_H
+#endif // QTUNE_DIALECT_QTUNE_IR_FORMATUTILS_H

@@ -1,0 +1,333 @@
+//===- Interpreter.cpp - CPU reference interpreter of qtune IR -------------===//
+
+#include "qtune/Reference/Interpreter.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "qtune/Dialect/QTune/IR/FormatUtils.h"
+#include "qtune/Dialect/QTune/IR/QTuneOps.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <cmath>
+#include <variant>
+
+using namespace mlir;
+
+namespace qtune::ref {
+
+namespace {
+
+/// A quantized weight: its type and its components, in format order.
+struct QWeightValue {
+  QWeightType type;
+  std::vector<HostTensor> components;
+};
+using RefValue = std::variant<HostTensor, QWeightValue>;
+
+std::vector<int64_t> shapeOf(Type t) {
+  auto rt = cast<RankedTensorType>(t);
+  return std::vector<int64_t>(rt.getShape().begin(), rt.getShape().end());
+}
+
+class Evaluator {
+public:
+  FailureOr<std::vector<HostTensor>> call(func::FuncOp func,
+                                          ArrayRef<HostTensor> args);
+
+private:
+  LogicalResult eval(Operation *op);
+  const HostTensor &tensor(Value v) { return std::get<HostTensor>(values[v]); }
+  void set(Value v, HostTensor t) { values[v] = std::move(t); }
+
+  LogicalResult evalConstant(arith::ConstantOp op);
+  LogicalResult evalLinear(LinearOp op);
+  LogicalResult evalLora(LoraOp op);
+  HostTensor dequantize(const QWeightValue &w);
+
+  DenseMap<Value, RefValue> values;
+  unsigned depth = 0;
+};
+
+/// y[m, n] = Σ_k x[m, k] · w[n, k] over the flattened leading dims of x.
+HostTensor matmulTransposed(const HostTensor &x, const std::vector<double> &w,
+                            int64_t n, int64_t k, std::vector<int64_t> shape) {
+  int64_t m = k ? x.numElements() / k : 0;
+  HostTensor y(std::move(shape));
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = 0;
+      for (int64_t l = 0; l < k; ++l)
+        acc += x.data[i * k + l] * w[j * k + l];
+      y.data[i * n + j] = acc;
+    }
+  return y;
+}
+
+FailureOr<std::vector<HostTensor>> Evaluator::call(func::FuncOp func,
+                                                   ArrayRef<HostTensor> args) {
+  if (func.isExternal())
+    return func.emitError("the reference interpreter cannot run a function "
+                          "without a body");
+  if (++depth > 64)
+    return func.emitError("call depth exceeds 64 (recursion?)");
+  FunctionType ft = func.getFunctionType();
+  if (args.size() != ft.getNumInputs())
+    return func.emitError() << "expects " << ft.getNumInputs()
+                            << " arguments, got " << args.size();
+  Block &entry = func.getBody().front();
+  if (!llvm::hasSingleElement(func.getBody()))
+    return func.emitError("the reference interpreter runs single-block "
+                          "functions only");
+  for (auto [i, arg] : llvm::enumerate(entry.getArguments())) {
+    auto rt = dyn_cast<RankedTensorType>(arg.getType());
+    if (!rt || !rt.hasStaticShape())
+      return func.emitError() << "argument #" << i
+                              << " must be a statically shaped tensor, got "
+                              << arg.getType();
+    if (ArrayRef<int64_t>(args[i].shape) != rt.getShape() ||
+        (int64_t)args[i].data.size() != rt.getNumElements())
+      return func.emitError() << "argument #" << i << " must be shaped like "
+                              << rt << ", got a tensor of "
+                              << args[i].data.size() << " elements";
+    set(arg, args[i]);
+  }
+  for (Operation &op : entry) {
+    if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+      std::vector<HostTensor> results;
+      for (Value v : ret.getOperands()) {
+        if (!std::holds_alternative<HostTensor>(values[v]))
+          return ret.emitError("the reference interpreter returns tensors "
+                               "only, not quantized weights");
+        results.push_back(tensor(v));
+      }
+      --depth;
+      return results;
+    }
+    if (failed(eval(&op)))
+      return failure();
+  }
+  return func.emitError("function body has no return");
+}
+
+LogicalResult Evaluator::evalConstant(arith::ConstantOp op) {
+  Attribute value = op.getValue();
+  auto convert = [](Attribute a) -> std::optional<double> {
+    if (auto f = dyn_cast<FloatAttr>(a))
+      return f.getValueAsDouble();
+    if (auto i = dyn_cast<IntegerAttr>(a))
+      return (double)i.getValue().getSExtValue();
+    return std::nullopt;
+  };
+  if (auto dense = dyn_cast<DenseElementsAttr>(value)) {
+    HostTensor t(shapeOf(dense.getType()));
+    if (isa<FloatType>(dense.getElementType())) {
+      int64_t i = 0;
+      for (APFloat f : dense.getValues<APFloat>()) {
+        bool lost;
+        f.convert(APFloat::IEEEdouble(), APFloat::rmNearestTiesToEven, &lost);
+        t.data[i++] = f.convertToDouble();
+      }
+    } else if (isa<IntegerType>(dense.getElementType())) {
+      int64_t i = 0;
+      for (const APInt &v : dense.getValues<APInt>())
+        t.data[i++] = (double)v.getSExtValue();
+    } else {
+      return op.emitError("unsupported constant element type");
+    }
+    set(op.getResult(), std::move(t));
+    return success();
+  }
+  if (std::optional<double> v = convert(value)) {
+    set(op.getResult(), HostTensor({}, *v));
+    return success();
+  }
+  return op.emitError("the reference interpreter does not support this "
+                      "constant");
+}
+
+HostTensor Evaluator::dequantize(const QWeightValue &w) {
+  int64_t n = w.type.getN(), k = w.type.getK();
+  HostTensor out({n, k});
+  w.type.getFormat().dequantize(n, k, w.components, out.data);
+  return out;
+}
+
+LogicalResult Evaluator::evalLinear(LinearOp op) {
+  const HostTensor &x = tensor(op.getInput());
+  std::vector<double> w;
+  int64_t n, k;
+  if (auto *q = std::get_if<QWeightValue>(&values[op.getWeight()])) {
+    n = q->type.getN();
+    k = q->type.getK();
+    w = dequantize(*q).data;
+  } else {
+    const HostTensor &d = tensor(op.getWeight());
+    n = d.shape[0];
+    k = d.shape[1];
+    w = d.data;
+  }
+  HostTensor y = matmulTransposed(x, w, n, k, shapeOf(op.getType()));
+  if (op.getBias()) {
+    const HostTensor &b = tensor(op.getBias());
+    for (size_t i = 0; i < y.data.size(); ++i)
+      y.data[i] += b.data[i % n];
+  }
+  set(op.getResult(), std::move(y));
+  return success();
+}
+
+LogicalResult Evaluator::evalLora(LoraOp op) {
+  const HostTensor &x = tensor(op.getInput());
+  const HostTensor &a = tensor(op.getA());
+  const HostTensor &b = tensor(op.getB());
+  int64_t r = a.shape[0], k = a.shape[1], n = b.shape[0];
+  std::vector<int64_t> midShape(x.shape.begin(), x.shape.end() - 1);
+  midShape.push_back(r);
+  HostTensor mid = matmulTransposed(x, a.data, r, k, midShape);
+  HostTensor y = matmulTransposed(mid, b.data, n, r, shapeOf(op.getType()));
+  double scaling = op.getScaling();
+  for (double &v : y.data)
+    v *= scaling;
+  set(op.getResult(), std::move(y));
+  return success();
+}
+
+template <typename Fn>
+LogicalResult elementwise(Operation *op, DenseMap<Value, RefValue> &values,
+                          Fn fn) {
+  auto get = [&](unsigned i) -> const HostTensor & {
+    return std::get<HostTensor>(values[op->getOperand(i)]);
+  };
+  HostTensor out = get(0);
+  if (op->getNumOperands() == 2) {
+    const HostTensor &rhs = get(1);
+    for (size_t i = 0; i < out.data.size(); ++i)
+      out.data[i] = fn(out.data[i], rhs.data[i]);
+  } else {
+    for (double &v : out.data)
+      v = fn(v, 0.0);
+  }
+  values[op->getResult(0)] = std::move(out);
+  return success();
+}
+
+/// Rounds every element to the element type of `type`.
+HostTensor rounded(HostTensor t, Type type) {
+  Type elt = getElementTypeOrSelf(type);
+  for (double &v : t.data)
+    v = format::roundTo(v, elt);
+  return t;
+}
+
+LogicalResult Evaluator::eval(Operation *op) {
+  for (Value v : op->getOperands())
+    if (!values.count(v))
+      return op->emitError("operand defined outside the function body (the "
+                           "reference interpreter runs self-contained "
+                           "functions)");
+  using E = DenseMap<Value, RefValue>;
+  E &vs = values;
+  return llvm::TypeSwitch<Operation *, LogicalResult>(op)
+      .Case<arith::ConstantOp>([&](auto c) { return evalConstant(c); })
+      .Case<arith::AddFOp>([&](Operation *o) {
+        return elementwise(o, vs, [](double a, double b) { return a + b; });
+      })
+      .Case<arith::SubFOp>([&](Operation *o) {
+        return elementwise(o, vs, [](double a, double b) { return a - b; });
+      })
+      .Case<arith::MulFOp>([&](Operation *o) {
+        return elementwise(o, vs, [](double a, double b) { return a * b; });
+      })
+      .Case<arith::DivFOp>([&](Operation *o) {
+        return elementwise(o, vs, [](double a, double b) { return a / b; });
+      })
+      .Case<arith::MaximumFOp, arith::MaxNumFOp>([&](Operation *o) {
+        return elementwise(o, vs,
+                           [](double a, double b) { return std::fmax(a, b); });
+      })
+      .Case<arith::MinimumFOp, arith::MinNumFOp>([&](Operation *o) {
+        return elementwise(o, vs,
+                           [](double a, double b) { return std::fmin(a, b); });
+      })
+      .Case<arith::NegFOp>([&](Operation *o) {
+        return elementwise(o, vs, [](double a, double) { return -a; });
+      })
+      .Case<arith::TruncFOp, arith::ExtFOp>([&](Operation *o) {
+        set(o->getResult(0), rounded(tensor(o->getOperand(0)),
+                                     o->getResult(0).getType()));
+        return success();
+      })
+      .Case<tensor::EmptyOp>([&](tensor::EmptyOp e) -> LogicalResult {
+        if (!e.getType().hasStaticShape())
+          return e.emitError("tensor.empty must have a static shape");
+        set(e.getResult(), HostTensor(shapeOf(e.getType())));
+        return success();
+      })
+      .Case<tensor::CollapseShapeOp, tensor::ExpandShapeOp, tensor::ReshapeOp,
+            tensor::CastOp>([&](Operation *o) -> LogicalResult {
+        auto rt = cast<RankedTensorType>(o->getResult(0).getType());
+        if (!rt.hasStaticShape())
+          return o->emitError("result must have a static shape");
+        HostTensor t = tensor(o->getOperand(0));
+        t.shape = shapeOf(rt);
+        set(o->getResult(0), std::move(t));
+        return success();
+      })
+      .Case<func::CallOp>([&](func::CallOp c) -> LogicalResult {
+        auto callee = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(
+            c, c.getCalleeAttr());
+        if (!callee)
+          return c.emitError() << "callee " << c.getCalleeAttr()
+                               << " not found";
+        std::vector<HostTensor> args;
+        for (Value v : c.getOperands())
+          args.push_back(tensor(v));
+        FailureOr<std::vector<HostTensor>> results = call(callee, args);
+        if (failed(results))
+          return failure();
+        for (auto [v, t] : llvm::zip(c.getResults(), *results))
+          set(v, std::move(t));
+        return success();
+      })
+      .Case<QWeightOp>([&](QWeightOp q) {
+        QWeightValue w{q.getType(), {}};
+        for (Value c : q.getComponents())
+          w.components.push_back(tensor(c));
+        values[q.getResult()] = std::move(w);
+        return success();
+      })
+      .Case<DequantOp>([&](DequantOp d) {
+        set(d.getResult(),
+            dequantize(std::get<QWeightValue>(values[d.getWeight()])));
+        return success();
+      })
+      .Case<LinearOp>([&](LinearOp l) { return evalLinear(l); })
+      .Case<LoraOp>([&](LoraOp l) { return evalLora(l); })
+      .Default([&](Operation *o) {
+        return o->emitError() << "the reference interpreter does not support '"
+                              << o->getName() << "'";
+      });
+}
+
+} // namespace
+
+FailureOr<std::vector<HostTensor>> run(func::FuncOp func,
+                                       ArrayRef<HostTensor> args) {
+  Evaluator evaluator;
+  return evaluator.call(func, args);
+}
+
+std::string argumentName(func::FuncOp func, unsigned index) {
+  if (auto name = func.getArgAttrOfType<StringAttr>(index, "qtune.name"))
+    return name.str();
+  return "arg" + std::to_string(index);
+}
+
+std::string resultName(func::FuncOp func, unsigned index) {
+  if (auto name = func.getResultAttrOfType<StringAttr>(index, "qtune.name"))
+    return name.str();
+  return "out" + std::to_string(index);
+}
+
+} // namespace qtune::ref
