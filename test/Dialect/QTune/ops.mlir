@@ -14,8 +14,8 @@
 // CHECK-SAME: !qtune.qweight<4x96, #qtune.uniform<bits = 3>>
 // CHECK-SAME: !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 128>>
 // CHECK-SAME: !qtune.qweight<16x40, #qtune.uniform<bits = 8, group = 8>>
-// CHECK-SAME: !qtune.qweight<4x96, #qtune.uniform<bits = 3, symmetric = true, scaleType = f32>>
-// CHECK-SAME: !qtune.qweight<4x96, #qtune.uniform<bits = 3, group = 48, scaleType = f16>>
+// CHECK-SAME: !qtune.qweight<4x96, #qtune.uniform<bits = 3, symmetric = true, scale_type = f32>>
+// CHECK-SAME: !qtune.qweight<4x96, #qtune.uniform<bits = 3, group = 48, scale_type = f16>>
 // CHECK-SAME: !qtune.qweight<4x100, #qtune.uniform<bits = 4>>
 // CHECK-SAME: !qtune.qweight<2x64, #qtune.uniform<bits = 8, group = 16, symmetric = true>>
 // CHECK-SAME: !qtune.qweight<2x64, #qtune.uniform<bits = 2, symmetric = true>>)
@@ -23,24 +23,24 @@ func.func private @uniform_formats(
     !qtune.qweight<8x64, #qtune.uniform<bits = 2, group = 32>>,
     !qtune.qweight<4x96, #qtune.uniform<bits = 3, group = 0>>,
     !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 128, symmetric = false>>,
-    !qtune.qweight<16x40, #qtune.uniform<bits = 8, group = 8, scaleType = bf16>>,
-    !qtune.qweight<4x96, #qtune.uniform<bits = 3, symmetric = true, scaleType = f32>>,
-    !qtune.qweight<4x96, #qtune.uniform<bits = 3, group = 48, scaleType = f16>>,
+    !qtune.qweight<16x40, #qtune.uniform<bits = 8, group = 8, scale_type = bf16>>,
+    !qtune.qweight<4x96, #qtune.uniform<bits = 3, symmetric = true, scale_type = f32>>,
+    !qtune.qweight<4x96, #qtune.uniform<bits = 3, group = 48, scale_type = f16>>,
     !qtune.qweight<4x100, #qtune.uniform<bits = 4>>,
     !qtune.qweight<2x64, #qtune.uniform<bits = 8, group = 16, symmetric = true>>,
     // Parameters in any order; the default scale type is bf16, written or not.
-    !qtune.qweight<2x64, #qtune.uniform<symmetric = true, bits = 2, scaleType = bf16>>)
+    !qtune.qweight<2x64, #qtune.uniform<symmetric = true, bits = 2, scale_type = bf16>>)
 
 // CHECK-LABEL: func.func private @nf4_formats
 // CHECK-SAME: !qtune.qweight<8x128, #qtune.nf4<>>
 // CHECK-SAME: !qtune.qweight<8x96, #qtune.nf4<block = 32>>
-// CHECK-SAME: !qtune.qweight<4x256, #qtune.nf4<block = 32, doubleQuant = true, dqBlock = 4>>
-// CHECK-SAME: !qtune.qweight<4x8192, #qtune.nf4<doubleQuant = true>>
+// CHECK-SAME: !qtune.qweight<4x256, #qtune.nf4<block = 32, double_quant = true, dq_block = 4>>
+// CHECK-SAME: !qtune.qweight<4x8192, #qtune.nf4<double_quant = true>>
 func.func private @nf4_formats(
     !qtune.qweight<8x128, #qtune.nf4<block = 64>>,
-    !qtune.qweight<8x96, #qtune.nf4<block = 32, doubleQuant = false>>,
-    !qtune.qweight<4x256, #qtune.nf4<block = 32, doubleQuant = true, dqBlock = 4>>,
-    !qtune.qweight<4x8192, #qtune.nf4<doubleQuant = true, dqBlock = 256>>)
+    !qtune.qweight<8x96, #qtune.nf4<block = 32, double_quant = false>>,
+    !qtune.qweight<4x256, #qtune.nf4<block = 32, double_quant = true, dq_block = 4>>,
+    !qtune.qweight<4x8192, #qtune.nf4<double_quant = true, dq_block = 256>>)
 
 // CHECK-LABEL: func.func private @lut_formats
 // CHECK-SAME: !qtune.qweight<4x96, #qtune.lut<bits = 3>>
@@ -84,24 +84,24 @@ func.func @qweight_uniform3_per_channel(%codes: tensor<4x9xi32>, %scales: tensor
 
 // 3-bit, group 16, K = 48: codes i32[2, ceil(144/32) = 5], f16 scales/zeros [2, 3].
 // CHECK-LABEL: func.func @qweight_uniform3_group_f16
-// CHECK: qtune.qweight %{{.*}}, %{{.*}}, %{{.*}} : tensor<2x5xi32>, tensor<2x3xf16>, tensor<2x3xf16> -> !qtune.qweight<2x48, #qtune.uniform<bits = 3, group = 16, scaleType = f16>>
+// CHECK: qtune.qweight %{{.*}}, %{{.*}}, %{{.*}} : tensor<2x5xi32>, tensor<2x3xf16>, tensor<2x3xf16> -> !qtune.qweight<2x48, #qtune.uniform<bits = 3, group = 16, scale_type = f16>>
 func.func @qweight_uniform3_group_f16(%codes: tensor<2x5xi32>, %scales: tensor<2x3xf16>,
                                       %zeros: tensor<2x3xf16>)
-    -> !qtune.qweight<2x48, #qtune.uniform<bits = 3, group = 16, scaleType = f16>> {
+    -> !qtune.qweight<2x48, #qtune.uniform<bits = 3, group = 16, scale_type = f16>> {
   %w = qtune.qweight %codes, %scales, %zeros
       : tensor<2x5xi32>, tensor<2x3xf16>, tensor<2x3xf16>
-      -> !qtune.qweight<2x48, #qtune.uniform<bits = 3, group = 16, scaleType = f16>>
-  return %w : !qtune.qweight<2x48, #qtune.uniform<bits = 3, group = 16, scaleType = f16>>
+      -> !qtune.qweight<2x48, #qtune.uniform<bits = 3, group = 16, scale_type = f16>>
+  return %w : !qtune.qweight<2x48, #qtune.uniform<bits = 3, group = 16, scale_type = f16>>
 }
 
 // 4-bit symmetric, f32 scales: no zeros component.
 // CHECK-LABEL: func.func @qweight_uniform4_symmetric
-// CHECK: qtune.qweight %{{.*}}, %{{.*}} : tensor<64x16xi32>, tensor<64x2xf32> -> !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 64, symmetric = true, scaleType = f32>>
+// CHECK: qtune.qweight %{{.*}}, %{{.*}} : tensor<64x16xi32>, tensor<64x2xf32> -> !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 64, symmetric = true, scale_type = f32>>
 func.func @qweight_uniform4_symmetric(%codes: tensor<64x16xi32>, %scales: tensor<64x2xf32>)
-    -> !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 64, symmetric = true, scaleType = f32>> {
+    -> !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 64, symmetric = true, scale_type = f32>> {
   %w = qtune.qweight %codes, %scales : tensor<64x16xi32>, tensor<64x2xf32>
-      -> !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 64, symmetric = true, scaleType = f32>>
-  return %w : !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 64, symmetric = true, scaleType = f32>>
+      -> !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 64, symmetric = true, scale_type = f32>>
+  return %w : !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 64, symmetric = true, scale_type = f32>>
 }
 
 // 4-bit per channel with K = 100: codes i32[3, ceil(400/32) = 13].
@@ -142,14 +142,14 @@ func.func @qweight_nf4(%codes: tensor<8x16xi32>, %absmax: tensor<8x2xf32>)
 // as 8-bit codes i32[4, ceil(48/32) = 2], ceil(6/4) = 2 second-level scales per
 // row, one offset.
 // CHECK-LABEL: func.func @qweight_nf4_double_quant
-// CHECK: qtune.qweight %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<4x24xi32>, tensor<4x2xi32>, tensor<4x2xf32>, tensor<1xf32> -> !qtune.qweight<4x192, #qtune.nf4<block = 32, doubleQuant = true, dqBlock = 4>>
+// CHECK: qtune.qweight %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<4x24xi32>, tensor<4x2xi32>, tensor<4x2xf32>, tensor<1xf32> -> !qtune.qweight<4x192, #qtune.nf4<block = 32, double_quant = true, dq_block = 4>>
 func.func @qweight_nf4_double_quant(%codes: tensor<4x24xi32>, %acodes: tensor<4x2xi32>,
                                     %ascales: tensor<4x2xf32>, %aoffset: tensor<1xf32>)
-    -> !qtune.qweight<4x192, #qtune.nf4<block = 32, doubleQuant = true, dqBlock = 4>> {
+    -> !qtune.qweight<4x192, #qtune.nf4<block = 32, double_quant = true, dq_block = 4>> {
   %w = qtune.qweight %codes, %acodes, %ascales, %aoffset
       : tensor<4x24xi32>, tensor<4x2xi32>, tensor<4x2xf32>, tensor<1xf32>
-      -> !qtune.qweight<4x192, #qtune.nf4<block = 32, doubleQuant = true, dqBlock = 4>>
-  return %w : !qtune.qweight<4x192, #qtune.nf4<block = 32, doubleQuant = true, dqBlock = 4>>
+      -> !qtune.qweight<4x192, #qtune.nf4<block = 32, double_quant = true, dq_block = 4>>
+  return %w : !qtune.qweight<4x192, #qtune.nf4<block = 32, double_quant = true, dq_block = 4>>
 }
 
 // Codebook per tensor: table f32[2^3].
@@ -305,15 +305,15 @@ func.func @linear_dense_dynamic(%x: tensor<?x?x32xbf16>, %w: tensor<16x32xf32>, 
 
 // The whole chain: components -> qweight -> linear.
 // CHECK-LABEL: func.func @linear_of_components
-// CHECK: %[[W:.*]] = qtune.qweight %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<4x24xi32>, tensor<4x2xi32>, tensor<4x2xf32>, tensor<1xf32> -> !qtune.qweight<4x192, #qtune.nf4<block = 32, doubleQuant = true, dqBlock = 4>>
-// CHECK: qtune.linear %{{.*}}, %[[W]] : tensor<3x192xf32>, !qtune.qweight<4x192, #qtune.nf4<block = 32, doubleQuant = true, dqBlock = 4>> -> tensor<3x4xf32>
+// CHECK: %[[W:.*]] = qtune.qweight %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<4x24xi32>, tensor<4x2xi32>, tensor<4x2xf32>, tensor<1xf32> -> !qtune.qweight<4x192, #qtune.nf4<block = 32, double_quant = true, dq_block = 4>>
+// CHECK: qtune.linear %{{.*}}, %[[W]] : tensor<3x192xf32>, !qtune.qweight<4x192, #qtune.nf4<block = 32, double_quant = true, dq_block = 4>> -> tensor<3x4xf32>
 func.func @linear_of_components(%x: tensor<3x192xf32>, %codes: tensor<4x24xi32>,
                                 %acodes: tensor<4x2xi32>, %ascales: tensor<4x2xf32>,
                                 %aoffset: tensor<1xf32>) -> tensor<3x4xf32> {
   %w = qtune.qweight %codes, %acodes, %ascales, %aoffset
       : tensor<4x24xi32>, tensor<4x2xi32>, tensor<4x2xf32>, tensor<1xf32>
-      -> !qtune.qweight<4x192, #qtune.nf4<block = 32, doubleQuant = true, dqBlock = 4>>
-  %y = qtune.linear %x, %w : tensor<3x192xf32>, !qtune.qweight<4x192, #qtune.nf4<block = 32, doubleQuant = true, dqBlock = 4>> -> tensor<3x4xf32>
+      -> !qtune.qweight<4x192, #qtune.nf4<block = 32, double_quant = true, dq_block = 4>>
+  %y = qtune.linear %x, %w : tensor<3x192xf32>, !qtune.qweight<4x192, #qtune.nf4<block = 32, double_quant = true, dq_block = 4>> -> tensor<3x4xf32>
   return %y : tensor<3x4xf32>
 }
 
@@ -349,7 +349,7 @@ func.func @lora_dropout_batched(%x: tensor<2x4x96xbf16>, %a: tensor<16x96xbf16>,
 // CHECK-SAME: %{{.*}}: tensor<64x8xbf16> {qtune.name = "layer.lora_B", qtune.role = #qtune.role<trainable>}
 // CHECK-SAME: %{{.*}}: tensor<8x128xf32> {qtune.name = "adam.m.lora_A", qtune.role = #qtune.role<optimizer_state>}
 // CHECK-SAME: %{{.*}}: tensor<64x8xf32> {qtune.role = #qtune.role<optimizer_state>}
-// CHECK-SAME: %{{.*}}: tensor<64xbf16> {qtune.name = "layer.bias"}
+// CHECK-SAME: %{{.*}}: tensor<64xbf16> {qtune.name = "layer.bias"}) -> (tensor<4x64xbf16> {qtune.name = "y"})
 // CHECK: %[[W:.*]] = qtune.qweight %{{.*}}, %{{.*}} : tensor<64x16xi32>, tensor<64x2xf32> -> !qtune.qweight<64x128, #qtune.nf4<>>
 // CHECK: %[[Y:.*]] = qtune.linear %{{.*}}, %[[W]], %{{.*}} : tensor<4x128xbf16>, !qtune.qweight<64x128, #qtune.nf4<>>, tensor<64xbf16> -> tensor<4x64xbf16>
 // CHECK: %[[D:.*]] = qtune.lora %{{.*}}, %{{.*}}, %{{.*}} {alpha = 1.600000e+01 : f64, rank = 8 : i64} : tensor<4x128xbf16>, tensor<8x128xbf16>, tensor<64x8xbf16> -> tensor<4x64xbf16>
@@ -362,7 +362,7 @@ func.func @qlora_layer(
     %b: tensor<64x8xbf16> {qtune.role = #qtune.role<trainable>, qtune.name = "layer.lora_B"},
     %ma: tensor<8x128xf32> {qtune.role = #qtune.role<optimizer_state>, qtune.name = "adam.m.lora_A"},
     %mb: tensor<64x8xf32> {qtune.role = #qtune.role<optimizer_state>},
-    %bias: tensor<64xbf16> {qtune.name = "layer.bias"}) -> tensor<4x64xbf16> {
+    %bias: tensor<64xbf16> {qtune.name = "layer.bias"}) -> (tensor<4x64xbf16> {qtune.name = "y"}) {
   %w = qtune.qweight %codes, %absmax : tensor<64x16xi32>, tensor<64x2xf32>
       -> !qtune.qweight<64x128, #qtune.nf4<>>
   %y = qtune.linear %x, %w, %bias : tensor<4x128xbf16>, !qtune.qweight<64x128, #qtune.nf4<>>, tensor<64xbf16> -> tensor<4x64xbf16>

@@ -47,10 +47,11 @@ def QuantFormatAttrInterface : AttrInterface<"QuantFormatAttrInterface"> {
            "::llvm::ArrayRef<::qtune::HostTensor>":$components,
            "::llvm::MutableArrayRef<double>":$out)>,
     InterfaceMethod<[{
-        Host round-to-nearest quantization of a row-major `n`×`k` matrix. Formats
-        with data-dependent parameters that are not fitted (a lut codebook) take
-        them from `given`, indexed like the components; others ignore it. Returns
-        the components in `getComponents` order.
+        Host round-to-nearest quantization of a row-major `n`×`k` matrix. Float
+        parameters that may be supplied instead of fitted (a lut codebook) are
+        taken from `given` (indexed like the components) when present there;
+        otherwise the format fits them. Returns the components in
+        `getComponents` order.
       }], "::llvm::SmallVector<::qtune::HostTensor>", "quantize",
       (ins "int64_t":$n, "int64_t":$k, "::llvm::ArrayRef<double>":$weight,
            "::llvm::ArrayRef<::qtune::HostTensor>":$given)>,

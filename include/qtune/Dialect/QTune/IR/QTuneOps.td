@@ -68,7 +68,7 @@ def QTune_DequantOp : QTune_Op<"dequant", [Pure]> {
 //===----------------------------------------------------------------------===//
 
 def QTune_LinearOp : QTune_Op<"linear", [Pure]> {
-  let summary = "y = x · Wᵀ (+ bias), W quantized or dense";
+  let summary = "Linear layer x · Wᵀ (+ bias) with a quantized or dense W";
   let description = [{
     `x` has shape `[..., K]` (any number of leading batch dimensions); the weight is
     a `!qtune.qweight<NxK, ...>` or a dense `tensor<NxK>`; the optional `bias` is
@@ -96,7 +96,7 @@ def QTune_LinearOp : QTune_Op<"linear", [Pure]> {
 //===----------------------------------------------------------------------===//
 
 def QTune_LoraOp : QTune_Op<"lora", [Pure]> {
-  let summary = "LoRA adapter term Δy = (alpha / rank) · (x · Aᵀ) · Bᵀ";
+  let summary = "LoRA adapter term (alpha / rank) · (x · Aᵀ) · Bᵀ";
   let description = [{
     `A` is `rank`×K, `B` is N×`rank`; `x` has shape `[..., K]` and the result
     `[..., N]`. `dropout` is the probability of dropping elements of `x` on the
