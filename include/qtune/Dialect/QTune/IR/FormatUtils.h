@@ -30,6 +30,18 @@ verifyGroupDivides(int64_t k, int64_t group, llvm::StringRef paramName,
 ComponentSpec codesSpec(mlir::MLIRContext *ctx, int64_t n, int64_t k,
                         unsigned bits);
 
+/// Calls fn(r, c, q) for every element (r, c) of an n×k weight with its code q,
+/// read from a codes component in canonical packing.
+template <typename Fn>
+void forEachCode(const HostTensor &codes, int64_t n, int64_t k, unsigned bits,
+                 Fn fn) {
+  int64_t wpr = packedWordsPerRow(k, bits);
+  std::vector<uint32_t> words = wordsOf(codes);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < k; ++c)
+      fn(r, c, extractCode(&words[r * wpr], c, bits));
+}
+
 /// Index of the nearest entry of an ascending `table` to `x` (ties to the lower).
 uint32_t nearestIndex(llvm::ArrayRef<double> table, double x);
 

@@ -57,14 +57,11 @@ int64_t tableOffset(LutFormatAttr f, int64_t k, int64_t r, int64_t c) {
 void LutFormatAttr::dequantize(int64_t n, int64_t k,
                                ArrayRef<HostTensor> components,
                                MutableArrayRef<double> out) const {
-  unsigned bits = getBits();
-  int64_t wpr = packedWordsPerRow(k, bits);
-  std::vector<uint32_t> words = wordsOf(components[0]);
   const std::vector<double> &table = components[1].data;
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t c = 0; c < k; ++c)
-      out[r * k + c] = table[tableOffset(*this, k, r, c) +
-                             extractCode(&words[r * wpr], c, bits)];
+  forEachCode(components[0], n, k, getBits(),
+              [&](int64_t r, int64_t c, uint32_t q) {
+                out[r * k + c] = table[tableOffset(*this, k, r, c) + q];
+              });
 }
 
 namespace {
@@ -148,13 +145,10 @@ HostTensor LutFormatAttr::dequantizeVJP(int64_t n, int64_t k, unsigned index,
   HostTensor result(components[index].shape);
   if (index == 0) // codes: not differentiable
     return result;
-  unsigned bits = getBits();
-  int64_t wpr = packedWordsPerRow(k, bits);
-  std::vector<uint32_t> words = wordsOf(components[0]);
   // ∂w[r,c]/∂table[t, j] = [q[r,c] = j] for the table t serving (r, c).
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t c = 0; c < k; ++c)
-      result.data[tableOffset(*this, k, r, c) +
-                  extractCode(&words[r * wpr], c, bits)] += grad[r * k + c];
+  forEachCode(components[0], n, k, getBits(),
+              [&](int64_t r, int64_t c, uint32_t q) {
+                result.data[tableOffset(*this, k, r, c) + q] += grad[r * k + c];
+              });
   return result;
 }

@@ -98,13 +98,11 @@ void NF4FormatAttr::dequantize(int64_t n, int64_t k,
                                ArrayRef<HostTensor> components,
                                MutableArrayRef<double> out) const {
   ArrayRef<double> table = getTable();
-  int64_t bs = getBlock(), nb = getNumBlocks(k), wpr = packedWordsPerRow(k, 4);
+  int64_t bs = getBlock(), nb = getNumBlocks(k);
   std::vector<double> absmax = absmaxOf(*this, n, k, components);
-  std::vector<uint32_t> words = wordsOf(components[0]);
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t c = 0; c < k; ++c)
-      out[r * k + c] = absmax[r * nb + c / bs] *
-                       table[extractCode(&words[r * wpr], c, 4)];
+  forEachCode(components[0], n, k, 4, [&](int64_t r, int64_t c, uint32_t q) {
+    out[r * k + c] = absmax[r * nb + c / bs] * table[q];
+  });
 }
 
 SmallVector<HostTensor> NF4FormatAttr::quantize(int64_t n, int64_t k,
@@ -174,14 +172,12 @@ HostTensor NF4FormatAttr::dequantizeVJP(int64_t n, int64_t k, unsigned index,
       (getDoubleQuant() && index == 1))
     return HostTensor(components[index].shape); // codes: not differentiable
   ArrayRef<double> table = getTable();
-  int64_t bs = getBlock(), nb = getNumBlocks(k), wpr = packedWordsPerRow(k, 4);
-  std::vector<uint32_t> words = wordsOf(components[0]);
+  int64_t bs = getBlock(), nb = getNumBlocks(k);
   // ∂L/∂absmax[n,b] = Σ_{k∈b} g · NF4[q]
   std::vector<double> gAbsmax(n * nb, 0.0);
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t c = 0; c < k; ++c)
-      gAbsmax[r * nb + c / bs] +=
-          grad[r * k + c] * table[extractCode(&words[r * wpr], c, 4)];
+  forEachCode(components[0], n, k, 4, [&](int64_t r, int64_t c, uint32_t q) {
+    gAbsmax[r * nb + c / bs] += grad[r * k + c] * table[q];
+  });
   if (!getDoubleQuant())
     return HostTensor({n, nb}, gAbsmax);
   HostTensor result(components[index].shape);

@@ -61,17 +61,14 @@ double zeroPoint(UniformFormatAttr f, ArrayRef<HostTensor> c, int64_t idx) {
 void UniformFormatAttr::dequantize(int64_t n, int64_t k,
                                    ArrayRef<HostTensor> components,
                                    MutableArrayRef<double> out) const {
-  unsigned bits = getBits();
   int64_t gs = getGroupSize(k), groups = k / gs;
-  int64_t wpr = packedWordsPerRow(k, bits);
-  std::vector<uint32_t> words = wordsOf(components[0]);
   const std::vector<double> &scales = components[1].data;
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t c = 0; c < k; ++c) {
-      int64_t gi = r * groups + c / gs;
-      double q = extractCode(&words[r * wpr], c, bits);
-      out[r * k + c] = scales[gi] * (q - zeroPoint(*this, components, gi));
-    }
+  forEachCode(components[0], n, k, getBits(),
+              [&](int64_t r, int64_t c, uint32_t q) {
+                int64_t gi = r * groups + c / gs;
+                out[r * k + c] =
+                    scales[gi] * (q - zeroPoint(*this, components, gi));
+              });
 }
 
 SmallVector<HostTensor> UniformFormatAttr::quantize(int64_t n, int64_t k,
@@ -118,23 +115,19 @@ SmallVector<HostTensor> UniformFormatAttr::quantize(int64_t n, int64_t k,
 HostTensor UniformFormatAttr::dequantizeVJP(int64_t n, int64_t k, unsigned index,
                                             ArrayRef<HostTensor> components,
                                             ArrayRef<double> grad) const {
-  unsigned bits = getBits();
-  int64_t gs = getGroupSize(k), groups = k / gs;
-  int64_t wpr = packedWordsPerRow(k, bits);
-  HostTensor result({n, groups});
   if (index == 0) // codes: not differentiable
     return HostTensor(components[0].shape);
-  std::vector<uint32_t> words = wordsOf(components[0]);
+  int64_t gs = getGroupSize(k), groups = k / gs;
+  HostTensor result({n, groups});
   const std::vector<double> &scales = components[1].data;
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t c = 0; c < k; ++c) {
-      int64_t gi = r * groups + c / gs;
-      double q = extractCode(&words[r * wpr], c, bits);
-      double g = grad[r * k + c];
-      if (index == 1) // ∂w/∂s = q − z
-        result.data[gi] += g * (q - zeroPoint(*this, components, gi));
-      else // ∂w/∂z = −s
-        result.data[gi] -= g * scales[gi];
-    }
+  forEachCode(components[0], n, k, getBits(),
+              [&](int64_t r, int64_t c, uint32_t q) {
+                int64_t gi = r * groups + c / gs;
+                double g = grad[r * k + c];
+                if (index == 1) // ∂w/∂s = q − z
+                  result.data[gi] += g * (q - zeroPoint(*this, components, gi));
+                else // ∂w/∂z = −s
+                  result.data[gi] -= g * scales[gi];
+              });
   return result;
 }
