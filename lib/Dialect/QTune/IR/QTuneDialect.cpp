@@ -39,7 +39,7 @@ static LogicalResult verifyQTuneAttr(Operation *op, NamedAttribute attr,
                              << attr.getValue();
     return success();
   }
-  return op->emitError() << "unknown qtune attribute '" << attr.getName()
+  return op->emitError() << "unknown qtune attribute '" << attr.getName().getValue()
                          << "' on " << where;
 }
 
@@ -63,7 +63,7 @@ LogicalResult QTuneDialect::verifyRegionResultAttribute(Operation *op,
 
 LogicalResult QTuneDialect::verifyOperationAttribute(Operation *op,
                                                      NamedAttribute attr) {
-  return op->emitError() << "unknown qtune attribute '" << attr.getName()
+  return op->emitError() << "unknown qtune attribute '" << attr.getName().getValue()
                          << "' on an operation";
 }
 

@@ -92,9 +92,12 @@ SmallVector<HostTensor> UniformFormatAttr::quantize(int64_t n, int64_t k,
         s = absmax > 0 ? roundTo(2 * absmax / qmax, st, /*roundUp=*/true) : 1.0;
         z = double(1u << (bits - 1));
       } else {
-        s = mx > mn ? roundTo((mx - mn) / qmax, st, /*roundUp=*/true)
-                    : (mn != 0 ? roundTo(std::fabs(mn), st, true) : 1.0);
-        z = roundTo(std::nearbyint(-mn / s), st);
+        // The range always includes 0, so z = round(−min/s) lies in [0, qmax]:
+        // an integer every scale type holds exactly.
+        mn = std::min(mn, 0.0);
+        mx = std::max(mx, 0.0);
+        s = mx > mn ? roundTo((mx - mn) / qmax, st, /*roundUp=*/true) : 1.0;
+        z = std::clamp(std::nearbyint(-mn / s), 0.0, qmax);
       }
       scales.data[r * groups + g] = s;
       zeros.data[r * groups + g] = z;
