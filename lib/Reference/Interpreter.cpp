@@ -41,8 +41,10 @@ private:
   void set(Value v, HostTensor t) { values[v] = std::move(t); }
 
   LogicalResult evalConstant(arith::ConstantOp op);
-  LogicalResult evalLinear(LinearOp op);
-  LogicalResult evalLora(LoraOp op);
+  HostTensor linear(Value input, Value weight, Value bias, Type resultType);
+  HostTensor lora(Value input, Value a, Value b, double scaling,
+                  Type resultType);
+  HostTensor fusedLinear(FusedLinearOp op);
   HostTensor dequantize(const QWeightValue &w);
 
   DenseMap<Value, RefValue> values;
@@ -153,44 +155,60 @@ HostTensor Evaluator::dequantize(const QWeightValue &w) {
   return out;
 }
 
-LogicalResult Evaluator::evalLinear(LinearOp op) {
-  const HostTensor &x = tensor(op.getInput());
+HostTensor Evaluator::linear(Value input, Value weight, Value bias,
+                             Type resultType) {
+  const HostTensor &x = tensor(input);
   std::vector<double> w;
   int64_t n, k;
-  if (auto *q = std::get_if<QWeightValue>(&values[op.getWeight()])) {
+  if (auto *q = std::get_if<QWeightValue>(&values[weight])) {
     n = q->type.getN();
     k = q->type.getK();
     w = dequantize(*q).data;
   } else {
-    const HostTensor &d = tensor(op.getWeight());
+    const HostTensor &d = tensor(weight);
     n = d.shape[0];
     k = d.shape[1];
     w = d.data;
   }
-  HostTensor y = matmulTransposed(x, w, n, k, shapeOf(op.getType()));
-  if (op.getBias()) {
-    const HostTensor &b = tensor(op.getBias());
+  HostTensor y = matmulTransposed(x, w, n, k, shapeOf(resultType));
+  if (bias) {
+    const HostTensor &b = tensor(bias);
     for (size_t i = 0; i < y.data.size(); ++i)
       y.data[i] += b.data[i % n];
   }
-  set(op.getResult(), std::move(y));
-  return success();
+  return y;
 }
 
-LogicalResult Evaluator::evalLora(LoraOp op) {
-  const HostTensor &x = tensor(op.getInput());
-  const HostTensor &a = tensor(op.getA());
-  const HostTensor &b = tensor(op.getB());
+HostTensor Evaluator::lora(Value input, Value aValue, Value bValue,
+                           double scaling, Type resultType) {
+  const HostTensor &x = tensor(input);
+  const HostTensor &a = tensor(aValue);
+  const HostTensor &b = tensor(bValue);
   int64_t r = a.shape[0], k = a.shape[1], n = b.shape[0];
   std::vector<int64_t> midShape(x.shape.begin(), x.shape.end() - 1);
   midShape.push_back(r);
   HostTensor mid = matmulTransposed(x, a.data, r, k, midShape);
-  HostTensor y = matmulTransposed(mid, b.data, n, r, shapeOf(op.getType()));
-  double scaling = op.getScaling();
+  HostTensor y = matmulTransposed(mid, b.data, n, r, shapeOf(resultType));
   for (double &v : y.data)
     v *= scaling;
-  set(op.getResult(), std::move(y));
-  return success();
+  return y;
+}
+
+HostTensor Evaluator::fusedLinear(FusedLinearOp op) {
+  HostTensor y =
+      linear(op.getInput(), op.getWeight(), op.getBias(), op.getType());
+  if (op.getLoraA()) {
+    HostTensor d = lora(op.getInput(), op.getLoraA(), op.getLoraB(),
+                        op.getLoraScaling(), op.getType());
+    for (size_t i = 0; i < y.data.size(); ++i)
+      y.data[i] += d.data[i];
+  }
+  if (op.getResidual()) {
+    const HostTensor &r = tensor(op.getResidual());
+    for (size_t i = 0; i < y.data.size(); ++i)
+      y.data[i] += r.data[i];
+  }
+  return y;
 }
 
 template <typename Fn>
@@ -302,8 +320,20 @@ LogicalResult Evaluator::eval(Operation *op) {
             dequantize(std::get<QWeightValue>(values[d.getWeight()])));
         return success();
       })
-      .Case<LinearOp>([&](LinearOp l) { return evalLinear(l); })
-      .Case<LoraOp>([&](LoraOp l) { return evalLora(l); })
+      .Case<LinearOp>([&](LinearOp l) {
+        set(l.getResult(), linear(l.getInput(), l.getWeight(), l.getBias(),
+                                  l.getType()));
+        return success();
+      })
+      .Case<LoraOp>([&](LoraOp l) {
+        set(l.getResult(), lora(l.getInput(), l.getA(), l.getB(),
+                                l.getScaling(), l.getType()));
+        return success();
+      })
+      .Case<FusedLinearOp>([&](FusedLinearOp f) {
+        set(f.getResult(), fusedLinear(f));
+        return success();
+      })
       .Default([&](Operation *o) {
         return o->emitError() << "the reference interpreter does not support '"
                               << o->getName() << "'";

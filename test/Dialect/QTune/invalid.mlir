@@ -589,7 +589,7 @@ func.func @linear_result_element_type(%x: tensor<8x128xbf16>, %w: !qtune.qweight
 // -----
 
 func.func @lora_rank_mismatch_a_b(%x: tensor<8x128xf32>, %a: tensor<8x128xf32>, %b: tensor<64x4xf32>) {
-  // expected-error @+1 {{'qtune.lora' op rank mismatch between A and B: A is 8x128 (rank 8) but B (operand #2) is 64x4 (expects 64x8)}}
+  // expected-error @+1 {{'qtune.lora' op rank mismatch between A and B: A is 8x128 (rank 8) but B is 64x4 (expects 64x8)}}
   %d = qtune.lora %x, %a, %b {alpha = 16.0 : f64, rank = 8 : i64}
       : tensor<8x128xf32>, tensor<8x128xf32>, tensor<64x4xf32> -> tensor<8x64xf32>
   return
@@ -598,7 +598,7 @@ func.func @lora_rank_mismatch_a_b(%x: tensor<8x128xf32>, %a: tensor<8x128xf32>, 
 // -----
 
 func.func @lora_a_rows(%x: tensor<8x128xf32>, %a: tensor<4x128xf32>, %b: tensor<64x4xf32>) {
-  // expected-error @+1 {{'qtune.lora' op A (operand #1) has 4 rows but rank = 8}}
+  // expected-error @+1 {{'qtune.lora' op A has 4 rows but rank = 8}}
   %d = qtune.lora %x, %a, %b {alpha = 16.0 : f64, rank = 8 : i64}
       : tensor<8x128xf32>, tensor<4x128xf32>, tensor<64x4xf32> -> tensor<8x64xf32>
   return
@@ -607,7 +607,7 @@ func.func @lora_a_rows(%x: tensor<8x128xf32>, %a: tensor<4x128xf32>, %b: tensor<
 // -----
 
 func.func @lora_a_transposed(%x: tensor<8x128xf32>, %a: tensor<128x8xf32>, %b: tensor<64x8xf32>) {
-  // expected-error @+1 {{'qtune.lora' op A (operand #1) has 128 rows but rank = 8}}
+  // expected-error @+1 {{'qtune.lora' op A has 128 rows but rank = 8}}
   %d = qtune.lora %x, %a, %b {alpha = 16.0 : f64, rank = 8 : i64}
       : tensor<8x128xf32>, tensor<128x8xf32>, tensor<64x8xf32> -> tensor<8x64xf32>
   return
@@ -697,7 +697,7 @@ func.func @lora_scalar_input(%x: tensor<f32>, %a: tensor<8x1xf32>, %b: tensor<64
 // -----
 
 func.func @lora_a_rank3(%x: tensor<8x128xf32>, %a: tensor<1x8x128xf32>, %b: tensor<64x8xf32>) {
-  // expected-error @+1 {{'qtune.lora' op A (operand #1) must be rank x K (rank 2), got shape 1x8x128}}
+  // expected-error @+1 {{'qtune.lora' op A must be rank x K (rank 2), got shape 1x8x128}}
   %d = qtune.lora %x, %a, %b {alpha = 16.0 : f64, rank = 8 : i64}
       : tensor<8x128xf32>, tensor<1x8x128xf32>, tensor<64x8xf32> -> tensor<8x64xf32>
   return
@@ -706,7 +706,7 @@ func.func @lora_a_rank3(%x: tensor<8x128xf32>, %a: tensor<1x8x128xf32>, %b: tens
 // -----
 
 func.func @lora_b_rank1(%x: tensor<8x128xf32>, %a: tensor<8x128xf32>, %b: tensor<64xf32>) {
-  // expected-error @+1 {{'qtune.lora' op B (operand #2) must be N x rank (rank 2), got shape 64}}
+  // expected-error @+1 {{'qtune.lora' op B must be N x rank (rank 2), got shape 64}}
   %d = qtune.lora %x, %a, %b {alpha = 16.0 : f64, rank = 8 : i64}
       : tensor<8x128xf32>, tensor<8x128xf32>, tensor<64xf32> -> tensor<8x64xf32>
   return
@@ -746,4 +746,28 @@ func.func @lora_missing_alpha(%x: tensor<8x128xf32>, %a: tensor<8x128xf32>, %b: 
   %d = qtune.lora %x, %a, %b {rank = 8 : i64}
       : tensor<8x128xf32>, tensor<8x128xf32>, tensor<64x8xf32> -> tensor<8x64xf32>
   return
+}
+
+// -----
+
+func.func @fused_lora_without_attrs(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>, %a: tensor<2x32xf32>, %b: tensor<16x2xf32>) -> tensor<4x16xf32> {
+  // expected-error @+1 {{'qtune.fused_linear' op a LoRA term needs lora(A, B) together with lora_alpha and lora_rank (or none of them)}}
+  %y = qtune.fused_linear %x, %w lora(%a, %b : tensor<2x32xf32>, tensor<16x2xf32>) : tensor<4x32xf32>, tensor<16x32xf32> -> tensor<4x16xf32>
+  return %y : tensor<4x16xf32>
+}
+
+// -----
+
+func.func @fused_residual_type(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>, %r: tensor<4x16xbf16>) -> tensor<4x16xf32> {
+  // expected-error @+1 {{'qtune.fused_linear' op residual must have the result's type 'tensor<4x16xf32>', got 'tensor<4x16xbf16>'}}
+  %y = qtune.fused_linear %x, %w residual(%r : tensor<4x16xbf16>) : tensor<4x32xf32>, tensor<16x32xf32> -> tensor<4x16xf32>
+  return %y : tensor<4x16xf32>
+}
+
+// -----
+
+func.func @fused_lora_rank(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>, %a: tensor<2x32xf32>, %b: tensor<16x4xf32>) -> tensor<4x16xf32> {
+  // expected-error @+1 {{'qtune.fused_linear' op rank mismatch between A and B: A is 2x32 (rank 2) but B is 16x4 (expects 16x2)}}
+  %y = qtune.fused_linear %x, %w lora(%a, %b : tensor<2x32xf32>, tensor<16x4xf32>) {lora_alpha = 2.0 : f64, lora_rank = 2 : i64} : tensor<4x32xf32>, tensor<16x32xf32> -> tensor<4x16xf32>
+  return %y : tensor<4x16xf32>
 }

@@ -371,3 +371,14 @@ func.func @qlora_layer(
   %r = arith.addf %y, %d : tensor<4x64xbf16>
   return %r : tensor<4x64xbf16>
 }
+
+// CHECK-LABEL: func.func @fused_linear_all_parts
+// CHECK: qtune.fused_linear %{{.*}}, %{{.*}} bias(%{{.*}} : tensor<16xf32>) lora(%{{.*}}, %{{.*}} : tensor<2x32xf32>, tensor<16x2xf32>) residual(%{{.*}} : tensor<4x16xf32>) {lora_alpha = 4.000000e+00 : f64, lora_rank = 2 : i64} : tensor<4x32xf32>, !qtune.qweight<16x32, #qtune.nf4<block = 16>> -> tensor<4x16xf32>
+// CHECK: qtune.fused_linear %{{.*}}, %{{.*}} : tensor<4x32xf32>, tensor<16x32xf32> -> tensor<4x16xf32>
+func.func @fused_linear_all_parts(%x: tensor<4x32xf32>, %w: !qtune.qweight<16x32, #qtune.nf4<block = 16>>,
+                                  %d: tensor<16x32xf32>, %bias: tensor<16xf32>, %a: tensor<2x32xf32>,
+                                  %b: tensor<16x2xf32>, %r: tensor<4x16xf32>) -> (tensor<4x16xf32>, tensor<4x16xf32>) {
+  %y = qtune.fused_linear %x, %w bias(%bias : tensor<16xf32>) lora(%a, %b : tensor<2x32xf32>, tensor<16x2xf32>) residual(%r : tensor<4x16xf32>) {lora_alpha = 4.0 : f64, lora_rank = 2 : i64} : tensor<4x32xf32>, !qtune.qweight<16x32, #qtune.nf4<block = 16>> -> tensor<4x16xf32>
+  %z = qtune.fused_linear %x, %d : tensor<4x32xf32>, tensor<16x32xf32> -> tensor<4x16xf32>
+  return %y, %z : tensor<4x16xf32>, tensor<4x16xf32>
+}

@@ -123,35 +123,42 @@ LogicalResult DequantOp::verify() {
 // LinearOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult LinearOp::verify() {
-  auto x = getInput().getType();
+/// Checks y = x · Wᵀ (+ bias): shapes of x, W, bias and the result.
+static LogicalResult verifyLinear(Operation *op, RankedTensorType x,
+                                  Type weightType, Value bias,
+                                  RankedTensorType result) {
   if (x.getRank() < 1)
-    return emitOpError() << "input (operand #0) must have rank >= 1 ([..., K]), "
-                            "got a scalar";
+    return op->emitOpError() << "input (operand #0) must have rank >= 1 "
+                                "([..., K]), got a scalar";
   int64_t n, k;
-  if (auto q = dyn_cast<QWeightType>(getWeight().getType())) {
+  if (auto q = dyn_cast<QWeightType>(weightType)) {
     n = q.getN();
     k = q.getK();
   } else {
-    auto w = cast<RankedTensorType>(getWeight().getType());
+    auto w = cast<RankedTensorType>(weightType);
     if (w.getRank() != 2)
-      return emitOpError() << "dense weight (operand #1) must be NxK (rank 2), "
-                              "got shape "
-                           << shapeStr(w.getShape());
+      return op->emitOpError() << "dense weight (operand #1) must be NxK (rank "
+                                  "2), got shape "
+                               << shapeStr(w.getShape());
     n = w.getDimSize(0);
     k = w.getDimSize(1);
   }
   if (!dimsCompatible(x.getShape().back(), k))
-    return emitOpError() << "input (operand #0) has last dimension "
-                         << x.getShape().back() << " but the weight is "
-                         << shapeStr({n, k}) << " (expects K = " << k << ")";
-  if (getBias()) {
-    auto b = getBias().getType();
+    return op->emitOpError() << "input (operand #0) has last dimension "
+                             << x.getShape().back() << " but the weight is "
+                             << shapeStr({n, k}) << " (expects K = " << k << ")";
+  if (bias) {
+    auto b = cast<RankedTensorType>(bias.getType());
     if (b.getRank() != 1 || !dimsCompatible(b.getDimSize(0), n))
-      return emitOpError() << "bias (operand #2) must have shape " << n
-                           << " (N), got " << shapeStr(b.getShape());
+      return op->emitOpError() << "bias (operand #2) must have shape " << n
+                               << " (N), got " << shapeStr(b.getShape());
   }
-  return verifyRowwiseResult(*this, x, getResult().getType(), n);
+  return verifyRowwiseResult(op, x, result, n);
+}
+
+LogicalResult LinearOp::verify() {
+  return verifyLinear(*this, getInput().getType(), getWeight().getType(),
+                      getBias(), getResult().getType());
 }
 
 namespace {
@@ -180,40 +187,73 @@ void LinearOp::getCanonicalizationPatterns(RewritePatternSet &results,
 // LoraOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult LoraOp::verify() {
-  auto x = getInput().getType();
-  auto a = getA().getType();
-  auto b = getB().getType();
-  int64_t rank = getRank();
+/// Checks the LoRA term (alpha / rank) · (x · Aᵀ) · Bᵀ.
+static LogicalResult verifyLora(Operation *op, RankedTensorType x,
+                                RankedTensorType a, RankedTensorType b,
+                                int64_t rank, double alpha, double dropout,
+                                RankedTensorType result) {
   if (rank <= 0)
-    return emitOpError() << "rank must be positive, got " << rank;
-  double alpha = getAlpha().convertToDouble();
+    return op->emitOpError() << "rank must be positive, got " << rank;
   if (!std::isfinite(alpha))
-    return emitOpError() << "alpha must be finite, got " << alpha;
-  double dropout = getDropout().convertToDouble();
+    return op->emitOpError() << "alpha must be finite, got " << alpha;
   if (!(dropout >= 0.0 && dropout < 1.0))
-    return emitOpError() << "dropout must be in [0, 1), got " << dropout;
+    return op->emitOpError() << "dropout must be in [0, 1), got " << dropout;
   if (x.getRank() < 1)
-    return emitOpError() << "input (operand #0) must have rank >= 1 ([..., K]), "
-                            "got a scalar";
+    return op->emitOpError() << "input (operand #0) must have rank >= 1 "
+                                "([..., K]), got a scalar";
   if (a.getRank() != 2)
-    return emitOpError() << "A (operand #1) must be rank x K (rank 2), got shape "
-                         << shapeStr(a.getShape());
+    return op->emitOpError() << "A must be rank x K (rank 2), got shape "
+                             << shapeStr(a.getShape());
   if (b.getRank() != 2)
-    return emitOpError() << "B (operand #2) must be N x rank (rank 2), got shape "
-                         << shapeStr(b.getShape());
+    return op->emitOpError() << "B must be N x rank (rank 2), got shape "
+                             << shapeStr(b.getShape());
   if (!dimsCompatible(a.getDimSize(0), rank))
-    return emitOpError() << "A (operand #1) has " << a.getDimSize(0)
-                         << " rows but rank = " << rank;
+    return op->emitOpError() << "A has " << a.getDimSize(0)
+                             << " rows but rank = " << rank;
   if (!dimsCompatible(b.getDimSize(1), rank))
-    return emitOpError() << "rank mismatch between A and B: A is "
-                         << shapeStr(a.getShape()) << " (rank " << rank
-                         << ") but B (operand #2) is " << shapeStr(b.getShape())
-                         << " (expects " << b.getDimSize(0) << "x" << rank << ")";
+    return op->emitOpError() << "rank mismatch between A and B: A is "
+                             << shapeStr(a.getShape()) << " (rank " << rank
+                             << ") but B is " << shapeStr(b.getShape())
+                             << " (expects " << b.getDimSize(0) << "x" << rank
+                             << ")";
   if (!dimsCompatible(x.getShape().back(), a.getDimSize(1)))
-    return emitOpError() << "input (operand #0) has last dimension "
-                         << x.getShape().back() << " but A is "
-                         << shapeStr(a.getShape()) << " (expects K = "
-                         << a.getDimSize(1) << ")";
-  return verifyRowwiseResult(*this, x, getResult().getType(), b.getDimSize(0));
+    return op->emitOpError() << "input (operand #0) has last dimension "
+                             << x.getShape().back() << " but A is "
+                             << shapeStr(a.getShape()) << " (expects K = "
+                             << a.getDimSize(1) << ")";
+  return verifyRowwiseResult(op, x, result, b.getDimSize(0));
+}
+
+LogicalResult LoraOp::verify() {
+  return verifyLora(*this, getInput().getType(), getA().getType(),
+                    getB().getType(), getRank(),
+                    getAlpha().convertToDouble(),
+                    getDropout().convertToDouble(), getResult().getType());
+}
+
+//===----------------------------------------------------------------------===//
+// FusedLinearOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult FusedLinearOp::verify() {
+  if (failed(verifyLinear(*this, getInput().getType(), getWeight().getType(),
+                          getBias(), getResult().getType())))
+    return failure();
+  bool hasA = bool(getLoraA()), hasB = bool(getLoraB());
+  bool hasAttrs = getLoraAlpha().has_value() && getLoraRank().has_value();
+  if (hasA != hasB || hasA != hasAttrs)
+    return emitOpError() << "a LoRA term needs lora(A, B) together with "
+                            "lora_alpha and lora_rank (or none of them)";
+  if (hasA && failed(verifyLora(*this, getInput().getType(),
+                                cast<RankedTensorType>(getLoraA().getType()),
+                                cast<RankedTensorType>(getLoraB().getType()),
+                                *getLoraRank(), getLoraAlpha()->convertToDouble(),
+                                getLoraDropout().convertToDouble(),
+                                getResult().getType())))
+    return failure();
+  if (getResidual() && getResidual().getType() != getResult().getType())
+    return emitOpError() << "residual must have the result's type "
+                         << getResult().getType() << ", got "
+                         << getResidual().getType();
+  return success();
 }

@@ -123,4 +123,52 @@ def QTune_LoraOp : QTune_Op<"lora", [Pure]> {
   }];
 }
 
+//===----------------------------------------------------------------------===//
+// qtune.fused_linear
+//===----------------------------------------------------------------------===//
+
+def QTune_FusedLinearOp : QTune_Op<"fused_linear",
+    [Pure, AttrSizedOperandSegments]> {
+  let summary = "Linear layer with its epilogue: bias, LoRA term and residual";
+  let description = [{
+    y = x · Wᵀ (+ bias) (+ (lora_alpha / lora_rank) · (x · Aᵀ) · Bᵀ) (+ residual),
+    computed by one matrix kernel whose epilogue applies the additions. Produced by
+    `qtune-fuse` from `qtune.linear`, `qtune.lora` and `arith.addf`; each part is
+    optional and has the semantics of the op it came from.
+
+    ```mlir
+    %y = qtune.fused_linear %x, %w bias(%b : tensor<64xf32>)
+        lora(%A, %B : tensor<8x128xf32>, tensor<64x8xf32>)
+        residual(%r : tensor<4x64xf32>) {lora_alpha = 16.0 : f64, lora_rank = 8 : i64}
+        : tensor<4x128xf32>, !qtune.qweight<64x128, #qtune.nf4<block = 64>> -> tensor<4x64xf32>
+    ```
+  }];
+  let arguments = (ins QTune_FloatTensor:$input,
+                       AnyTypeOf<[QTune_QWeightType, QTune_FloatTensor]>:$weight,
+                       Optional<QTune_FloatTensor>:$bias,
+                       Optional<QTune_FloatTensor>:$lora_a,
+                       Optional<QTune_FloatTensor>:$lora_b,
+                       Optional<QTune_FloatTensor>:$residual,
+                       OptionalAttr<F64Attr>:$lora_alpha,
+                       OptionalAttr<I64Attr>:$lora_rank,
+                       DefaultValuedAttr<F64Attr, "0.0">:$lora_dropout);
+  let results = (outs QTune_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weight
+    (`bias` `(` $bias^ `:` type($bias) `)`)?
+    (`lora` `(` $lora_a^ `,` $lora_b `:` type($lora_a) `,` type($lora_b) `)`)?
+    (`residual` `(` $residual^ `:` type($residual) `)`)?
+    attr-dict `:` type($input) `,` type($weight) `->` type($result)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// lora_alpha / lora_rank (0 without an adapter).
+    double getLoraScaling() {
+      if (!getLoraA())
+        return 0.0;
+      return getLoraAlpha()->convertToDouble() / *getLoraRank();
+    }
+  }];
+}
+
 #endif // QTUNE_OPS_TD
