@@ -120,7 +120,12 @@ LogicalResult writeTensors(const std::string &path, ArrayRef<NamedTensor> tensor
     o.name = t.name;
     o.dtype = dtypeFor(t.elementType, floatsAsF32);
     o.shape = t.value.shape;
-    if (!st::fromDoubles(t.value.data, o.dtype, o.bytes, error)) {
+    std::vector<double> values = t.value.data;
+    if (o.dtype == st::DType::I32) // packed code words are bit patterns
+      for (double &v : values)
+        if (v >= 2147483648.0 && v < 4294967296.0)
+          v -= 4294967296.0;
+    if (!st::fromDoubles(values, o.dtype, o.bytes, error)) {
       error = path + ": tensor '" + t.name + "': " + error;
       return failure();
     }

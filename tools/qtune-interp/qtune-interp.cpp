@@ -45,6 +45,10 @@ static cl::opt<uint64_t> randomSeed(
     cl::desc("Instead of --inputs, fill arguments with deterministic "
              "pseudo-random values from this seed (floats uniform in [-1, 1), "
              "integer words uniform)"));
+static cl::opt<std::string> dumpInputs(
+    "dump-inputs",
+    cl::desc("Write the arguments (e.g. those made by --random-inputs) to this "
+             "safetensors file, each in its own element type"));
 static cl::opt<std::string> outFile("out",
                                     cl::desc("safetensors file for the results"));
 static cl::opt<bool> printResults("print",
@@ -172,6 +176,15 @@ int main(int argc, char **argv) {
                          (32 - std::min(32u, elt.getIntOrFloatBitWidth())));
       args.push_back(std::move(t));
     }
+  }
+
+  if (!dumpInputs.empty()) {
+    std::vector<qtune::ref::NamedTensor> named;
+    for (auto [i, t] : llvm::enumerate(args))
+      named.push_back({wanted[i].first, wanted[i].second.getElementType(), t});
+    if (failed(qtune::ref::writeTensors(dumpInputs, named, {},
+                                        /*floatsAsF32=*/false, error)))
+      return fail(error);
   }
 
   FailureOr<std::vector<qtune::HostTensor>> results = qtune::ref::run(func, args);

@@ -45,6 +45,25 @@ void forEachCode(const HostTensor &codes, int64_t n, int64_t k, unsigned bits,
 /// Index of the nearest entry of an ascending `table` to `x` (ties to the lower).
 uint32_t nearestIndex(llvm::ArrayRef<double> table, double x);
 
+//===----------------------------------------------------------------------===//
+// IR emission helpers for emitDequant (f32 arithmetic on scalars)
+//===----------------------------------------------------------------------===//
+
+/// An f32 constant.
+mlir::Value f32Const(mlir::OpBuilder &b, mlir::Location loc, double v);
+/// An index constant.
+mlir::Value indexConst(mlir::OpBuilder &b, mlir::Location loc, int64_t v);
+/// Flat index of the float parameter of group ⌊col / groupSize⌋ of `row`, with
+/// `groups` groups per row: row · groups + col / groupSize.
+mlir::Value groupIndex(mlir::OpBuilder &b, mlir::Location loc, mlir::Value row,
+                       mlir::Value col, int64_t groupSize, int64_t groups);
+/// An i32 code converted to f32.
+mlir::Value codeToF32(mlir::OpBuilder &b, mlir::Location loc, mlir::Value code);
+/// table[code] for a constant table of 2^bits entries, as a tree of selects on
+/// the code's bits (no dynamic indexing, so no local memory).
+mlir::Value selectFromTable(mlir::OpBuilder &b, mlir::Location loc,
+                            mlir::Value code, llvm::ArrayRef<double> table);
+
 } // namespace qtune::format
 
 #endif // QTUNE_DIALECT_QTUNE_IR_FORMATUTILS_H

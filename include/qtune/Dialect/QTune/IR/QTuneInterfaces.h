@@ -4,6 +4,7 @@
 #define QTUNE_DIALECT_QTUNE_IR_QTUNEINTERFACES_H
 
 #include "mlir/IR/Attributes.h"
+#include "mlir/IR/Builders.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/Types.h"
 #include "qtune/Support/HostTensor.h"
@@ -27,6 +28,24 @@ struct ComponentSpec {
   llvm::SmallVector<int64_t> shape;
 
   bool isInteger() const { return kind == ComponentKind::Codes; }
+};
+
+/// How emitted dequantization code reads the components of a weight. Kernel
+/// templates implement it over their buffers; formats only call it.
+class ComponentAccess {
+public:
+  virtual ~ComponentAccess() = default;
+  /// Element `flatIndex` (row-major, index type) of float component
+  /// `component`, converted to f32.
+  virtual mlir::Value loadFloat(mlir::OpBuilder &b, mlir::Location loc,
+                                unsigned component, mlir::Value flatIndex) = 0;
+  /// Code `col` of row `row` of integer component `component`, stored in the
+  /// canonical packing with `bits` bits per code and `wordsPerRow` 32-bit words
+  /// per row, as an i32 in [0, 2^bits).
+  virtual mlir::Value loadCode(mlir::OpBuilder &b, mlir::Location loc,
+                               unsigned component, mlir::Value row,
+                               mlir::Value col, unsigned bits,
+                               int64_t wordsPerRow) = 0;
 };
 
 } // namespace qtune

@@ -63,6 +63,16 @@ def QuantFormatAttrInterface : AttrInterface<"QuantFormatAttrInterface"> {
       (ins "int64_t":$n, "int64_t":$k, "unsigned":$index,
            "::llvm::ArrayRef<::qtune::HostTensor>":$components,
            "::llvm::ArrayRef<double>":$grad)>,
+    InterfaceMethod<[{
+        Emits IR computing the dequantized weight at (`row`, `col`) (index
+        values) of an `n`×`k` weight, as an f32 value. Component elements are
+        read through `access`, so kernel templates decide where components live
+        (global or shared memory) while the format decides only the arithmetic.
+        Must agree with `dequantize`.
+      }], "::mlir::Value", "emitDequant",
+      (ins "::mlir::OpBuilder &":$b, "::mlir::Location":$loc,
+           "::mlir::Value":$row, "::mlir::Value":$col, "int64_t":$n,
+           "int64_t":$k, "::qtune::ComponentAccess &":$access)>,
   ];
 }
 

@@ -2,6 +2,7 @@
 
 #include "qtune/Dialect/QTune/IR/FormatUtils.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "llvm/ADT/APFloat.h"
 #include <algorithm>
 #include <cmath>
@@ -65,6 +66,54 @@ uint32_t nearestIndex(ArrayRef<double> table, double x) {
     return table.size() - 1;
   size_t hi = it - table.begin();
   return (x - table[hi - 1] <= table[hi] - x) ? hi - 1 : hi;
+}
+
+} // namespace qtune::format
+
+//===----------------------------------------------------------------------===//
+// IR emission helpers
+//===----------------------------------------------------------------------===//
+
+namespace qtune::format {
+
+Value f32Const(OpBuilder &b, Location loc, double v) {
+  return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(float(v)));
+}
+
+Value indexConst(OpBuilder &b, Location loc, int64_t v) {
+  return arith::ConstantIndexOp::create(b, loc, v);
+}
+
+Value groupIndex(OpBuilder &b, Location loc, Value row, Value col,
+                 int64_t groupSize, int64_t groups) {
+  Value g = arith::DivUIOp::create(b, loc, col, indexConst(b, loc, groupSize));
+  Value base = arith::MulIOp::create(b, loc, row, indexConst(b, loc, groups));
+  return arith::AddIOp::create(b, loc, base, g);
+}
+
+Value codeToF32(OpBuilder &b, Location loc, Value code) {
+  return arith::UIToFPOp::create(b, loc, b.getF32Type(), code);
+}
+
+Value selectFromTable(OpBuilder &b, Location loc, Value code,
+                      ArrayRef<double> table) {
+  SmallVector<Value> level;
+  for (double v : table)
+    level.push_back(f32Const(b, loc, v));
+  for (unsigned bit = 0; level.size() > 1; ++bit) {
+    Value one = arith::ConstantIntOp::create(b, loc, b.getI32Type(), 1);
+    Value shift = arith::ConstantIntOp::create(b, loc, b.getI32Type(), bit);
+    Value set = arith::TruncIOp::create(
+        b, loc, b.getI1Type(),
+        arith::AndIOp::create(b, loc,
+                              arith::ShRUIOp::create(b, loc, code, shift), one));
+    SmallVector<Value> next;
+    for (size_t i = 0; i < level.size(); i += 2)
+      next.push_back(
+          arith::SelectOp::create(b, loc, set, level[i + 1], level[i]));
+    level = std::move(next);
+  }
+  return level.front();
 }
 
 } // namespace qtune::format

@@ -6,6 +6,8 @@
 
 #include "qtune/Dialect/QTune/IR/FormatUtils.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -151,4 +153,20 @@ HostTensor LutFormatAttr::dequantizeVJP(int64_t n, int64_t k, unsigned index,
                 result.data[tableOffset(*this, k, r, c) + q] += grad[r * k + c];
               });
   return result;
+}
+
+Value LutFormatAttr::emitDequant(OpBuilder &b, Location loc, Value row,
+                                 Value col, int64_t n, int64_t k,
+                                 ComponentAccess &access) const {
+  unsigned bits = getBits();
+  Value q = access.loadCode(b, loc, 0, row, col, bits,
+                            packedWordsPerRow(k, bits));
+  Value index = arith::IndexCastUIOp::create(b, loc, b.getIndexType(), q);
+  if (getGroup() != 0) {
+    Value table = groupIndex(b, loc, row, col, getGroup(), k / getGroup());
+    Value base = arith::MulIOp::create(b, loc, table,
+                                       indexConst(b, loc, int64_t(1) << bits));
+    index = arith::AddIOp::create(b, loc, base, index);
+  }
+  return access.loadFloat(b, loc, 1, index);
 }

@@ -7,6 +7,8 @@
 
 #include "qtune/Dialect/QTune/IR/FormatUtils.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -194,4 +196,29 @@ HostTensor NF4FormatAttr::dequantizeVJP(int64_t n, int64_t k, unsigned index,
         result.data[0] += g;
     }
   return result;
+}
+
+Value NF4FormatAttr::emitDequant(OpBuilder &b, Location loc, Value row,
+                                 Value col, int64_t n, int64_t k,
+                                 ComponentAccess &access) const {
+  int64_t bs = getBlock(), nb = getNumBlocks(k);
+  Value q = access.loadCode(b, loc, 0, row, col, 4, packedWordsPerRow(k, 4));
+  Value value = selectFromTable(b, loc, q, getTable());
+  Value absmax;
+  if (!getDoubleQuant()) {
+    absmax = access.loadFloat(b, loc, 1, groupIndex(b, loc, row, col, bs, nb));
+  } else {
+    int64_t dq = getDqBlock(), spr = (nb + dq - 1) / dq;
+    Value block = arith::DivUIOp::create(b, loc, col, indexConst(b, loc, bs));
+    Value c = codeToF32(b, loc,
+                        access.loadCode(b, loc, 1, row, block, 8,
+                                        packedWordsPerRow(nb, 8)));
+    Value s2 =
+        access.loadFloat(b, loc, 2, groupIndex(b, loc, row, block, dq, spr));
+    Value offset = access.loadFloat(b, loc, 3, indexConst(b, loc, 0));
+    Value centered = arith::SubFOp::create(b, loc, c, f32Const(b, loc, 128.0));
+    absmax = arith::AddFOp::create(
+        b, loc, offset, arith::MulFOp::create(b, loc, s2, centered));
+  }
+  return arith::MulFOp::create(b, loc, absmax, value);
 }

@@ -6,6 +6,8 @@
 
 #include "qtune/Dialect/QTune/IR/FormatUtils.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -133,4 +135,19 @@ HostTensor UniformFormatAttr::dequantizeVJP(int64_t n, int64_t k, unsigned index
                   result.data[gi] -= g * scales[gi];
               });
   return result;
+}
+
+Value UniformFormatAttr::emitDequant(OpBuilder &b, Location loc, Value row,
+                                     Value col, int64_t n, int64_t k,
+                                     ComponentAccess &access) const {
+  unsigned bits = getBits();
+  int64_t gs = getGroupSize(k);
+  Value q = codeToF32(b, loc,
+                      access.loadCode(b, loc, 0, row, col, bits,
+                                      packedWordsPerRow(k, bits)));
+  Value gi = groupIndex(b, loc, row, col, gs, k / gs);
+  Value s = access.loadFloat(b, loc, 1, gi);
+  Value z = getSymmetric() ? f32Const(b, loc, double(1u << (bits - 1)))
+                           : access.loadFloat(b, loc, 2, gi);
+  return arith::MulFOp::create(b, loc, s, arith::SubFOp::create(b, loc, q, z));
 }

@@ -1,0 +1,56 @@
+//===- GemmTemplate.h - tensor-core GEMM kernel template ----------*- C++ -*-===//
+//
+// Builds a gpu.func computing Y[M, N] = X[M, K] · Wᵀ (+ bias) (+ T · Bᵀ)
+// (+ residual) in bf16 with fp32 accumulation on tensor cores
+// (nvgpu.ldmatrix + nvvm.mma.sync m16n8k16, X staged by
+// nvgpu.device_async_copy). W is dense bf16 or quantized; a quantized W is
+// dequantized tile by tile in the prologue through
+// QuantFormatAttrInterface::emitDequant, never materialized in global memory.
+// The optional second K segment (T: M×r, B: N×r) adds a precomputed LoRA term.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef QTUNE_CONVERSION_QTUNETOGPU_GEMMTEMPLATE_H
+#define QTUNE_CONVERSION_QTUNETOGPU_GEMMTEMPLATE_H
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "qtune/Dialect/QTune/IR/QTuneAttrs.h"
+
+namespace qtune {
+
+/// Tile sizes of the GEMM template. A block computes tileM × tileN outputs with
+/// warpsM × warpsN warps; each warp a (tileM/warpsM) × (tileN/warpsN) tile made
+/// of m16n8k16 MMAs; K advances tileK at a time.
+struct GemmSchedule {
+  int64_t tileM = 64, tileN = 64, tileK = 32;
+  int64_t warpsM = 2, warpsN = 2;
+
+  int64_t threads() const { return 32 * warpsM * warpsN; }
+  /// Checks divisibility constraints; returns an explanation on failure.
+  std::optional<std::string> validate() const;
+};
+
+/// What one kernel computes. N and K are static; M is a kernel argument.
+struct GemmSpec {
+  int64_t n = 0, k = 0;
+  /// Quantized weight format, or null for a dense bf16 weight.
+  QuantFormatAttrInterface format;
+  /// Element types of the weight's components (quantized weights only).
+  llvm::SmallVector<mlir::Type> componentTypes;
+  bool hasBias = false, hasResidual = false;
+  /// Rank of the second segment (T · Bᵀ), 0 for none.
+  int64_t loraRank = 0;
+  /// Factor applied to the product before bias and residual.
+  double outputScale = 1.0;
+};
+
+/// Kernel parameter order: x, weight component(s) (or the dense weight),
+/// [bias], [residual], [T, B], y, M. Every tensor is a flat memref<?xT>.
+mlir::gpu::GPUFuncOp buildGemmKernel(mlir::OpBuilder &builder,
+                                     mlir::Location loc, llvm::StringRef name,
+                                     const GemmSpec &spec,
+                                     const GemmSchedule &schedule);
+
+} // namespace qtune
+
+#endif // QTUNE_CONVERSION_QTUNETOGPU_GEMMTEMPLATE_H

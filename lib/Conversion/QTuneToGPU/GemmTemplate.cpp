@@ -1,0 +1,402 @@
+//===- GemmTemplate.cpp - tensor-core GEMM kernel template ------------------===//
+//
+// One block computes a tileM × tileN tile of Y. Per K tile:
+//   1. X tile [tileM × tileK] bf16 → shared, 16-byte nvgpu.device_async_copy
+//      chunks (zero-filled past M and K), or element loads when rows are not
+//      16-byte aligned;
+//   2. W tile [tileN × tileK] → shared: each element dequantized through
+//      QuantFormatAttrInterface::emitDequant (or read from a dense weight) and
+//      rounded to bf16 — the prologue hook;
+//   3. each warp: nvgpu.ldmatrix fragments, nvgpu.mma.sync m16n8k16 into fp32
+//      accumulators.
+// The epilogue scales, adds bias and residual, masks M/N tails and stores bf16.
+//
+//===----------------------------------------------------------------------===//
+
+#include "qtune/Conversion/QTuneToGPU/GemmTemplate.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+
+using namespace mlir;
+
+namespace qtune {
+
+std::optional<std::string> GemmSchedule::validate() const {
+  if (tileK % 16 != 0)
+    return "tileK must be a multiple of 16 (the MMA's K)";
+  if (tileM % (16 * warpsM) != 0)
+    return "tileM must be a multiple of 16 × warpsM";
+  if (tileN % (8 * warpsN) != 0)
+    return "tileN must be a multiple of 8 × warpsN";
+  if ((tileM * tileK / 8) % threads() != 0)
+    return "tileM × tileK / 8 must be a multiple of the thread count";
+  if ((tileN * tileK) % threads() != 0)
+    return "tileN × tileK must be a multiple of the thread count";
+  return std::nullopt;
+}
+
+namespace {
+
+MemRefType flat(Type element) {
+  return MemRefType::get({ShapedType::kDynamic}, element);
+}
+
+/// Component reads from flat global memrefs.
+class GlobalComponentAccess : public ComponentAccess {
+public:
+  explicit GlobalComponentAccess(ValueRange components)
+      : components(components) {}
+
+  Value loadFloat(OpBuilder &b, Location loc, unsigned component,
+                  Value flatIndex) override {
+    Value v = memref::LoadOp::create(b, loc, components[component], flatIndex);
+    if (!v.getType().isF32())
+      v = arith::ExtFOp::create(b, loc, b.getF32Type(), v);
+    return v;
+  }
+
+  Value loadCode(OpBuilder &b, Location loc, unsigned component, Value row,
+                 Value col, unsigned bits, int64_t wordsPerRow) override {
+    auto idx = [&](int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); };
+    Value bit = arith::MulIOp::create(b, loc, col, idx(bits));
+    Value word = arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, row, idx(wordsPerRow)),
+        arith::DivUIOp::create(b, loc, bit, idx(32)));
+    Value shift = arith::RemUIOp::create(b, loc, bit, idx(32));
+    Value mem = components[component];
+    Value lo = memref::LoadOp::create(b, loc, mem, word);
+    Type i32 = b.getI32Type(), i64 = b.getI64Type();
+    Value mask = arith::ConstantIntOp::create(b, loc, i32, (1u << bits) - 1);
+    Value shift32 = arith::IndexCastUIOp::create(b, loc, i32, shift);
+    if (32 % bits == 0) // codes never straddle words
+      return arith::AndIOp::create(
+          b, loc, arith::ShRUIOp::create(b, loc, lo, shift32), mask);
+    // The next word holds the high bits when the code straddles; it exists
+    // then (rows are padded to whole words), so read it only in that case.
+    Value straddles = arith::CmpIOp::create(
+        b, loc, arith::CmpIPredicate::ugt,
+        arith::AddIOp::create(b, loc, shift, idx(bits)), idx(32));
+    Value nextWord = arith::SelectOp::create(
+        b, loc, straddles, arith::AddIOp::create(b, loc, word, idx(1)), word);
+    Value hi = memref::LoadOp::create(b, loc, mem, nextWord);
+    Value both = arith::OrIOp::create(
+        b, loc,
+        arith::ShLIOp::create(b, loc, arith::ExtUIOp::create(b, loc, i64, hi),
+                              arith::ConstantIntOp::create(b, loc, i64, 32)),
+        arith::ExtUIOp::create(b, loc, i64, lo));
+    Value shifted = arith::ShRUIOp::create(
+        b, loc, both, arith::IndexCastUIOp::create(b, loc, i64, shift));
+    return arith::AndIOp::create(b, loc,
+                                 arith::TruncIOp::create(b, loc, i32, shifted),
+                                 mask);
+  }
+
+private:
+  ValueRange components;
+};
+
+/// One K segment of the product: X-like rows [M × kSeg] times a weight
+/// [N × kSeg] (quantized through `format`, else dense bf16).
+struct Segment {
+  Value x;
+  int64_t kSeg;
+  QuantFormatAttrInterface format;
+  ValueRange weight; // the components, or the one dense weight
+};
+
+class KernelBuilder {
+public:
+  KernelBuilder(ImplicitLocOpBuilder &b, const GemmSpec &spec,
+                const GemmSchedule &s, Value xs, Value ws, Value m)
+      : b(b), spec(spec), s(s), xs(xs), ws(ws), m(m) {}
+
+  Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
+  Value mul(Value x, Value y) { return arith::MulIOp::create(b, x, y); }
+  Value div(Value x, int64_t y) { return arith::DivUIOp::create(b, x, idx(y)); }
+  Value rem(Value x, int64_t y) { return arith::RemUIOp::create(b, x, idx(y)); }
+  Value lt(Value x, Value y) {
+    return arith::CmpIOp::create(b, arith::CmpIPredicate::ult, x, y);
+  }
+  Value both(Value x, Value y) { return arith::AndIOp::create(b, x, y); }
+  Value extToF32(Value v) {
+    return arith::ExtFOp::create(b, b.getF32Type(), v, arith::FastMathFlagsAttr());
+  }
+  Value select(Value c, Value x, Value y) {
+    return arith::SelectOp::create(b, c, x, y);
+  }
+
+  void setThreadIds() {
+    tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+    Value warp = div(tid, 32);
+    lane = rem(tid, 32);
+    wm = div(warp, s.warpsN);
+    wn = rem(warp, s.warpsN);
+    rowBase = mul(gpu::BlockIdOp::create(b, gpu::Dimension::y), idx(s.tileM));
+    colBase = mul(gpu::BlockIdOp::create(b, gpu::Dimension::x), idx(s.tileN));
+  }
+
+  int64_t fragsM() const { return s.tileM / s.warpsM / 16; }
+  int64_t fragsN() const { return s.tileN / s.warpsN / 8; }
+
+  /// Stages the X tile of K offset `k0` into shared memory.
+  void loadXTile(const Segment &seg, Value k0) {
+    int64_t chunksPerRow = s.tileK / 8;
+    int64_t perThread = s.tileM * chunksPerRow / s.threads();
+    Value kSeg = idx(seg.kSeg);
+    bool async = seg.kSeg % 8 == 0; // rows 16-byte aligned
+    SmallVector<Value> tokens;
+    Type bf16 = b.getBF16Type();
+    for (int64_t i = 0; i < perThread; ++i) {
+      Value c = add(tid, idx(i * s.threads()));
+      Value r = div(c, chunksPerRow);
+      Value kc = mul(rem(c, chunksPerRow), idx(8));
+      Value gm = add(rowBase, r), gk = add(k0, kc);
+      if (async) {
+        Value valid = both(lt(gm, m), lt(gk, kSeg));
+        Value src = select(valid, add(mul(gm, kSeg), gk), idx(0));
+        Value count = select(valid, idx(8), idx(0));
+        tokens.push_back(nvgpu::DeviceAsyncCopyOp::create(
+            b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), xs,
+            ValueRange{r, kc}, seg.x, ValueRange{src}, b.getIndexAttr(8),
+            count, /*bypassL1=*/UnitAttr()));
+        continue;
+      }
+      Value zero = arith::ConstantOp::create(b, b.getFloatAttr(bf16, 0.0));
+      for (int64_t e = 0; e < 8; ++e) {
+        Value gke = add(gk, idx(e));
+        Value valid = both(lt(gm, m), lt(gke, kSeg));
+        Value src = select(valid, add(mul(gm, kSeg), gke), idx(0));
+        Value v = select(valid, memref::LoadOp::create(b, seg.x, src), zero);
+        memref::StoreOp::create(b, v, xs, ValueRange{r, add(kc, idx(e))});
+      }
+    }
+    if (!tokens.empty()) {
+      Value group = nvgpu::DeviceAsyncCreateGroupOp::create(
+          b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), tokens);
+      nvgpu::DeviceAsyncWaitOp::create(b, group, IntegerAttr());
+    }
+  }
+
+  /// Dequantizes (or reads) the W tile of K offset `k0` into shared memory.
+  void loadWTile(const Segment &seg, Value k0) {
+    int64_t perThread = s.tileN * s.tileK / s.threads();
+    Value n = idx(spec.n), kSeg = idx(seg.kSeg);
+    Value nLast = idx(spec.n - 1), kLast = idx(seg.kSeg - 1);
+    Value zero = arith::ConstantOp::create(b, b.getF32FloatAttr(0.0f));
+    for (int64_t e = 0; e < perThread; ++e) {
+      Value flatIdx = add(idx(e * s.threads()), tid);
+      Value r = div(flatIdx, s.tileK), kk = rem(flatIdx, s.tileK);
+      Value gn = add(colBase, r), gk = add(k0, kk);
+      Value valid = both(lt(gn, n), lt(gk, kSeg));
+      // Clamped indices keep every read in bounds; masked values become 0.
+      Value gnc = arith::MinUIOp::create(b, gn, nLast);
+      Value gkc = arith::MinUIOp::create(b, gk, kLast);
+      Value w;
+      if (seg.format) {
+        GlobalComponentAccess access(seg.weight);
+        w = seg.format.emitDequant(b, b.getLoc(), gnc, gkc, spec.n, seg.kSeg,
+                                   access);
+      } else {
+        w = extToF32(
+            memref::LoadOp::create(b, seg.weight[0], add(mul(gnc, kSeg), gkc)));
+      }
+      w = select(valid, w, zero);
+      memref::StoreOp::create(b, arith::TruncFOp::create(b, b.getBF16Type(), w),
+                              ws, ValueRange{r, kk});
+    }
+  }
+
+  /// The 32-bit registers of an ldmatrix fragment (rows of two bf16).
+  SmallVector<Value> registers(Value fragment) {
+    auto vt = cast<VectorType>(fragment.getType());
+    auto i32x1 = VectorType::get({1}, b.getI32Type());
+    SmallVector<Value> regs;
+    for (int64_t r = 0; r < vt.getDimSize(0); ++r) {
+      Value row = vector::ExtractOp::create(b, fragment, ArrayRef<int64_t>{r});
+      Value word = vector::BitCastOp::create(b, i32x1, row);
+      regs.push_back(vector::ExtractOp::create(b, word, ArrayRef<int64_t>{0}));
+    }
+    return regs;
+  }
+
+  /// MMAs over the staged tiles. `acc` holds 4 f32 accumulators per m16n8
+  /// fragment: (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1) for lane = 4g + t.
+  /// nvgpu.mma.sync has no bf16 lowering in MLIR 22, so the MMA itself is
+  /// nvvm.mma.sync on the ldmatrix registers.
+  SmallVector<Value> mmaTile(SmallVector<Value> acc) {
+    auto bf16 = b.getBF16Type();
+    auto aTy = VectorType::get({4, 2}, bf16), bTy = VectorType::get({2, 2}, bf16);
+    Type f32 = b.getF32Type();
+    auto resultTy = LLVM::LLVMStructType::getLiteral(b.getContext(),
+                                                     {f32, f32, f32, f32});
+    Value aRow = add(mul(wm, idx(s.tileM / s.warpsM)), rem(lane, 16));
+    Value aCol = mul(div(lane, 16), idx(8));
+    Value bRow = add(mul(wn, idx(s.tileN / s.warpsN)), rem(lane, 8));
+    Value bCol = mul(rem(div(lane, 8), 2), idx(8));
+    for (int64_t ks = 0; ks < s.tileK / 16; ++ks) {
+      SmallVector<SmallVector<Value>> aFrag, bFrag;
+      for (int64_t i = 0; i < fragsM(); ++i)
+        aFrag.push_back(registers(nvgpu::LdMatrixOp::create(
+            b, aTy, xs, ValueRange{add(aRow, idx(i * 16)), add(aCol, idx(ks * 16))},
+            /*transpose=*/false, /*numTiles=*/4)));
+      for (int64_t j = 0; j < fragsN(); ++j)
+        bFrag.push_back(registers(nvgpu::LdMatrixOp::create(
+            b, bTy, ws, ValueRange{add(bRow, idx(j * 8)), add(bCol, idx(ks * 16))},
+            /*transpose=*/false, /*numTiles=*/2)));
+      for (int64_t i = 0; i < fragsM(); ++i)
+        for (int64_t j = 0; j < fragsN(); ++j) {
+          MutableArrayRef<Value> c(&acc[(i * fragsN() + j) * 4], 4);
+          Value d = NVVM::MmaOp::create(
+              b, resultTy, aFrag[i], bFrag[j], ValueRange(c),
+              ArrayRef<int64_t>{16, 8, 16}, std::nullopt, std::nullopt,
+              std::array<NVVM::MMATypes, 2>{NVVM::MMATypes::bf16,
+                                            NVVM::MMATypes::bf16},
+              std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                             NVVM::MMALayout::col});
+          for (int64_t e = 0; e < 4; ++e)
+            c[e] = LLVM::ExtractValueOp::create(b, d, ArrayRef<int64_t>{e});
+        }
+    }
+    return acc;
+  }
+
+  /// The K loop of one segment, carrying the accumulators.
+  SmallVector<Value> segmentLoop(const Segment &seg, SmallVector<Value> acc) {
+    int64_t tiles = (seg.kSeg + s.tileK - 1) / s.tileK;
+    auto loop = scf::ForOp::create(
+        b, idx(0), idx(tiles), idx(1), acc,
+        [&](OpBuilder &nested, Location loc, Value kt, ValueRange iter) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPoint(nested.getInsertionBlock(),
+                              nested.getInsertionPoint());
+          Value k0 = mul(kt, idx(s.tileK));
+          loadXTile(seg, k0);
+          loadWTile(seg, k0);
+          gpu::BarrierOp::create(b);
+          SmallVector<Value> out = mmaTile(SmallVector<Value>(iter));
+          gpu::BarrierOp::create(b);
+          scf::YieldOp::create(b, out);
+        });
+    return SmallVector<Value>(loop.getResults());
+  }
+
+  /// Scale, bias, residual, tail masks and bf16 stores.
+  void epilogue(ArrayRef<Value> acc, Value bias, Value residual, Value y) {
+    Value g = div(lane, 4), t = rem(lane, 4);
+    Value n = idx(spec.n);
+    Value scale = arith::ConstantOp::create(
+        b, b.getF32FloatAttr(float(spec.outputScale)));
+    for (int64_t i = 0; i < fragsM(); ++i)
+      for (int64_t j = 0; j < fragsN(); ++j)
+        for (int64_t h = 0; h < 2; ++h)
+          for (int64_t e = 0; e < 2; ++e) {
+            Value row = add(add(rowBase, mul(wm, idx(s.tileM / s.warpsM))),
+                            add(g, idx(i * 16 + h * 8)));
+            Value col = add(add(colBase, mul(wn, idx(s.tileN / s.warpsN))),
+                            add(mul(t, idx(2)), idx(j * 8 + e)));
+            Value v = acc[(i * fragsN() + j) * 4 + h * 2 + e];
+            if (spec.outputScale != 1.0)
+              v = arith::MulFOp::create(b, v, scale);
+            auto inBounds =
+                scf::IfOp::create(b, both(lt(row, m), lt(col, n)), false);
+            OpBuilder::InsertionGuard guard(b);
+            b.setInsertionPointToStart(inBounds.thenBlock());
+            Value flatIdx = add(mul(row, n), col);
+            if (bias)
+              v = arith::AddFOp::create(
+                  b, v, extToF32(memref::LoadOp::create(b, bias, col)));
+            if (residual)
+              v = arith::AddFOp::create(
+                  b, v, extToF32(memref::LoadOp::create(b, residual, flatIdx)));
+            memref::StoreOp::create(
+                b, arith::TruncFOp::create(b, b.getBF16Type(), v), y, flatIdx);
+          }
+  }
+
+private:
+  ImplicitLocOpBuilder &b;
+  const GemmSpec &spec;
+  const GemmSchedule &s;
+  Value xs, ws, m;
+  Value tid, lane, wm, wn, rowBase, colBase;
+};
+
+} // namespace
+
+gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
+                               const GemmSpec &spec,
+                               const GemmSchedule &schedule) {
+  MLIRContext *ctx = builder.getContext();
+  Type bf16 = builder.getBF16Type();
+  SmallVector<Type> args{flat(bf16)};
+  if (spec.format)
+    for (Type t : spec.componentTypes)
+      args.push_back(flat(t));
+  else
+    args.push_back(flat(bf16));
+  if (spec.hasBias)
+    args.push_back(flat(bf16));
+  if (spec.hasResidual)
+    args.push_back(flat(bf16));
+  if (spec.loraRank) {
+    args.push_back(flat(bf16)); // T
+    args.push_back(flat(bf16)); // B
+  }
+  args.push_back(flat(bf16)); // y
+  args.push_back(builder.getIndexType()); // M
+
+  auto workgroup = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
+  // Rows padded by 8 elements (16 bytes): ldmatrix rows stay 16-byte aligned
+  // and consecutive rows start in different banks.
+  auto xsType = MemRefType::get({schedule.tileM, schedule.tileK + 8}, bf16,
+                                MemRefLayoutAttrInterface(), workgroup);
+  auto wsType = MemRefType::get({schedule.tileN, schedule.tileK + 8}, bf16,
+                                MemRefLayoutAttrInterface(), workgroup);
+  auto func = gpu::GPUFuncOp::create(builder, loc, name,
+                                     FunctionType::get(ctx, args, {}),
+                                     TypeRange{xsType, wsType}, TypeRange{});
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
+  func.setKnownBlockSizeAttr(
+      builder.getDenseI32ArrayAttr({int32_t(schedule.threads()), 1, 1}));
+
+  Block &entry = func.getBody().front();
+  ImplicitLocOpBuilder b(loc, ctx);
+  b.setInsertionPointToStart(&entry);
+  unsigned a = 0;
+  Value x = entry.getArgument(a++);
+  unsigned numWeight = spec.format ? spec.componentTypes.size() : 1;
+  ValueRange weight = entry.getArguments().slice(a, numWeight);
+  a += numWeight;
+  Value bias = spec.hasBias ? entry.getArgument(a++) : Value();
+  Value residual = spec.hasResidual ? entry.getArgument(a++) : Value();
+  Value loraT, loraB;
+  if (spec.loraRank) {
+    loraT = entry.getArgument(a++);
+    loraB = entry.getArgument(a++);
+  }
+  Value y = entry.getArgument(a++);
+  Value m = entry.getArgument(a++);
+
+  KernelBuilder kb(b, spec, schedule, func.getWorkgroupAttributions()[0],
+                   func.getWorkgroupAttributions()[1], m);
+  kb.setThreadIds();
+  Value zero = arith::ConstantOp::create(b, b.getF32FloatAttr(0.0f));
+  SmallVector<Value> acc(kb.fragsM() * kb.fragsN() * 4, zero);
+  acc = kb.segmentLoop({x, spec.k, spec.format, weight}, acc);
+  if (spec.loraRank)
+    acc = kb.segmentLoop({loraT, spec.loraRank, nullptr, ValueRange(&loraB, 1)},
+                         acc);
+  kb.epilogue(acc, bias, residual, y);
+  gpu::ReturnOp::create(b);
+  return func;
+}
+
+} // namespace qtune

@@ -1,0 +1,294 @@
+//===- QTuneToGPU.cpp - lower qtune graphs to GPU kernels + host plan -------===//
+
+#include "qtune/Conversion/Passes.h"
+#include "qtune/Conversion/QTuneToGPU/GemmTemplate.h"
+#include "qtune/Dialect/QTune/IR/QTuneOps.h"
+
+#include "mlir/IR/IRMapping.h"
+#include "mlir/IR/SymbolTable.h"
+
+namespace qtune {
+#define GEN_PASS_DEF_QTUNELOWERTOGPU
+#include "qtune/Conversion/Passes.h.inc"
+} // namespace qtune
+
+using namespace mlir;
+using namespace qtune;
+
+namespace {
+
+/// Name of the gpu.module holding every kernel.
+constexpr StringLiteral kKernelModule = "qtune_kernels";
+
+class Lowering {
+public:
+  Lowering(ModuleOp module, gpu::GPUModuleOp kernels, GemmSchedule schedule)
+      : module(module), kernels(kernels), schedule(schedule) {}
+
+  LogicalResult lowerFunction(func::FuncOp func);
+
+private:
+  /// The flat memref<?xT> view of a buffer.
+  Value flatView(OpBuilder &b, Location loc, Value buffer);
+  /// Gets or builds the kernel for `spec`; returns its symbol.
+  SymbolRefAttr kernelFor(const GemmSpec &spec);
+  void launch(OpBuilder &b, Location loc, SymbolRefAttr kernel, int64_t m,
+              int64_t n, ValueRange buffers);
+  LogicalResult lowerLinear(OpBuilder &b, Operation *op, Value input,
+                            Value weight, Value bias, Value loraA, Value loraB,
+                            Value residual, double alpha, int64_t rank);
+  FailureOr<Value> buffer(Operation *user, Value tensor);
+
+  ModuleOp module;
+  gpu::GPUModuleOp kernels;
+  GemmSchedule schedule;
+  IRMapping buffers;                       // tensor value -> memref buffer
+  DenseMap<Value, QWeightOp> qweights;     // qweight value -> its op
+  llvm::StringMap<SymbolRefAttr> kernelCache;
+};
+
+MemRefType bufferType(RankedTensorType t) {
+  return MemRefType::get(t.getShape(), t.getElementType());
+}
+
+Value Lowering::flatView(OpBuilder &b, Location loc, Value buffer) {
+  auto type = cast<MemRefType>(buffer.getType());
+  Value flat = buffer;
+  if (type.getRank() != 1) {
+    ReassociationIndices all;
+    for (int64_t i = 0; i < type.getRank(); ++i)
+      all.push_back(i);
+    flat = memref::CollapseShapeOp::create(b, loc, buffer,
+                                           ArrayRef<ReassociationIndices>{all});
+  }
+  return memref::CastOp::create(
+      b, loc, MemRefType::get({ShapedType::kDynamic}, type.getElementType()),
+      flat);
+}
+
+SymbolRefAttr Lowering::kernelFor(const GemmSpec &spec) {
+  std::string key;
+  llvm::raw_string_ostream os(key);
+  os << spec.n << "x" << spec.k << "|";
+  if (spec.format)
+    os << spec.format;
+  else
+    os << "dense";
+  for (Type t : spec.componentTypes)
+    os << "," << t;
+  os << "|b" << spec.hasBias << "r" << spec.hasResidual << "l" << spec.loraRank
+     << "s" << spec.outputScale;
+  auto it = kernelCache.find(key);
+  if (it != kernelCache.end())
+    return it->second;
+  std::string name = "qtune_gemm_" + std::to_string(kernelCache.size());
+  OpBuilder b = OpBuilder::atBlockEnd(kernels.getBody());
+  buildGemmKernel(b, kernels.getLoc(), name, spec, schedule);
+  auto ref = SymbolRefAttr::get(kernels.getNameAttr(),
+                                {FlatSymbolRefAttr::get(b.getContext(), name)});
+  kernelCache[key] = ref;
+  return ref;
+}
+
+void Lowering::launch(OpBuilder &b, Location loc, SymbolRefAttr kernel,
+                      int64_t m, int64_t n, ValueRange bufs) {
+  auto c = [&](int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); };
+  SmallVector<Value> args;
+  for (Value buf : bufs)
+    args.push_back(flatView(b, loc, buf));
+  args.push_back(c(m));
+  int64_t gridX = (n + schedule.tileN - 1) / schedule.tileN;
+  int64_t gridY = (m + schedule.tileM - 1) / schedule.tileM;
+  gpu::LaunchFuncOp::create(
+      b, loc, kernel, gpu::KernelDim3{c(gridX), c(gridY), c(1)},
+      gpu::KernelDim3{c(schedule.threads()), c(1), c(1)},
+      /*dynamicSharedMemorySize=*/Value(), args);
+}
+
+FailureOr<Value> Lowering::buffer(Operation *user, Value tensor) {
+  if (Value buf = buffers.lookupOrNull(tensor))
+    return buf;
+  return user->emitError("qtune-lower-to-gpu: operand is not a function "
+                         "argument or the result of a lowered op");
+}
+
+LogicalResult Lowering::lowerLinear(OpBuilder &b, Operation *op, Value input,
+                                    Value weight, Value bias, Value loraA,
+                                    Value loraB, Value residual, double alpha,
+                                    int64_t rank) {
+  Location loc = op->getLoc();
+  auto result = cast<RankedTensorType>(op->getResult(0).getType());
+  for (Value v : {input, bias, loraA, loraB, residual, Value(op->getResult(0))}) {
+    if (!v)
+      continue;
+    auto t = cast<RankedTensorType>(v.getType());
+    if (!t.getElementType().isBF16() || !t.hasStaticShape())
+      return op->emitError() << "qtune-lower-to-gpu: GPU kernels take "
+                                "statically shaped bf16 activations and "
+                                "adapters, got "
+                             << t;
+  }
+  auto xType = cast<RankedTensorType>(input.getType());
+  int64_t k = xType.getShape().back();
+  int64_t m = xType.getNumElements() / k;
+  int64_t n = result.getShape().back();
+
+  SmallVector<Value> bufs;
+  FailureOr<Value> x = buffer(op, input);
+  if (failed(x))
+    return failure();
+  bufs.push_back(*x);
+
+  GemmSpec spec;
+  spec.n = n;
+  spec.k = k;
+  if (auto q = qweights.lookup(weight)) {
+    spec.format = q.getType().getFormat();
+    for (Value comp : q.getComponents()) {
+      spec.componentTypes.push_back(
+          cast<RankedTensorType>(comp.getType()).getElementType());
+      FailureOr<Value> buf = buffer(op, comp);
+      if (failed(buf))
+        return failure();
+      bufs.push_back(*buf);
+    }
+  } else {
+    auto wType = dyn_cast<RankedTensorType>(weight.getType());
+    if (!wType || !wType.getElementType().isBF16())
+      return op->emitError() << "qtune-lower-to-gpu: a dense weight must be "
+                                "bf16, got "
+                             << weight.getType();
+    FailureOr<Value> buf = buffer(op, weight);
+    if (failed(buf))
+      return failure();
+    bufs.push_back(*buf);
+  }
+  for (Value v : {bias, residual}) {
+    if (!v)
+      continue;
+    FailureOr<Value> buf = buffer(op, v);
+    if (failed(buf))
+      return failure();
+    bufs.push_back(*buf);
+  }
+  spec.hasBias = bool(bias);
+  spec.hasResidual = bool(residual);
+
+  if (loraA) {
+    // T = (alpha / rank) · x · Aᵀ, an M × rank bf16 temporary.
+    FailureOr<Value> a = buffer(op, loraA), bB = buffer(op, loraB);
+    if (failed(a) || failed(bB))
+      return failure();
+    Value t = memref::AllocOp::create(
+        b, loc, MemRefType::get({m, rank}, b.getBF16Type()));
+    GemmSpec loraSpec;
+    loraSpec.n = rank;
+    loraSpec.k = k;
+    loraSpec.outputScale = alpha / rank;
+    launch(b, loc, kernelFor(loraSpec), m, rank, ValueRange{*x, *a, t});
+    spec.loraRank = rank;
+    bufs.push_back(t);
+    bufs.push_back(*bB);
+  }
+  Value y = memref::AllocOp::create(b, loc, bufferType(result));
+  bufs.push_back(y);
+  launch(b, loc, kernelFor(spec), m, n, bufs);
+  buffers.map(op->getResult(0), y);
+  return success();
+}
+
+LogicalResult Lowering::lowerFunction(func::FuncOp func) {
+  if (func.isExternal())
+    return success();
+  FunctionType type = func.getFunctionType();
+  SmallVector<Type> argTypes, resultTypes;
+  for (auto [i, t] : llvm::enumerate(type.getInputs())) {
+    auto rt = dyn_cast<RankedTensorType>(t);
+    if (!rt || !rt.hasStaticShape())
+      return func.emitError() << "qtune-lower-to-gpu: argument #" << i
+                              << " must be a statically shaped tensor, got "
+                              << t;
+    argTypes.push_back(bufferType(rt));
+  }
+  for (Type t : type.getResults())
+    resultTypes.push_back(bufferType(cast<RankedTensorType>(t)));
+
+  OpBuilder b(func);
+  auto host = func::FuncOp::create(b, func.getLoc(), func.getName(),
+                                   FunctionType::get(func.getContext(),
+                                                     argTypes, resultTypes));
+  host.setAllArgAttrs(func.getAllArgAttrs());
+  host.setAllResultAttrs(func.getAllResultAttrs());
+  Block *entry = host.addEntryBlock();
+  for (auto [from, to] :
+       llvm::zip(func.getArguments(), entry->getArguments()))
+    buffers.map(from, to);
+  b.setInsertionPointToStart(entry);
+
+  for (Operation &op : func.getBody().front()) {
+    LogicalResult ok = success();
+    if (auto q = dyn_cast<QWeightOp>(op)) {
+      qweights[q.getResult()] = q;
+    } else if (auto f = dyn_cast<FusedLinearOp>(op)) {
+      ok = lowerLinear(b, f, f.getInput(), f.getWeight(), f.getBias(),
+                       f.getLoraA(), f.getLoraB(), f.getResidual(),
+                       f.getLoraA() ? f.getLoraAlpha()->convertToDouble() : 0,
+                       f.getLoraA() ? *f.getLoraRank() : 0);
+    } else if (auto l = dyn_cast<LinearOp>(op)) {
+      ok = lowerLinear(b, l, l.getInput(), l.getWeight(), l.getBias(), {}, {},
+                       {}, 0, 0);
+    } else if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+      SmallVector<Value> results;
+      for (Value v : ret.getOperands()) {
+        FailureOr<Value> buf = buffer(ret, v);
+        if (failed(buf))
+          return failure();
+        results.push_back(*buf);
+      }
+      func::ReturnOp::create(b, ret.getLoc(), results);
+    } else {
+      return op.emitError() << "qtune-lower-to-gpu: '" << op.getName()
+                            << "' has no GPU lowering yet (run qtune-fuse "
+                               "first; supported: qtune.qweight, "
+                               "qtune.linear, qtune.fused_linear)";
+    }
+    if (failed(ok))
+      return failure();
+  }
+  func.erase();
+  return success();
+}
+
+struct QTuneLowerToGPUPass
+    : qtune::impl::QTuneLowerToGPUBase<QTuneLowerToGPUPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    GemmSchedule schedule{tileM, tileN, tileK, warpsM, warpsN};
+    if (std::optional<std::string> why = schedule.validate()) {
+      module.emitError() << "qtune-lower-to-gpu: invalid schedule: " << *why;
+      return signalPassFailure();
+    }
+    if (!StringRef(chip).starts_with("sm_") ||
+        std::atoi(chip.c_str() + 3) < 80) {
+      module.emitError() << "qtune-lower-to-gpu: chip must be sm_80 or newer "
+                            "(the kernels use mma.sync and cp.async), got '"
+                         << chip << "'";
+      return signalPassFailure();
+    }
+    OpBuilder b = OpBuilder::atBlockEnd(module.getBody());
+    auto target = NVVM::NVVMTargetAttr::get(&getContext(), /*optLevel=*/3,
+                                            "nvptx64-nvidia-cuda", chip);
+    auto kernels = gpu::GPUModuleOp::create(b, module.getLoc(), kKernelModule,
+                                            b.getArrayAttr({target}));
+    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                    b.getUnitAttr());
+    Lowering lowering(module, kernels, schedule);
+    for (auto func : llvm::to_vector(module.getOps<func::FuncOp>()))
+      if (failed(lowering.lowerFunction(func)))
+        return signalPassFailure();
+  }
+};
+
+} // namespace

@@ -1,0 +1,77 @@
+// RUN: qtune-opt %s -qtune-fuse -qtune-lower-to-gpu -split-input-file -verify-diagnostics | FileCheck %s
+
+// A quantized linear with a LoRA adapter: two launches (T = s·x·Aᵀ, then the
+// fused GEMM with T·Bᵀ as a second K segment); the weight is never dequantized
+// into a buffer (the only allocations are T and y).
+!w = !qtune.qweight<1000x384, #qtune.uniform<bits = 3, group = 128>>
+// CHECK-LABEL: func.func @forward
+// CHECK-SAME: %[[X:.*]]: memref<7x384xbf16> {qtune.name = "x"
+// CHECK-NOT: memref.alloc() : memref<1000x384
+// CHECK: %[[T:.*]] = memref.alloc() : memref<7x8xbf16>
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_0 blocks in (%{{.*}}, %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : index)
+// CHECK: %[[Y:.*]] = memref.alloc() : memref<7x1000xbf16>
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_1 {{.*}} args({{.*}} : memref<?xbf16>, {{.*}} : memref<?xi32>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : index)
+// CHECK-NOT: memref.alloc() : memref<1000x384
+// CHECK: return %[[Y]]
+// CHECK: gpu.module @qtune_kernels [#nvvm.target<O = 3, chip = "sm_90a">]
+// CHECK: gpu.func @qtune_gemm_0(
+// CHECK-SAME: workgroup(%{{.*}} : memref<64x40xbf16, #gpu.address_space<workgroup>>, %{{.*}} : memref<64x40xbf16, #gpu.address_space<workgroup>>) kernel
+// CHECK: nvgpu.device_async_copy
+// CHECK: nvgpu.ldmatrix {{.*}} {numTiles = 4 : i32, transpose = false}
+// CHECK: nvgpu.ldmatrix {{.*}} {numTiles = 2 : i32, transpose = false}
+// CHECK: nvvm.mma.sync {{.*}} {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, multiplicandAPtxType = #nvvm.mma_type<bf16>, multiplicandBPtxType = #nvvm.mma_type<bf16>, shape = #nvvm.shape<m = 16, n = 8, k = 16>}
+// CHECK: gpu.func @qtune_gemm_1(
+// 3-bit codes straddle words: the prologue reads a second word when needed.
+// CHECK: arith.shli {{.*}} : i64
+// CHECK: nvvm.mma.sync
+func.func @forward(%x: tensor<7x384xbf16> {qtune.name = "x", qtune.role = #qtune.role<input>},
+                   %c: tensor<1000x36xi32> {qtune.name = "codes", qtune.role = #qtune.role<frozen>},
+                   %s: tensor<1000x3xbf16> {qtune.name = "scales", qtune.role = #qtune.role<frozen>},
+                   %z: tensor<1000x3xbf16> {qtune.name = "zeros", qtune.role = #qtune.role<frozen>},
+                   %a: tensor<8x384xbf16> {qtune.name = "lora_A", qtune.role = #qtune.role<trainable>},
+                   %b: tensor<1000x8xbf16> {qtune.name = "lora_B", qtune.role = #qtune.role<trainable>})
+    -> (tensor<7x1000xbf16> {qtune.name = "y"}) {
+  %w = qtune.qweight %c, %s, %z : tensor<1000x36xi32>, tensor<1000x3xbf16>, tensor<1000x3xbf16> -> !w
+  %y = qtune.linear %x, %w : tensor<7x384xbf16>, !w -> tensor<7x1000xbf16>
+  %d = qtune.lora %x, %a, %b {alpha = 16.0 : f64, rank = 8 : i64} : tensor<7x384xbf16>, tensor<8x384xbf16>, tensor<1000x8xbf16> -> tensor<7x1000xbf16>
+  %r = arith.addf %y, %d : tensor<7x1000xbf16>
+  return %r : tensor<7x1000xbf16>
+}
+
+// -----
+
+// Two layers in a chain share one kernel (same format, N, K, epilogue); the
+// first layer's output is a temporary the second reads; bias and residual are
+// kernel arguments.
+!w = !qtune.qweight<64x64, #qtune.nf4<block = 64>>
+// CHECK-LABEL: func.func @chain
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_0
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_0
+// CHECK-NOT: gpu.launch_func
+// CHECK: gpu.func @qtune_gemm_0
+// NF4 values come from a select tree on the code, not an indexed table.
+// CHECK-NOT: llvm.alloca
+// CHECK: arith.select
+func.func @chain(%x: tensor<2x64xbf16>, %c: tensor<64x8xi32>, %a: tensor<64x1xf32>,
+                 %bias: tensor<64xbf16>) -> tensor<2x64xbf16> {
+  %w = qtune.qweight %c, %a : tensor<64x8xi32>, tensor<64x1xf32> -> !w
+  %y = qtune.linear %x, %w, %bias : tensor<2x64xbf16>, !w, tensor<64xbf16> -> tensor<2x64xbf16>
+  %z = qtune.linear %y, %w, %bias : tensor<2x64xbf16>, !w, tensor<64xbf16> -> tensor<2x64xbf16>
+  return %z : tensor<2x64xbf16>
+}
+
+// -----
+
+func.func @f32_activations(%x: tensor<2x64xf32>, %w: tensor<64x64xbf16>) -> tensor<2x64xf32> {
+  // expected-error @+1 {{qtune-lower-to-gpu: GPU kernels take statically shaped bf16 activations and adapters, got 'tensor<2x64xf32>'}}
+  %y = qtune.linear %x, %w : tensor<2x64xf32>, tensor<64x64xbf16> -> tensor<2x64xf32>
+  return %y : tensor<2x64xf32>
+}
+
+// -----
+
+func.func @unsupported(%x: tensor<2x64xbf16>) -> tensor<2x64xbf16> {
+  // expected-error @+1 {{qtune-lower-to-gpu: 'arith.mulf' has no GPU lowering yet}}
+  %y = arith.mulf %x, %x : tensor<2x64xbf16>
+  return %y : tensor<2x64xbf16>
+}
