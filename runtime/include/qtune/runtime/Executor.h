@@ -1,0 +1,92 @@
+//===- Executor.h - runs a bundle's entries on a GPU -----------*- C++ -*-===//
+//
+// An Executor owns, for one bundle on one GPU: the device arena (one
+// allocation holding every buffer), the loaded kernel modules and a stream.
+// It uploads tensors into buffers (converting dtypes), runs entries (their
+// launches in order on the stream) and downloads buffers. Nothing throws;
+// every failure is a message naming the call, the buffer or the launch.
+//
+//===----------------------------------------------------------------------===//
+#ifndef QTUNE_RUNTIME_EXECUTOR_H
+#define QTUNE_RUNTIME_EXECUTOR_H
+
+#include "qtune/runtime/Bundle.h"
+#include "qtune/runtime/Cuda.h"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace qtune::rt {
+
+/// Whether tensor `t` can be uploaded into buffer `b` (no GPU needed): the
+/// shapes must be equal, and either both dtypes are floating (F16, BF16, F32,
+/// F64; converted with round to nearest even) or both are I32/U32 (copied
+/// exactly; a value the target cannot hold is an error at upload time).
+bool checkUpload(const Buffer &b, const st::TensorInfo &t, std::string &error);
+
+/// Converts the elements of `t` (at `data`) to `to`, as upload() does.
+bool convertTensor(const st::TensorInfo &t, const uint8_t *data, st::DType to,
+                   std::vector<uint8_t> &out, std::string &error);
+
+class Executor {
+public:
+  /// Opens GPU `ordinal`, allocates the arena (filled with zeros), loads every
+  /// kernel (the cubin if there is one and it loads, otherwise the PTX, which
+  /// the driver compiles) and raises the dynamic shared memory limit of
+  /// kernels that need more than 48 KiB. `bundle` must outlive the executor.
+  static std::unique_ptr<Executor> create(const Bundle &bundle, int ordinal,
+                                          std::string &error);
+  ~Executor();
+  Executor(const Executor &) = delete;
+  Executor &operator=(const Executor &) = delete;
+
+  const cuda::Context &context() const { return *ctx_; }
+  const Bundle &bundle() const { return bundle_; }
+  /// Device address of a buffer (arena base + offset).
+  cuda::CUdeviceptr address(int buffer) const;
+
+  /// Copies tensor `t` (bytes at `data`) into `buffer`, converting the dtype
+  /// (see checkUpload).
+  bool upload(int buffer, const st::TensorInfo &t, const uint8_t *data, std::string &error);
+  /// Sets every byte of `buffer` to `byte` (0xFF poisons floats with NaN).
+  bool fill(int buffer, uint8_t byte, std::string &error);
+  /// Runs the launches of `entry` and waits for them.
+  bool run(const std::string &entry, std::string &error);
+  /// Runs `entry` `warmup` times, then `iters` times, each timed with events;
+  /// `ms` receives the per-iteration milliseconds.
+  bool runTimed(const std::string &entry, int warmup, int iters, std::vector<double> &ms,
+                std::string &error);
+  /// The buffer's bytes, in its own dtype.
+  bool downloadRaw(int buffer, std::vector<uint8_t> &bytes, std::string &error);
+  /// The buffer's elements widened to double.
+  bool download(int buffer, std::vector<double> &values, std::string &error);
+
+private:
+  struct PreparedLaunch {
+    cuda::CUfunction function = nullptr;
+    const Launch *launch = nullptr;
+    std::vector<uint64_t> slots; ///< one 8-byte slot per kernel argument
+  };
+
+  explicit Executor(const Bundle &bundle) : bundle_(bundle) {}
+  bool prepare(std::string &error);
+  const std::vector<PreparedLaunch> *find(const std::string &entry, std::string &error) const;
+  bool enqueue(const std::string &entry, const std::vector<PreparedLaunch> &launches,
+               std::string &error);
+  bool checkBuffer(int buffer, std::string &error) const;
+  bool checkParams(const Launch &launch, const std::string &field, std::string &error) const;
+
+  const Bundle &bundle_;
+  std::unique_ptr<cuda::Context> ctx_; // destroyed last
+  cuda::CUdeviceptr arena_ = 0;
+  cuda::CUstream stream_ = nullptr;
+  std::map<int, cuda::CUmodule> modules_; ///< by blob id
+  std::vector<cuda::CUfunction> functions_; ///< by kernel id
+  std::map<std::string, std::vector<PreparedLaunch>> entries_;
+};
+
+} // namespace qtune::rt
+
+#endif // QTUNE_RUNTIME_EXECUTOR_H

@@ -1,0 +1,728 @@
+//===- Bundle.cpp - .qtb bundle loader and writer ---------------------------===//
+
+#include "qtune/runtime/Bundle.h"
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <new>
+#include <set>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "qtune bundles assume a little-endian host"
+#endif
+
+namespace qtune::rt {
+
+using Json = nlohmann::ordered_json;
+
+namespace {
+
+constexpr std::string_view kRoleNames[] = {"input",           "frozen",
+                                           "trainable",       "optimizer_state",
+                                           "output",          "temporary"};
+
+std::string str(uint64_t v) { return std::to_string(v); }
+
+uint64_t alignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+std::string dims(const std::array<uint32_t, 3> &d) {
+  return "[" + str(d[0]) + ", " + str(d[1]) + ", " + str(d[2]) + "]";
+}
+
+const char *jsonType(const Json &j) {
+  switch (j.type()) {
+  case Json::value_t::null: return "null";
+  case Json::value_t::boolean: return "a boolean";
+  case Json::value_t::string: return "a string";
+  case Json::value_t::array: return "an array";
+  case Json::value_t::object: return "an object";
+  case Json::value_t::number_float: return "a non-integer number";
+  case Json::value_t::binary: return "binary";
+  default: return "an integer";
+  }
+}
+
+// ---- JSON -> BundleSpec (types and syntax) --------------------------------------
+
+/// Reads typed fields out of JSON; the first failure is kept in `error`.
+struct Reader {
+  std::string error;
+
+  bool fail(const std::string &field, const std::string &why) {
+    error = field + ": " + why;
+    return false;
+  }
+
+  const Json *member(const Json &obj, const std::string &field, const char *key) {
+    auto it = obj.find(key);
+    if (it == obj.end()) {
+      fail(field, std::string("missing key '") + key + "'");
+      return nullptr;
+    }
+    return &*it;
+  }
+
+  bool object(const Json &j, const std::string &field) {
+    return j.is_object() || fail(field, std::string("expected an object, got ") + jsonType(j));
+  }
+
+  bool array(const Json &j, const std::string &field) {
+    return j.is_array() || fail(field, std::string("expected an array, got ") + jsonType(j));
+  }
+
+  bool string(const Json &j, const std::string &field, std::string &out) {
+    if (!j.is_string())
+      return fail(field, std::string("expected a string, got ") + jsonType(j));
+    out = j.get<std::string>();
+    return true;
+  }
+
+  /// Integer in [lo, hi].
+  bool integer(const Json &j, const std::string &field, int64_t lo, uint64_t hi,
+               uint64_t &bits) {
+    if (j.is_number_unsigned()) {
+      bits = j.get<uint64_t>();
+      if (bits <= hi)
+        return true;
+      return fail(field, str(bits) + " is out of range [" + std::to_string(lo) + ", " + str(hi) + "]");
+    }
+    if (j.is_number_integer()) {
+      const int64_t v = j.get<int64_t>();
+      if (v >= lo && (v < 0 || static_cast<uint64_t>(v) <= hi)) {
+        bits = static_cast<uint64_t>(v);
+        return true;
+      }
+      return fail(field, std::to_string(v) + " is out of range [" + std::to_string(lo) +
+                             ", " + str(hi) + "]");
+    }
+    return fail(field, std::string("expected an integer, got ") + jsonType(j));
+  }
+  bool u64(const Json &j, const std::string &field, uint64_t &out) {
+    return integer(j, field, 0, std::numeric_limits<uint64_t>::max(), out);
+  }
+  bool u32(const Json &j, const std::string &field, uint32_t &out) {
+    uint64_t v;
+    if (!integer(j, field, 0, std::numeric_limits<uint32_t>::max(), v))
+      return false;
+    out = static_cast<uint32_t>(v);
+    return true;
+  }
+  bool i64(const Json &j, const std::string &field, int64_t &out) {
+    uint64_t v;
+    if (!integer(j, field, std::numeric_limits<int64_t>::min(),
+                 std::numeric_limits<int64_t>::max(), v))
+      return false;
+    out = static_cast<int64_t>(v);
+    return true;
+  }
+  /// An id (range against the tables is checked by validateBundleSpec).
+  bool id(const Json &j, const std::string &field, int &out) {
+    uint64_t v;
+    if (!integer(j, field, std::numeric_limits<int>::min(),
+                 std::numeric_limits<int>::max(), v))
+      return false;
+    out = static_cast<int>(static_cast<int64_t>(v));
+    return true;
+  }
+  bool dim3(const Json &j, const std::string &field, std::array<uint32_t, 3> &out) {
+    if (!array(j, field))
+      return false;
+    if (j.size() != 3)
+      return fail(field, "expected 3 integers, got " + str(j.size()));
+    for (size_t i = 0; i < 3; ++i)
+      if (!u32(j[i], field + "[" + str(i) + "]", out[i]))
+        return false;
+    return true;
+  }
+  bool ids(const Json &j, const std::string &field, std::vector<int> &out) {
+    if (!array(j, field))
+      return false;
+    out.resize(j.size());
+    for (size_t i = 0; i < j.size(); ++i)
+      if (!id(j[i], field + "[" + str(i) + "]", out[i]))
+        return false;
+    return true;
+  }
+
+  bool arg(const Json &j, const std::string &field, Arg &a) {
+    std::string kind;
+    const Json *k = nullptr;
+    if (!object(j, field) || !(k = member(j, field, "kind")) ||
+        !string(*k, field + ".kind", kind))
+      return false;
+    if (kind == "ptr") {
+      const Json *b = member(j, field, "buffer");
+      a.kind = Arg::Kind::Ptr;
+      return b && id(*b, field + ".buffer", a.buffer);
+    }
+    const Json *v = member(j, field, "value");
+    if (!v)
+      return false;
+    if (kind == "i64" || kind == "i32") {
+      a.kind = kind == "i64" ? Arg::Kind::I64 : Arg::Kind::I32;
+      return i64(*v, field + ".value", a.ivalue);
+    }
+    if (kind == "f32") {
+      a.kind = Arg::Kind::F32;
+      if (v->is_string()) { // non-finite values, which JSON cannot spell
+        const std::string s = v->get<std::string>();
+        if (s == "nan") a.fvalue = std::numeric_limits<float>::quiet_NaN();
+        else if (s == "inf") a.fvalue = std::numeric_limits<float>::infinity();
+        else if (s == "-inf") a.fvalue = -std::numeric_limits<float>::infinity();
+        else return fail(field + ".value", "expected a number, \"nan\", \"inf\" or \"-inf\", got \"" + s + "\"");
+        return true;
+      }
+      if (!v->is_number())
+        return fail(field + ".value", std::string("expected a number, got ") + jsonType(*v));
+      const double d = v->get<double>();
+      if (std::fabs(d) > std::numeric_limits<float>::max())
+        return fail(field + ".value", "value overflows f32");
+      a.fvalue = static_cast<float>(d);
+      return true;
+    }
+    return fail(field + ".kind", "unknown argument kind '" + kind +
+                                     "' (expected ptr, i64, i32 or f32)");
+  }
+
+  bool header(const Json &h, BundleSpec &spec, std::vector<BlobRef> &blobs) {
+    const Json *j = nullptr;
+    if (!object(h, "header"))
+      return false;
+    if (!(j = member(h, "header", "target")) || !string(*j, "target", spec.target))
+      return false;
+
+    if (!(j = member(h, "header", "blobs")) || !array(*j, "blobs"))
+      return false;
+    blobs.resize(j->size());
+    for (size_t i = 0; i < j->size(); ++i) {
+      const std::string f = "blobs[" + str(i) + "]";
+      const Json &b = (*j)[i];
+      const Json *o = nullptr, *n = nullptr;
+      if (!object(b, f) || !(o = member(b, f, "offset")) || !u64(*o, f + ".offset", blobs[i].offset) ||
+          !(n = member(b, f, "bytes")) || !u64(*n, f + ".bytes", blobs[i].bytes))
+        return false;
+    }
+
+    if (!(j = member(h, "header", "kernels")) || !array(*j, "kernels"))
+      return false;
+    spec.kernels.resize(j->size());
+    for (size_t i = 0; i < j->size(); ++i) {
+      const std::string f = "kernels[" + str(i) + "]";
+      const Json &k = (*j)[i];
+      Kernel &kernel = spec.kernels[i];
+      const Json *name = nullptr, *ptx = nullptr, *cubin = nullptr, *block = nullptr, *shared = nullptr;
+      if (!object(k, f) || !(name = member(k, f, "name")) || !string(*name, f + ".name", kernel.name) ||
+          !(ptx = member(k, f, "ptx")) || !id(*ptx, f + ".ptx", kernel.ptx) ||
+          !(cubin = member(k, f, "cubin")) || !id(*cubin, f + ".cubin", kernel.cubin) ||
+          !(block = member(k, f, "block")) || !dim3(*block, f + ".block", kernel.block) ||
+          !(shared = member(k, f, "shared_bytes")) || !u32(*shared, f + ".shared_bytes", kernel.sharedBytes))
+        return false;
+    }
+
+    if (!(j = member(h, "header", "arena_bytes")) || !u64(*j, "arena_bytes", spec.arenaBytes))
+      return false;
+
+    if (!(j = member(h, "header", "buffers")) || !array(*j, "buffers"))
+      return false;
+    spec.buffers.resize(j->size());
+    for (size_t i = 0; i < j->size(); ++i) {
+      const std::string f = "buffers[" + str(i) + "]";
+      const Json &b = (*j)[i];
+      Buffer &buf = spec.buffers[i];
+      const Json *name = nullptr, *off = nullptr, *bytes = nullptr, *dtype = nullptr, *shape = nullptr, *role = nullptr;
+      std::string dtypeText, roleText;
+      if (!object(b, f) || !(name = member(b, f, "name")) || !string(*name, f + ".name", buf.name) ||
+          !(off = member(b, f, "offset")) || !u64(*off, f + ".offset", buf.offset) ||
+          !(bytes = member(b, f, "bytes")) || !u64(*bytes, f + ".bytes", buf.bytes) ||
+          !(dtype = member(b, f, "dtype")) || !string(*dtype, f + ".dtype", dtypeText) ||
+          !(shape = member(b, f, "shape")) || !array(*shape, f + ".shape") ||
+          !(role = member(b, f, "role")) || !string(*role, f + ".role", roleText))
+        return false;
+      const auto dt = st::parseDType(dtypeText);
+      if (!dt)
+        return fail(f + ".dtype", "unknown dtype '" + dtypeText + "'");
+      buf.dtype = *dt;
+      const auto r = parseRole(roleText);
+      if (!r)
+        return fail(f + ".role", "unknown role '" + roleText +
+                                     "' (expected input, frozen, trainable, "
+                                     "optimizer_state, output or temporary)");
+      buf.role = *r;
+      buf.shape.resize(shape->size());
+      for (size_t d = 0; d < shape->size(); ++d)
+        if (!i64((*shape)[d], f + ".shape[" + str(d) + "]", buf.shape[d]))
+          return false;
+    }
+
+    if (!(j = member(h, "header", "entries")) || !object(*j, "entries"))
+      return false;
+    for (auto it = j->begin(); it != j->end(); ++it) {
+      const std::string f = "entries." + it.key();
+      const Json &e = it.value();
+      Entry &entry = spec.entries[it.key()];
+      const Json *in = nullptr, *par = nullptr, *out = nullptr, *launches = nullptr;
+      if (!object(e, f) || !(in = member(e, f, "inputs")) || !ids(*in, f + ".inputs", entry.inputs) ||
+          !(par = member(e, f, "params")) || !ids(*par, f + ".params", entry.params) ||
+          !(out = member(e, f, "outputs")) || !ids(*out, f + ".outputs", entry.outputs) ||
+          !(launches = member(e, f, "launches")) || !array(*launches, f + ".launches"))
+        return false;
+      entry.launches.resize(launches->size());
+      for (size_t i = 0; i < launches->size(); ++i) {
+        const std::string lf = f + ".launches[" + str(i) + "]";
+        const Json &l = (*launches)[i];
+        Launch &launch = entry.launches[i];
+        const Json *kernel = nullptr, *grid = nullptr, *block = nullptr, *shared = nullptr, *args = nullptr;
+        if (!object(l, lf) || !(kernel = member(l, lf, "kernel")) || !id(*kernel, lf + ".kernel", launch.kernel) ||
+            !(grid = member(l, lf, "grid")) || !dim3(*grid, lf + ".grid", launch.grid) ||
+            !(block = member(l, lf, "block")) || !dim3(*block, lf + ".block", launch.block) ||
+            !(shared = member(l, lf, "shared_bytes")) || !u32(*shared, lf + ".shared_bytes", launch.sharedBytes) ||
+            !(args = member(l, lf, "args")) || !array(*args, lf + ".args"))
+          return false;
+        launch.args.resize(args->size());
+        for (size_t a = 0; a < args->size(); ++a)
+          if (!arg((*args)[a], lf + ".args[" + str(a) + "]", launch.args[a]))
+            return false;
+      }
+    }
+    return true;
+  }
+};
+
+// ---- BundleSpec -> JSON -----------------------------------------------------------
+
+Json dimsJson(const std::array<uint32_t, 3> &d) { return Json::array({d[0], d[1], d[2]}); }
+
+Json toJson(const BundleSpec &spec, const std::vector<BlobRef> &blobs) {
+  Json h = Json::object();
+  h["target"] = spec.target;
+  h["blobs"] = Json::array();
+  for (const BlobRef &b : blobs)
+    h["blobs"].push_back({{"offset", b.offset}, {"bytes", b.bytes}});
+  h["kernels"] = Json::array();
+  for (const Kernel &k : spec.kernels)
+    h["kernels"].push_back({{"name", k.name},
+                            {"ptx", k.ptx},
+                            {"cubin", k.cubin},
+                            {"block", dimsJson(k.block)},
+                            {"shared_bytes", k.sharedBytes}});
+  h["arena_bytes"] = spec.arenaBytes;
+  h["buffers"] = Json::array();
+  for (const Buffer &b : spec.buffers)
+    h["buffers"].push_back({{"name", b.name},
+                            {"offset", b.offset},
+                            {"bytes", b.bytes},
+                            {"dtype", std::string(st::dtypeName(b.dtype))},
+                            {"shape", b.shape},
+                            {"role", std::string(roleName(b.role))}});
+  h["entries"] = Json::object();
+  for (const auto &[name, e] : spec.entries) {
+    Json launches = Json::array();
+    for (const Launch &l : e.launches) {
+      Json args = Json::array();
+      for (const Arg &a : l.args) {
+        switch (a.kind) {
+        case Arg::Kind::Ptr: args.push_back({{"kind", "ptr"}, {"buffer", a.buffer}}); break;
+        case Arg::Kind::I64: args.push_back({{"kind", "i64"}, {"value", a.ivalue}}); break;
+        case Arg::Kind::I32: args.push_back({{"kind", "i32"}, {"value", a.ivalue}}); break;
+        case Arg::Kind::F32:
+          if (std::isnan(a.fvalue))
+            args.push_back({{"kind", "f32"}, {"value", "nan"}});
+          else if (std::isinf(a.fvalue))
+            args.push_back({{"kind", "f32"}, {"value", a.fvalue > 0 ? "inf" : "-inf"}});
+          else
+            args.push_back({{"kind", "f32"}, {"value", static_cast<double>(a.fvalue)}});
+          break;
+        }
+      }
+      launches.push_back({{"kernel", l.kernel},
+                          {"grid", dimsJson(l.grid)},
+                          {"block", dimsJson(l.block)},
+                          {"shared_bytes", l.sharedBytes},
+                          {"args", std::move(args)}});
+    }
+    h["entries"][name] = {{"inputs", e.inputs},
+                          {"params", e.params},
+                          {"outputs", e.outputs},
+                          {"launches", std::move(launches)}};
+  }
+  return h;
+}
+
+// ---- semantic checks ----------------------------------------------------------------
+
+bool checkId(int id, size_t count, const char *what, const std::string &field,
+             std::string &error) {
+  if (id >= 0 && static_cast<size_t>(id) < count)
+    return true;
+  error = field + ": " + what + " id " + std::to_string(id) + " out of range (" +
+          str(count) + " " + what + (count == 1 ? ")" : "s)");
+  return false;
+}
+
+bool checkBlock(const std::array<uint32_t, 3> &b, const std::string &field,
+                std::string &error) {
+  const uint64_t threads = uint64_t(b[0]) * b[1] * b[2];
+  if (threads == 0)
+    error = field + ": block " + dims(b) + " has a zero dimension";
+  else if (threads > kMaxThreadsPerBlock)
+    error = field + ": block " + dims(b) + " has " + str(threads) +
+            " threads (at most " + str(kMaxThreadsPerBlock) + ")";
+  else if (b[2] > kMaxBlockDimZ)
+    error = field + ": block.z " + str(b[2]) + " exceeds " + str(kMaxBlockDimZ);
+  else
+    return true;
+  return false;
+}
+
+bool checkShared(uint32_t bytes, const std::string &field, std::string &error) {
+  if (bytes <= kMaxSharedBytes)
+    return true;
+  error = field + ": " + str(bytes) + " bytes of shared memory exceed the limit of " +
+          str(kMaxSharedBytes) + " (227 KiB)";
+  return false;
+}
+
+} // namespace
+
+// ---- public API -------------------------------------------------------------------
+
+std::string_view roleName(BufferRole role) {
+  return kRoleNames[static_cast<size_t>(role)];
+}
+
+std::optional<BufferRole> parseRole(std::string_view name) {
+  for (size_t i = 0; i < std::size(kRoleNames); ++i)
+    if (kRoleNames[i] == name)
+      return static_cast<BufferRole>(i);
+  return std::nullopt;
+}
+
+int BundleSpec::findBuffer(std::string_view name) const {
+  for (size_t i = 0; i < buffers.size(); ++i)
+    if (buffers[i].name == name)
+      return static_cast<int>(i);
+  return -1;
+}
+
+std::string_view Bundle::blob(int id) const {
+  if (id < 0 || static_cast<size_t>(id) >= blobs.size())
+    return {};
+  return std::string_view(fileBytes).substr(blobs[id].offset, blobs[id].bytes);
+}
+
+bool validateBundleSpec(const BundleSpec &spec, size_t numBlobs, std::string &error) {
+  if (spec.target.empty()) {
+    error = "target: must not be empty";
+    return false;
+  }
+  for (size_t i = 0; i < spec.kernels.size(); ++i) {
+    const Kernel &k = spec.kernels[i];
+    const std::string f = "kernels[" + str(i) + "]";
+    if (k.name.empty()) {
+      error = f + ".name: must not be empty";
+      return false;
+    }
+    if (!checkId(k.ptx, numBlobs, "blob", f + ".ptx", error) ||
+        (k.cubin != -1 && !checkId(k.cubin, numBlobs, "blob", f + ".cubin", error)) ||
+        !checkBlock(k.block, f + ".block", error) ||
+        !checkShared(k.sharedBytes, f + ".shared_bytes", error))
+      return false;
+  }
+
+  for (size_t i = 0; i < spec.buffers.size(); ++i) {
+    const Buffer &b = spec.buffers[i];
+    const std::string f = "buffers[" + str(i) + "]";
+    auto fail = [&](const std::string &why) {
+      error = f + " ('" + b.name + "'): " + why;
+      return false;
+    };
+    if (b.name.empty()) {
+      error = f + ".name: must not be empty";
+      return false;
+    }
+    if (b.offset % kBufferAlignment != 0)
+      return fail("offset " + str(b.offset) + " is not a multiple of " + str(kBufferAlignment));
+    if (b.offset > spec.arenaBytes || b.bytes > spec.arenaBytes - b.offset)
+      return fail("[" + str(b.offset) + ", " + str(b.offset) + " + " + str(b.bytes) +
+                  ") lies outside the arena (" + str(spec.arenaBytes) + " bytes)");
+    st::TensorInfo t;
+    t.dtype = b.dtype;
+    t.shape = b.shape;
+    const int64_t numel = t.numel();
+    if (numel < 0)
+      return fail("shape has a negative dimension or too many elements");
+    const uint64_t size = st::dtypeSize(b.dtype);
+    if (static_cast<uint64_t>(numel) > std::numeric_limits<uint64_t>::max() / size ||
+        static_cast<uint64_t>(numel) * size != b.bytes)
+      return fail("bytes " + str(b.bytes) + " != " + std::to_string(numel) + " elements x " +
+                  str(size) + " bytes (" + std::string(st::dtypeName(b.dtype)) + ")");
+  }
+
+  for (const auto &[name, e] : spec.entries) {
+    const std::string f = "entries." + name;
+    if (name.empty()) {
+      error = "entries: an entry has an empty name";
+      return false;
+    }
+    // Inputs and params are loaded by name into their buffers, so a name may
+    // appear only once across both; outputs are written by name.
+    std::set<std::string> loaded, written;
+    auto checkList = [&](const std::vector<int> &ids, const char *list,
+                         std::set<std::string> &seen) {
+      for (size_t i = 0; i < ids.size(); ++i) {
+        const std::string lf = f + "." + list + "[" + str(i) + "]";
+        if (!checkId(ids[i], spec.buffers.size(), "buffer", lf, error))
+          return false;
+        const std::string &bname = spec.buffers[ids[i]].name;
+        if (!seen.insert(bname).second) {
+          error = lf + ": buffer '" + bname + "' is listed twice";
+          return false;
+        }
+      }
+      return true;
+    };
+    if (!checkList(e.inputs, "inputs", loaded) || !checkList(e.params, "params", loaded) ||
+        !checkList(e.outputs, "outputs", written))
+      return false;
+
+    for (size_t i = 0; i < e.launches.size(); ++i) {
+      const Launch &l = e.launches[i];
+      const std::string lf = f + ".launches[" + str(i) + "]";
+      if (!checkId(l.kernel, spec.kernels.size(), "kernel", lf + ".kernel", error))
+        return false;
+      const auto &g = l.grid;
+      if (uint64_t(g[0]) * g[1] * g[2] == 0) {
+        error = lf + ".grid: grid " + dims(g) + " has a zero dimension";
+        return false;
+      }
+      if (g[0] > kMaxGridDimX || g[1] > kMaxGridDimYZ || g[2] > kMaxGridDimYZ) {
+        error = lf + ".grid: grid " + dims(g) + " exceeds CUDA's limits [" +
+                str(kMaxGridDimX) + ", " + str(kMaxGridDimYZ) + ", " + str(kMaxGridDimYZ) + "]";
+        return false;
+      }
+      if (!checkBlock(l.block, lf + ".block", error) ||
+          !checkShared(l.sharedBytes, lf + ".shared_bytes", error))
+        return false;
+      for (size_t a = 0; a < l.args.size(); ++a) {
+        const Arg &arg = l.args[a];
+        const std::string af = lf + ".args[" + str(a) + "]";
+        if (arg.kind == Arg::Kind::Ptr &&
+            !checkId(arg.buffer, spec.buffers.size(), "buffer", af, error))
+          return false;
+        if (arg.kind == Arg::Kind::I32 &&
+            (arg.ivalue < std::numeric_limits<int32_t>::min() ||
+             arg.ivalue > std::numeric_limits<int32_t>::max())) {
+          error = af + ": i32 value " + std::to_string(arg.ivalue) + " does not fit in 32 bits";
+          return false;
+        }
+      }
+    }
+  }
+  return true;
+}
+
+std::unique_ptr<Bundle> loadBundle(const std::string &path, std::string &error) {
+  auto fail = [&](const std::string &why) -> std::unique_ptr<Bundle> {
+    error = path + ": " + why;
+    return nullptr;
+  };
+  try {
+    auto bundle = std::make_unique<Bundle>();
+    bundle->path = path;
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+      return fail(std::string("cannot open: ") + std::strerror(errno));
+    bundle->fileBytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (in.bad())
+      return fail("read error");
+    const std::string &file = bundle->fileBytes;
+    const uint64_t fileSize = file.size();
+
+    if (fileSize >= 8 && std::memcmp(file.data(), kBundleMagic, 8) != 0)
+      return fail("magic: not a qtune bundle (expected \"QTUNEBDL\")");
+    if (fileSize < kBundleFixedHeaderBytes)
+      return fail("file is " + str(fileSize) + " bytes, shorter than the " +
+                  str(kBundleFixedHeaderBytes) + "-byte fixed header");
+    uint32_t version, reserved;
+    uint64_t headerBytes;
+    std::memcpy(&version, file.data() + 8, 4);
+    std::memcpy(&reserved, file.data() + 12, 4);
+    std::memcpy(&headerBytes, file.data() + 16, 8);
+    bundle->version = version;
+    if (version != kBundleVersion)
+      return fail("version: unsupported bundle version " + str(version) + " (this runtime reads " +
+                  str(kBundleVersion) + ")");
+    if (reserved != 0)
+      return fail("reserved: expected 0, got " + str(reserved));
+    if (headerBytes > fileSize - kBundleFixedHeaderBytes)
+      return fail("header: length " + str(headerBytes) + " extends past the end of the file (" +
+                  str(fileSize) + " bytes)");
+    const uint64_t headerEnd = kBundleFixedHeaderBytes + headerBytes;
+
+    Json h = Json::parse(file.begin() + kBundleFixedHeaderBytes, file.begin() + headerEnd,
+                         nullptr, /*allow_exceptions=*/false);
+    if (h.is_discarded())
+      return fail("header: not valid JSON");
+    Reader reader;
+    if (!reader.header(h, *bundle, bundle->blobs))
+      return fail(reader.error);
+
+    for (size_t i = 0; i < bundle->blobs.size(); ++i) {
+      const BlobRef &b = bundle->blobs[i];
+      const std::string f = "blobs[" + str(i) + "]";
+      if (b.offset % kBlobAlignment != 0)
+        return fail(f + ".offset: " + str(b.offset) + " is not a multiple of " + str(kBlobAlignment));
+      if (b.offset < headerEnd)
+        return fail(f + ".offset: " + str(b.offset) + " lies inside the header (which ends at " +
+                    str(headerEnd) + ")");
+      if (b.offset > fileSize || b.bytes > fileSize - b.offset)
+        return fail(f + ": [" + str(b.offset) + ", " + str(b.offset) + " + " + str(b.bytes) +
+                    ") extends past the end of the file (" + str(fileSize) + " bytes)");
+    }
+    std::string why;
+    if (!validateBundleSpec(*bundle, bundle->blobs.size(), why))
+      return fail(why);
+    return bundle;
+  } catch (const std::bad_alloc &) {
+    return fail("out of memory");
+  } catch (const std::exception &e) {
+    return fail(e.what());
+  }
+}
+
+namespace {
+
+std::atomic<uint64_t> gTempCounter{0};
+
+/// Layout: header padded with spaces so the first blob starts at a 64-byte
+/// boundary, then each blob at the next 64-byte boundary.
+std::string layout(const BundleSpec &spec, const std::vector<std::string> &blobs,
+                   std::vector<BlobRef> &refs, bool pad) {
+  refs.assign(blobs.size(), BlobRef{});
+  uint64_t start = kBundleFixedHeaderBytes;
+  for (;;) { // offsets only grow, so this settles after a couple of rounds
+    uint64_t off = alignUp(start, kBlobAlignment);
+    for (size_t i = 0; i < blobs.size(); ++i) {
+      refs[i] = {off, blobs[i].size()};
+      off = alignUp(off + blobs[i].size(), kBlobAlignment);
+    }
+    std::string text = toJson(spec, refs).dump();
+    const uint64_t end = kBundleFixedHeaderBytes + text.size();
+    if (end <= alignUp(start, kBlobAlignment)) {
+      if (pad)
+        text.append(alignUp(start, kBlobAlignment) - end, ' ');
+      return text;
+    }
+    start = end;
+  }
+}
+
+} // namespace
+
+std::string bundleHeaderJson(const BundleSpec &spec, const std::vector<std::string> &blobs) {
+  try {
+    std::vector<BlobRef> refs;
+    return layout(spec, blobs, refs, /*pad=*/false);
+  } catch (const std::exception &) {
+    return std::string();
+  }
+}
+
+bool writeBundle(const std::string &path, const BundleSpec &spec,
+                 const std::vector<std::string> &blobs, std::string &error) {
+  std::string tmpPath;
+  int fd = -1;
+  auto fail = [&](const std::string &why) {
+    if (fd >= 0)
+      ::close(fd);
+    if (!tmpPath.empty())
+      ::unlink(tmpPath.c_str());
+    error = path + ": " + why;
+    return false;
+  };
+  try {
+    std::string why;
+    if (!validateBundleSpec(spec, blobs.size(), why))
+      return fail(why);
+
+    std::vector<BlobRef> refs;
+    const std::string header = layout(spec, blobs, refs, /*pad=*/true);
+    std::string file(kBundleMagic, 8);
+    const uint32_t version = kBundleVersion, reserved = 0;
+    const uint64_t headerBytes = header.size();
+    file.append(reinterpret_cast<const char *>(&version), 4);
+    file.append(reinterpret_cast<const char *>(&reserved), 4);
+    file.append(reinterpret_cast<const char *>(&headerBytes), 8);
+    file += header;
+    for (size_t i = 0; i < blobs.size(); ++i) {
+      file.resize(refs[i].offset, '\0');
+      file += blobs[i];
+    }
+
+    for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+      tmpPath = path + ".tmp." + std::to_string(::getpid()) + "." +
+                std::to_string(gTempCounter.fetch_add(1));
+      fd = ::open(tmpPath.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+      if (fd < 0 && errno != EEXIST) {
+        const int err = errno;
+        tmpPath.clear();
+        return fail(std::string("cannot create temporary file: ") + std::strerror(err));
+      }
+    }
+    if (fd < 0) {
+      tmpPath.clear();
+      return fail("cannot create a unique temporary file");
+    }
+    for (size_t done = 0; done < file.size();) {
+      const ssize_t n = ::write(fd, file.data() + done, file.size() - done);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        return fail(std::string("write failed: ") + std::strerror(errno));
+      done += static_cast<size_t>(n);
+    }
+    if (::fsync(fd) != 0)
+      return fail(std::string("fsync failed: ") + std::strerror(errno));
+    const int closed = ::close(fd);
+    fd = -1;
+    if (closed != 0)
+      return fail(std::string("close failed: ") + std::strerror(errno));
+    if (::rename(tmpPath.c_str(), path.c_str()) != 0)
+      return fail(std::string("rename of the temporary file failed: ") + std::strerror(errno));
+    return true;
+  } catch (const std::bad_alloc &) {
+    return fail("out of memory");
+  } catch (const std::exception &e) {
+    return fail(e.what());
+  }
+}
+
+int BundleWriter::addBlob(std::string bytes) {
+  blobs.push_back(std::move(bytes));
+  return static_cast<int>(blobs.size() - 1);
+}
+
+int BundleWriter::addKernel(Kernel kernel) {
+  spec.kernels.push_back(std::move(kernel));
+  return static_cast<int>(spec.kernels.size() - 1);
+}
+
+int BundleWriter::addBuffer(Buffer buffer) {
+  spec.buffers.push_back(std::move(buffer));
+  return static_cast<int>(spec.buffers.size() - 1);
+}
+
+Entry &BundleWriter::entry(const std::string &name) { return spec.entries[name]; }
+
+} // namespace qtune::rt
