@@ -57,11 +57,20 @@ static cl::opt<bool> noCubin("no-cubin",
 static cl::opt<std::string> cudaPath(
     "cuda-path", cl::desc("CUDA toolkit holding bin/ptxas (default: "
                           "$CUDA_HOME, else /usr/local/cuda, else PATH)"));
-static cl::opt<int64_t> tileM("tile-m", cl::desc("GEMM block tile rows"),
-                              cl::init(64));
-static cl::opt<int64_t> tileN("tile-n", cl::desc("GEMM block tile columns"),
-                              cl::init(64));
-static cl::opt<int64_t> tileK("tile-k", cl::desc("GEMM K step"), cl::init(32));
+static cl::opt<int64_t> tileM("tile-m",
+                              cl::desc("GEMM block tile rows (0: by M)"),
+                              cl::init(0));
+static cl::opt<int64_t> tileN("tile-n",
+                              cl::desc("GEMM block tile columns (0: by M)"),
+                              cl::init(0));
+static cl::opt<int64_t> tileK("tile-k", cl::desc("GEMM K step (0: by M)"),
+                              cl::init(0));
+static cl::opt<int64_t> warpsM("warps-m",
+                               cl::desc("Warps along M per block (0: by M)"),
+                               cl::init(0));
+static cl::opt<int64_t> warpsN("warps-n",
+                               cl::desc("Warps along N per block (0: by M)"),
+                               cl::init(0));
 static cl::opt<bool> quiet("quiet", cl::desc("No summary on stderr"));
 
 static int fail(const Twine &message) {
@@ -116,6 +125,8 @@ int main(int argc, char **argv) {
   lowerOptions.tileM = tileM;
   lowerOptions.tileN = tileN;
   lowerOptions.tileK = tileK;
+  lowerOptions.warpsM = warpsM;
+  lowerOptions.warpsN = warpsN;
   pm.addPass(qtune::createQTuneLowerToGPU(lowerOptions));
   if (failed(parsePassPipeline("gpu.module(convert-nvgpu-to-nvvm,"
                                "convert-scf-to-cf,convert-gpu-to-nvvm,"

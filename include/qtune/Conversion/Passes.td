@@ -25,11 +25,11 @@ def QTuneLowerToGPU : Pass<"qtune-lower-to-gpu", "mlir::ModuleOp"> {
   let options = [
     Option<"chip", "chip", "std::string", "\"sm_90a\"",
            "Target GPU (sm_80 or newer: the kernels use mma.sync and cp.async)">,
-    Option<"tileM", "tile-m", "int64_t", "64", "Block tile rows (M)">,
-    Option<"tileN", "tile-n", "int64_t", "64", "Block tile columns (N)">,
-    Option<"tileK", "tile-k", "int64_t", "32", "K step of the main loop">,
-    Option<"warpsM", "warps-m", "int64_t", "2", "Warps along M per block">,
-    Option<"warpsN", "warps-n", "int64_t", "2", "Warps along N per block">,
+    Option<"tileM", "tile-m", "int64_t", "0", "Block tile rows (M); 0 chooses by M">,
+    Option<"tileN", "tile-n", "int64_t", "0", "Block tile columns (N); 0 chooses by M">,
+    Option<"tileK", "tile-k", "int64_t", "0", "K step of the main loop; 0 chooses by M">,
+    Option<"warpsM", "warps-m", "int64_t", "0", "Warps along M per block; 0 chooses by M">,
+    Option<"warpsN", "warps-n", "int64_t", "0", "Warps along N per block; 0 chooses by M">,
   ];
   let dependentDialects = [
     "::mlir::gpu::GPUDialect", "::mlir::nvgpu::NVGPUDialect",

@@ -28,7 +28,14 @@ using namespace mlir;
 
 namespace qtune {
 
+int64_t GemmSchedule::sharedBytes() const {
+  return 2 * (tileM + tileN) * (tileK + 8) * 2;
+}
+
 std::optional<std::string> GemmSchedule::validate() const {
+  if (sharedBytes() > 48 * 1024)
+    return "the two shared stages need " + std::to_string(sharedBytes()) +
+           " bytes, more than the 48 KiB of static shared memory";
   if (tileK % 16 != 0)
     return "tileK must be a multiple of 16 (the MMA's K)";
   if (tileM % (16 * warpsM) != 0)
@@ -37,8 +44,8 @@ std::optional<std::string> GemmSchedule::validate() const {
     return "tileN must be a multiple of 8 × warpsN";
   if ((tileM * tileK / 8) % threads() != 0)
     return "tileM × tileK / 8 must be a multiple of the thread count";
-  if ((tileN * tileK) % threads() != 0)
-    return "tileN × tileK must be a multiple of the thread count";
+  if ((tileN * tileK / 8) % threads() != 0)
+    return "tileN × tileK / 8 must be a multiple of the thread count";
   return std::nullopt;
 }
 
@@ -146,13 +153,14 @@ public:
   int64_t fragsM() const { return s.tileM / s.warpsM / 16; }
   int64_t fragsN() const { return s.tileN / s.warpsN / 8; }
 
-  /// Stages the X tile of K offset `k0` into shared memory.
-  void loadXTile(const Segment &seg, Value k0) {
+  /// Starts staging the X tile of K offset `k0` into shared stage `stage`:
+  /// 16-byte cp.async chunks, committed as one group (waited for by the
+  /// caller), or element loads when rows are not 16-byte aligned.
+  void loadXTile(const Segment &seg, Value k0, Value stage) {
     int64_t chunksPerRow = s.tileK / 8;
     int64_t perThread = s.tileM * chunksPerRow / s.threads();
     Value kSeg = idx(seg.kSeg);
     bool async = seg.kSeg % 8 == 0; // rows 16-byte aligned
-    SmallVector<Value> tokens;
     Type bf16 = b.getBF16Type();
     for (int64_t i = 0; i < perThread; ++i) {
       Value c = add(tid, idx(i * s.threads()));
@@ -163,10 +171,10 @@ public:
         Value valid = both(lt(gm, m), lt(gk, kSeg));
         Value src = select(valid, add(mul(gm, kSeg), gk), idx(0));
         Value count = select(valid, idx(8), idx(0));
-        tokens.push_back(nvgpu::DeviceAsyncCopyOp::create(
+        nvgpu::DeviceAsyncCopyOp::create(
             b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), xs,
-            ValueRange{r, kc}, seg.x, ValueRange{src}, b.getIndexAttr(8),
-            count, /*bypassL1=*/UnitAttr()));
+            ValueRange{stage, r, kc}, seg.x, ValueRange{src},
+            b.getIndexAttr(8), count, /*bypassL1=*/UnitAttr());
         continue;
       }
       Value zero = arith::ConstantOp::create(b, b.getFloatAttr(bf16, 0.0));
@@ -175,42 +183,61 @@ public:
         Value valid = both(lt(gm, m), lt(gke, kSeg));
         Value src = select(valid, add(mul(gm, kSeg), gke), idx(0));
         Value v = select(valid, memref::LoadOp::create(b, seg.x, src), zero);
-        memref::StoreOp::create(b, v, xs, ValueRange{r, add(kc, idx(e))});
+        memref::StoreOp::create(b, v, xs,
+                                ValueRange{stage, r, add(kc, idx(e))});
       }
     }
-    if (!tokens.empty()) {
-      Value group = nvgpu::DeviceAsyncCreateGroupOp::create(
-          b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), tokens);
-      nvgpu::DeviceAsyncWaitOp::create(b, group, IntegerAttr());
-    }
+    NVVM::CpAsyncCommitGroupOp::create(b);
   }
 
   /// Dequantizes (or reads) the W tile of K offset `k0` into shared memory.
-  void loadWTile(const Segment &seg, Value k0) {
-    int64_t perThread = s.tileN * s.tileK / s.threads();
+  /// Each thread produces runs of 8 consecutive weights of one row, so the
+  /// code words and group parameters the run shares are read once (the loads
+  /// of one run have equal addresses once LLVM folds the aligned index math).
+  void loadWTile(const Segment &seg, Value k0, Value stage) {
+    constexpr int64_t run = 8;
+    int64_t runsPerRow = s.tileK / run;
+    int64_t perThread = s.tileN * runsPerRow / s.threads();
     Value n = idx(spec.n), kSeg = idx(seg.kSeg);
-    Value nLast = idx(spec.n - 1), kLast = idx(seg.kSeg - 1);
+    Value nLast = idx(spec.n - 1);
+    // Whole runs are in or out of range when K is a multiple of the run: clamp
+    // the run's start then. Otherwise clamp each element.
+    bool wholeRuns = seg.kSeg % run == 0;
     Value zero = arith::ConstantOp::create(b, b.getF32FloatAttr(0.0f));
-    for (int64_t e = 0; e < perThread; ++e) {
-      Value flatIdx = add(idx(e * s.threads()), tid);
-      Value r = div(flatIdx, s.tileK), kk = rem(flatIdx, s.tileK);
-      Value gn = add(colBase, r), gk = add(k0, kk);
-      Value valid = both(lt(gn, n), lt(gk, kSeg));
-      // Clamped indices keep every read in bounds; masked values become 0.
+    for (int64_t i = 0; i < perThread; ++i) {
+      Value c = add(tid, idx(i * s.threads()));
+      Value r = div(c, runsPerRow);
+      Value kk0 = mul(rem(c, runsPerRow), idx(run));
+      Value gn = add(colBase, r), gk0 = add(k0, kk0);
+      Value rowValid = lt(gn, n);
       Value gnc = arith::MinUIOp::create(b, gn, nLast);
-      Value gkc = arith::MinUIOp::create(b, gk, kLast);
-      Value w;
-      if (seg.format) {
-        GlobalComponentAccess access(seg.weight);
-        w = seg.format.emitDequant(b, b.getLoc(), gnc, gkc, spec.n, seg.kSeg,
-                                   access);
-      } else {
-        w = extToF32(
-            memref::LoadOp::create(b, seg.weight[0], add(mul(gnc, kSeg), gkc)));
+      Value gk0c = wholeRuns
+                       ? arith::MinUIOp::create(b, gk0, idx(seg.kSeg - run))
+                       : gk0;
+      SmallVector<Value> values;
+      for (int64_t e = 0; e < run; ++e) {
+        Value gk = add(gk0, idx(e));
+        Value valid = both(rowValid, lt(gk, kSeg));
+        Value gkc = wholeRuns ? add(gk0c, idx(e))
+                              : Value(arith::MinUIOp::create(
+                                    b, gk, idx(seg.kSeg - 1)));
+        Value w;
+        if (seg.format) {
+          GlobalComponentAccess access(seg.weight);
+          w = seg.format.emitDequant(b, b.getLoc(), gnc, gkc, spec.n, seg.kSeg,
+                                     access);
+        } else {
+          w = extToF32(memref::LoadOp::create(b, seg.weight[0],
+                                              add(mul(gnc, kSeg), gkc)));
+        }
+        values.push_back(select(valid, w, zero));
       }
-      w = select(valid, w, zero);
-      memref::StoreOp::create(b, arith::TruncFOp::create(b, b.getBF16Type(), w),
-                              ws, ValueRange{r, kk});
+      // One 16-byte store per run (rows of the tile are 16-byte aligned).
+      auto f32x8 = VectorType::get({run}, b.getF32Type());
+      auto bf16x8 = VectorType::get({run}, b.getBF16Type());
+      Value vec = vector::FromElementsOp::create(b, f32x8, values);
+      vector::StoreOp::create(b, arith::TruncFOp::create(b, bf16x8, vec), ws,
+                              ValueRange{stage, r, kk0});
     }
   }
 
@@ -231,7 +258,7 @@ public:
   /// fragment: (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1) for lane = 4g + t.
   /// nvgpu.mma.sync has no bf16 lowering in MLIR 22, so the MMA itself is
   /// nvvm.mma.sync on the ldmatrix registers.
-  SmallVector<Value> mmaTile(SmallVector<Value> acc) {
+  SmallVector<Value> mmaTile(SmallVector<Value> acc, Value stage) {
     auto bf16 = b.getBF16Type();
     auto aTy = VectorType::get({4, 2}, bf16), bTy = VectorType::get({2, 2}, bf16);
     Type f32 = b.getF32Type();
@@ -245,11 +272,13 @@ public:
       SmallVector<SmallVector<Value>> aFrag, bFrag;
       for (int64_t i = 0; i < fragsM(); ++i)
         aFrag.push_back(registers(nvgpu::LdMatrixOp::create(
-            b, aTy, xs, ValueRange{add(aRow, idx(i * 16)), add(aCol, idx(ks * 16))},
+            b, aTy, xs,
+            ValueRange{stage, add(aRow, idx(i * 16)), add(aCol, idx(ks * 16))},
             /*transpose=*/false, /*numTiles=*/4)));
       for (int64_t j = 0; j < fragsN(); ++j)
         bFrag.push_back(registers(nvgpu::LdMatrixOp::create(
-            b, bTy, ws, ValueRange{add(bRow, idx(j * 8)), add(bCol, idx(ks * 16))},
+            b, bTy, ws,
+            ValueRange{stage, add(bRow, idx(j * 8)), add(bCol, idx(ks * 16))},
             /*transpose=*/false, /*numTiles=*/2)));
       for (int64_t i = 0; i < fragsM(); ++i)
         for (int64_t j = 0; j < fragsN(); ++j) {
@@ -268,23 +297,37 @@ public:
     return acc;
   }
 
-  /// The K loop of one segment, carrying the accumulators.
+  /// The K loop of one segment, carrying the accumulators. Two shared stages:
+  /// while the warps multiply tile t, tile t+1 is copied (X, cp.async) and
+  /// dequantized (W) into the other stage; one barrier per step.
   SmallVector<Value> segmentLoop(const Segment &seg, SmallVector<Value> acc) {
     int64_t tiles = (seg.kSeg + s.tileK - 1) / s.tileK;
+    loadXTile(seg, idx(0), idx(0));
+    loadWTile(seg, idx(0), idx(0));
     auto loop = scf::ForOp::create(
         b, idx(0), idx(tiles), idx(1), acc,
         [&](OpBuilder &nested, Location loc, Value kt, ValueRange iter) {
           OpBuilder::InsertionGuard guard(b);
           b.setInsertionPoint(nested.getInsertionBlock(),
                               nested.getInsertionPoint());
-          Value k0 = mul(kt, idx(s.tileK));
-          loadXTile(seg, k0);
-          loadWTile(seg, k0);
+          Value stage = rem(kt, 2);
+          NVVM::CpAsyncWaitGroupOp::create(b, b.getI32IntegerAttr(0));
           gpu::BarrierOp::create(b);
-          SmallVector<Value> out = mmaTile(SmallVector<Value>(iter));
-          gpu::BarrierOp::create(b);
+          Value next = add(kt, idx(1));
+          auto prefetch = scf::IfOp::create(b, lt(next, idx(tiles)), false);
+          {
+            OpBuilder::InsertionGuard inner(b);
+            b.setInsertionPointToStart(prefetch.thenBlock());
+            Value nextStage = rem(next, 2);
+            Value k0 = mul(next, idx(s.tileK));
+            loadXTile(seg, k0, nextStage);
+            loadWTile(seg, k0, nextStage);
+          }
+          SmallVector<Value> out = mmaTile(SmallVector<Value>(iter), stage);
           scf::YieldOp::create(b, out);
         });
+    // The next segment (or nothing) reuses the stages.
+    gpu::BarrierOp::create(b);
     return SmallVector<Value>(loop.getResults());
   }
 
@@ -356,9 +399,9 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   auto workgroup = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
   // Rows padded by 8 elements (16 bytes): ldmatrix rows stay 16-byte aligned
   // and consecutive rows start in different banks.
-  auto xsType = MemRefType::get({schedule.tileM, schedule.tileK + 8}, bf16,
+  auto xsType = MemRefType::get({2, schedule.tileM, schedule.tileK + 8}, bf16,
                                 MemRefLayoutAttrInterface(), workgroup);
-  auto wsType = MemRefType::get({schedule.tileN, schedule.tileK + 8}, bf16,
+  auto wsType = MemRefType::get({2, schedule.tileN, schedule.tileK + 8}, bf16,
                                 MemRefLayoutAttrInterface(), workgroup);
   auto func = gpu::GPUFuncOp::create(builder, loc, name,
                                      FunctionType::get(ctx, args, {}),

@@ -20,20 +20,41 @@ namespace {
 /// Name of the gpu.module holding every kernel.
 constexpr StringLiteral kKernelModule = "qtune_kernels";
 
+/// The schedule for a launch with `m` rows: the options where given, else
+/// large tiles for training-sized M (tensor cores busy, weight dequantized once
+/// per 128 rows) and small ones for decode-sized M (more blocks).
+GemmSchedule chooseSchedule(int64_t m, const GemmSchedule &given) {
+  GemmSchedule s = m >= 512 ? GemmSchedule{128, 128, 32, 2, 4}
+                            : GemmSchedule{32, 64, 64, 2, 2};
+  if (given.tileM)
+    s.tileM = given.tileM;
+  if (given.tileN)
+    s.tileN = given.tileN;
+  if (given.tileK)
+    s.tileK = given.tileK;
+  if (given.warpsM)
+    s.warpsM = given.warpsM;
+  if (given.warpsN)
+    s.warpsN = given.warpsN;
+  return s;
+}
+
 class Lowering {
 public:
   Lowering(ModuleOp module, gpu::GPUModuleOp kernels, GemmSchedule schedule)
-      : module(module), kernels(kernels), schedule(schedule) {}
+      : module(module), kernels(kernels), options(schedule) {}
 
   LogicalResult lowerFunction(func::FuncOp func);
 
 private:
   /// The flat memref<?xT> view of a buffer.
   Value flatView(OpBuilder &b, Location loc, Value buffer);
-  /// Gets or builds the kernel for `spec`; returns its symbol.
-  SymbolRefAttr kernelFor(const GemmSpec &spec);
-  void launch(OpBuilder &b, Location loc, SymbolRefAttr kernel, int64_t m,
-              int64_t n, ValueRange buffers);
+  /// Gets or builds the kernel for `spec` and `schedule`; returns its symbol.
+  FailureOr<SymbolRefAttr> kernelFor(Operation *op, const GemmSpec &spec,
+                                     const GemmSchedule &schedule);
+  /// Launches the kernel for `spec` over an m × n output.
+  LogicalResult launch(OpBuilder &b, Operation *op, const GemmSpec &spec,
+                       int64_t m, ValueRange buffers);
   LogicalResult lowerLinear(OpBuilder &b, Operation *op, Value input,
                             Value weight, Value bias, Value loraA, Value loraB,
                             Value residual, double alpha, int64_t rank);
@@ -41,7 +62,7 @@ private:
 
   ModuleOp module;
   gpu::GPUModuleOp kernels;
-  GemmSchedule schedule;
+  GemmSchedule options; // zeros: chosen per launch
   IRMapping buffers;                       // tensor value -> memref buffer
   DenseMap<Value, QWeightOp> qweights;     // qweight value -> its op
   llvm::StringMap<SymbolRefAttr> kernelCache;
@@ -66,7 +87,14 @@ Value Lowering::flatView(OpBuilder &b, Location loc, Value buffer) {
       flat);
 }
 
-SymbolRefAttr Lowering::kernelFor(const GemmSpec &spec) {
+FailureOr<SymbolRefAttr> Lowering::kernelFor(Operation *op,
+                                             const GemmSpec &spec,
+                                             const GemmSchedule &schedule) {
+  if (std::optional<std::string> why = schedule.validate())
+    return op->emitError() << "qtune-lower-to-gpu: invalid schedule "
+                           << schedule.tileM << "x" << schedule.tileN << "x"
+                           << schedule.tileK << " (" << schedule.warpsM << "x"
+                           << schedule.warpsN << " warps): " << *why;
   std::string key;
   llvm::raw_string_ostream os(key);
   os << spec.n << "x" << spec.k << "|";
@@ -77,7 +105,9 @@ SymbolRefAttr Lowering::kernelFor(const GemmSpec &spec) {
   for (Type t : spec.componentTypes)
     os << "," << t;
   os << "|b" << spec.hasBias << "r" << spec.hasResidual << "l" << spec.loraRank
-     << "s" << spec.outputScale;
+     << "s" << spec.outputScale << "|" << schedule.tileM << "," << schedule.tileN
+     << "," << schedule.tileK << "," << schedule.warpsM << ","
+     << schedule.warpsN;
   auto it = kernelCache.find(key);
   if (it != kernelCache.end())
     return it->second;
@@ -90,19 +120,26 @@ SymbolRefAttr Lowering::kernelFor(const GemmSpec &spec) {
   return ref;
 }
 
-void Lowering::launch(OpBuilder &b, Location loc, SymbolRefAttr kernel,
-                      int64_t m, int64_t n, ValueRange bufs) {
+LogicalResult Lowering::launch(OpBuilder &b, Operation *op,
+                               const GemmSpec &spec, int64_t m,
+                               ValueRange bufs) {
+  GemmSchedule schedule = chooseSchedule(m, options);
+  FailureOr<SymbolRefAttr> kernel = kernelFor(op, spec, schedule);
+  if (failed(kernel))
+    return failure();
+  Location loc = op->getLoc();
   auto c = [&](int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); };
   SmallVector<Value> args;
   for (Value buf : bufs)
     args.push_back(flatView(b, loc, buf));
   args.push_back(c(m));
-  int64_t gridX = (n + schedule.tileN - 1) / schedule.tileN;
+  int64_t gridX = (spec.n + schedule.tileN - 1) / schedule.tileN;
   int64_t gridY = (m + schedule.tileM - 1) / schedule.tileM;
   gpu::LaunchFuncOp::create(
-      b, loc, kernel, gpu::KernelDim3{c(gridX), c(gridY), c(1)},
+      b, loc, *kernel, gpu::KernelDim3{c(gridX), c(gridY), c(1)},
       gpu::KernelDim3{c(schedule.threads()), c(1), c(1)},
       /*dynamicSharedMemorySize=*/Value(), args);
+  return success();
 }
 
 FailureOr<Value> Lowering::buffer(Operation *user, Value tensor) {
@@ -185,14 +222,16 @@ LogicalResult Lowering::lowerLinear(OpBuilder &b, Operation *op, Value input,
     loraSpec.n = rank;
     loraSpec.k = k;
     loraSpec.outputScale = alpha / rank;
-    launch(b, loc, kernelFor(loraSpec), m, rank, ValueRange{*x, *a, t});
+    if (failed(launch(b, op, loraSpec, m, ValueRange{*x, *a, t})))
+      return failure();
     spec.loraRank = rank;
     bufs.push_back(t);
     bufs.push_back(*bB);
   }
   Value y = memref::AllocOp::create(b, loc, bufferType(result));
   bufs.push_back(y);
-  launch(b, loc, kernelFor(spec), m, n, bufs);
+  if (failed(launch(b, op, spec, m, bufs)))
+    return failure();
   buffers.map(op->getResult(0), y);
   return success();
 }
@@ -266,10 +305,6 @@ struct QTuneLowerToGPUPass
   void runOnOperation() override {
     ModuleOp module = getOperation();
     GemmSchedule schedule{tileM, tileN, tileK, warpsM, warpsN};
-    if (std::optional<std::string> why = schedule.validate()) {
-      module.emitError() << "qtune-lower-to-gpu: invalid schedule: " << *why;
-      return signalPassFailure();
-    }
     if (!StringRef(chip).starts_with("sm_") ||
         std::atoi(chip.c_str() + 3) < 80) {
       module.emitError() << "qtune-lower-to-gpu: chip must be sm_80 or newer "

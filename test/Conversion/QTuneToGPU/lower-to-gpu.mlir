@@ -15,7 +15,7 @@
 // CHECK: return %[[Y]]
 // CHECK: gpu.module @qtune_kernels [#nvvm.target<O = 3, chip = "sm_90a">]
 // CHECK: gpu.func @qtune_gemm_0(
-// CHECK-SAME: workgroup(%{{.*}} : memref<64x40xbf16, #gpu.address_space<workgroup>>, %{{.*}} : memref<64x40xbf16, #gpu.address_space<workgroup>>) kernel
+// CHECK-SAME: workgroup(%{{.*}} : memref<2x32x72xbf16, #gpu.address_space<workgroup>>, %{{.*}} : memref<2x64x72xbf16, #gpu.address_space<workgroup>>) kernel
 // CHECK: nvgpu.device_async_copy
 // CHECK: nvgpu.ldmatrix {{.*}} {numTiles = 4 : i32, transpose = false}
 // CHECK: nvgpu.ldmatrix {{.*}} {numTiles = 2 : i32, transpose = false}

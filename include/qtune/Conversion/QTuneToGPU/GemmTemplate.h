@@ -26,6 +26,8 @@ struct GemmSchedule {
   int64_t warpsM = 2, warpsN = 2;
 
   int64_t threads() const { return 32 * warpsM * warpsN; }
+  /// Static shared memory: two stages of the X and W tiles (rows padded).
+  int64_t sharedBytes() const;
   /// Checks divisibility constraints; returns an explanation on failure.
   std::optional<std::string> validate() const;
 };

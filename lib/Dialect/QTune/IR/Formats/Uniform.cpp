@@ -149,5 +149,8 @@ Value UniformFormatAttr::emitDequant(OpBuilder &b, Location loc, Value row,
   Value s = access.loadFloat(b, loc, 1, gi);
   Value z = getSymmetric() ? f32Const(b, loc, double(1u << (bits - 1)))
                            : access.loadFloat(b, loc, 2, gi);
-  return arith::MulFOp::create(b, loc, s, arith::SubFOp::create(b, loc, q, z));
+  // s·(q − z) = q·s − s·z: s·z is shared by a group's weights, so kernels
+  // computing runs of a row evaluate it once and fuse the rest into an fma.
+  Value sz = arith::MulFOp::create(b, loc, s, z);
+  return arith::SubFOp::create(b, loc, arith::MulFOp::create(b, loc, q, s), sz);
 }

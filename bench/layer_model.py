@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Writes the benchmark layer as qtune IR: an INT4 group-128 asymmetric weight
+with a rank-16 LoRA adapter (alpha 32), one function per batch size M.
+
+    layer_model.py OUT.mlir [--n 4096] [--k 4096] [--m 1,16,128,2048,8192]
+"""
+import argparse
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("out")
+    p.add_argument("--n", type=int, default=4096)
+    p.add_argument("--k", type=int, default=4096)
+    p.add_argument("--m", default="1,16,128,2048,8192")
+    p.add_argument("--rank", type=int, default=16)
+    a = p.parse_args()
+    n, k, r, g = a.n, a.k, a.rank, 128
+    w = f"!qtune.qweight<{n}x{k}, #qtune.uniform<bits = 4, group = {g}>>"
+    funcs = []
+    for m in [int(v) for v in a.m.split(",")]:
+        funcs.append(f"""func.func @forward_m{m}(
+    %x: tensor<{m}x{k}xbf16> {{qtune.name = "x", qtune.role = #qtune.role<input>}},
+    %c: tensor<{n}x{k // 8}xi32> {{qtune.name = "codes", qtune.role = #qtune.role<frozen>}},
+    %s: tensor<{n}x{k // g}xbf16> {{qtune.name = "scales", qtune.role = #qtune.role<frozen>}},
+    %z: tensor<{n}x{k // g}xbf16> {{qtune.name = "zeros", qtune.role = #qtune.role<frozen>}},
+    %a: tensor<{r}x{k}xbf16> {{qtune.name = "lora_A", qtune.role = #qtune.role<trainable>}},
+    %b: tensor<{n}x{r}xbf16> {{qtune.name = "lora_B", qtune.role = #qtune.role<trainable>}})
+    -> (tensor<{m}x{n}xbf16> {{qtune.name = "y"}}) {{
+  %w = qtune.qweight %c, %s, %z : tensor<{n}x{k // 8}xi32>, tensor<{n}x{k // g}xbf16>, tensor<{n}x{k // g}xbf16> -> {w}
+  %y = qtune.linear %x, %w : tensor<{m}x{k}xbf16>, {w} -> tensor<{m}x{n}xbf16>
+  %d = qtune.lora %x, %a, %b {{alpha = {2.0 * r} : f64, rank = {r} : i64}} : tensor<{m}x{k}xbf16>, tensor<{r}x{k}xbf16>, tensor<{n}x{r}xbf16> -> tensor<{m}x{n}xbf16>
+  %o = arith.addf %y, %d : tensor<{m}x{n}xbf16>
+  return %o : tensor<{m}x{n}xbf16>
+}}
+""")
+    with open(a.out, "w") as f:
+        f.write("\n".join(funcs))
+
+
+if __name__ == "__main__":
+    main()
