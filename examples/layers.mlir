@@ -46,20 +46,20 @@ func.func @peqa_int4(
 !u2 = !qtune.qweight<32x100, #qtune.uniform<bits = 2, symmetric = true>>
 !l3 = !qtune.qweight<32x100, #qtune.lut<bits = 3, group = 100>>
 func.func @int2_lrec_and_lut3(
-    %x: tensor<3x100xf32> {qtune.role = #qtune.role<input>, qtune.name = "x"},
+    %x: tensor<3x100xbf16> {qtune.role = #qtune.role<input>, qtune.name = "x"},
     %codes2: tensor<32x7xi32> {qtune.role = #qtune.role<frozen>},
     %scales2: tensor<32x1xbf16> {qtune.role = #qtune.role<frozen>},
-    %a: tensor<4x100xf32> {qtune.role = #qtune.role<trainable>},
-    %b: tensor<32x4xf32> {qtune.role = #qtune.role<trainable>},
+    %a: tensor<4x100xbf16> {qtune.role = #qtune.role<trainable>},
+    %b: tensor<32x4xbf16> {qtune.role = #qtune.role<trainable>},
     %codes3: tensor<32x10xi32> {qtune.role = #qtune.role<frozen>},
     %table: tensor<32x1x8xf32> {qtune.role = #qtune.role<frozen>})
-    -> (tensor<3x32xf32> {qtune.name = "int2_lrec"}, tensor<3x32xf32> {qtune.name = "lut3"}) {
+    -> (tensor<3x32xbf16> {qtune.name = "int2_lrec"}, tensor<3x32xbf16> {qtune.name = "lut3"}) {
   %w2 = qtune.qweight %codes2, %scales2 : tensor<32x7xi32>, tensor<32x1xbf16> -> !u2
-  %y2 = qtune.linear %x, %w2 : tensor<3x100xf32>, !u2 -> tensor<3x32xf32>
+  %y2 = qtune.linear %x, %w2 : tensor<3x100xbf16>, !u2 -> tensor<3x32xbf16>
   %d = qtune.lora %x, %a, %b {alpha = 8.0 : f64, rank = 4 : i64}
-      : tensor<3x100xf32>, tensor<4x100xf32>, tensor<32x4xf32> -> tensor<3x32xf32>
-  %r = arith.addf %y2, %d : tensor<3x32xf32>
+      : tensor<3x100xbf16>, tensor<4x100xbf16>, tensor<32x4xbf16> -> tensor<3x32xbf16>
+  %r = arith.addf %y2, %d : tensor<3x32xbf16>
   %w3 = qtune.qweight %codes3, %table : tensor<32x10xi32>, tensor<32x1x8xf32> -> !l3
-  %y3 = qtune.linear %x, %w3 : tensor<3x100xf32>, !l3 -> tensor<3x32xf32>
-  return %r, %y3 : tensor<3x32xf32>, tensor<3x32xf32>
+  %y3 = qtune.linear %x, %w3 : tensor<3x100xbf16>, !l3 -> tensor<3x32xbf16>
+  return %r, %y3 : tensor<3x32xbf16>, tensor<3x32xbf16>
 }

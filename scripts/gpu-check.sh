@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# GPU checks of qtune, on a machine with an NVIDIA GPU, run from the repository
+# root over a stage made by scripts/gpu-stage.sh (no compiler needed here: python3
+# with torch, safetensors preferred).
+#
+#   scripts/gpu-check.sh OUT_DIR [STAGE_DIR] [-- extra check_forward.py options]
+#
+# STAGE_DIR defaults to .gpu-stage. Each step's full log goes to OUT_DIR/STEP.log;
+# the forward check also writes OUT_DIR/forward/ (forward.jsonl, forward.csv,
+# forward-summary.{txt,json}, failures/). A summary table is printed last. Exits
+# non-zero when any step fails. Extra options (after --, or in
+# QTUNE_FORWARD_ARGS) go to check_forward.py, e.g. --filter REGEX, --ms 1,7,
+# --shard 0/2, --jobs 4, --timeout 300. PYTHON selects the interpreter (python3).
+#
+# Steps, in order (a failed step before `forward` skips the rest):
+#   gpu      nvidia-smi answers and lists a GPU
+#   stage    the stage is complete; python has torch with CUDA
+#   forward  test/Integration/GPU/check_forward.py (random parameters + oracle)
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+
+if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
+  sed -n '2,19p' "$0"
+  exit 2
+fi
+out="$1"; shift
+stage=".gpu-stage"
+if [ $# -gt 0 ] && [ "$1" != "--" ]; then stage="$1"; shift; fi
+if [ $# -gt 0 ] && [ "$1" = "--" ]; then shift; fi
+extra=("$@")
+if [ -n "${QTUNE_FORWARD_ARGS:-}" ]; then
+  read -r -a more <<< "$QTUNE_FORWARD_ARGS"
+  extra+=("${more[@]}")
+fi
+python="${PYTHON:-python3}"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+export PYTHONUNBUFFERED=1
+
+names=(); results=(); secs=()
+blocked=""
+
+# run_step NAME CMD...: runs CMD, its output shown and kept in OUT_DIR/NAME.log.
+run_step() {
+  local name="$1"; shift
+  local log="$out/$name.log" t0 rc
+  if [ -n "$blocked" ]; then
+    names+=("$name"); results+=("skipped (after $blocked failed)"); secs+=(0)
+    return 0
+  fi
+  printf '\n===== step %s: %s\n' "$name" "$*"
+  t0=$(date +%s)
+  "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  names+=("$name"); secs+=($(( $(date +%s) - t0 )))
+  if [ "$rc" = 0 ]; then results+=("ok"); else results+=("FAILED (exit $rc)"); fi
+  return "$rc"
+}
+
+step_gpu() {
+  if ! command -v nvidia-smi >/dev/null; then
+    echo "nvidia-smi is not on PATH"
+    return 1
+  fi
+  timeout 60 nvidia-smi -L || return 1
+  nvidia-smi -L | grep -q GPU || { echo "nvidia-smi lists no GPU"; return 1; }
+  timeout 60 nvidia-smi || true
+}
+
+step_stage() {
+  local ok=0
+  echo "stage: $stage"
+  [ -f "$stage/stage.json" ] && cat "$stage/stage.json"
+  if [ ! -x "$stage/qtune-run" ]; then
+    echo "missing: $stage/qtune-run (run scripts/gpu-stage.sh first)"; ok=1
+  fi
+  if [ ! -f "$stage/cases/cases.json" ]; then
+    echo "missing: $stage/cases/cases.json (run scripts/gpu-stage.sh first)"; ok=1
+  fi
+  if [ -x "$stage/qtune-run" ] && command -v ldd >/dev/null; then
+    ldd "$stage/qtune-run" || true
+  fi
+  "$python" - <<'EOF' || ok=1
+import sys
+try:
+    import torch
+except ImportError as e:
+    sys.exit("python has no torch: %s" % e)
+print("python %s, torch %s (CUDA %s), cuda available: %s"
+      % (sys.version.split()[0], torch.__version__, torch.version.cuda,
+         torch.cuda.is_available()))
+if torch.cuda.is_available():
+    print("device:", torch.cuda.get_device_name(0))
+try:
+    import safetensors
+    print("safetensors", safetensors.__version__)
+except ImportError:
+    print("safetensors: not installed (check_forward.py uses its own reader/writer)")
+EOF
+  return "$ok"
+}
+
+step_forward() {
+  "$python" test/Integration/GPU/check_forward.py \
+    --cases "$stage/cases" --qtune-run "$stage/qtune-run" --out "$out/forward" --no-table \
+    "${extra[@]}"
+}
+
+run_step gpu step_gpu || blocked="gpu"
+run_step stage step_stage || blocked="${blocked:-stage}"
+run_step forward step_forward
+
+# --- summary (printed last) --------------------------------------------------------------
+{
+  if [ -f "$out/forward/forward-summary.txt" ]; then
+    echo
+    cat "$out/forward/forward-summary.txt"
+  fi
+  echo
+  echo "gpu-check ($stage -> $out)"
+  printf '  %-10s %-32s %6s\n' step result seconds
+  for i in "${!names[@]}"; do
+    printf '  %-10s %-32s %6s\n' "${names[$i]}" "${results[$i]}" "${secs[$i]}"
+  done
+} | tee "$out/summary.txt"
+n_ok=0; n_bad=0; n_skip=0
+for r in "${results[@]}"; do
+  case "$r" in
+    ok) n_ok=$((n_ok + 1)) ;;
+    skipped*) n_skip=$((n_skip + 1)) ;;
+    *) n_bad=$((n_bad + 1)) ;;
+  esac
+done
+echo "gpu-check: $n_ok passed, $n_bad failed, $n_skip skipped" | tee -a "$out/summary.txt"
+[ "$n_bad" = 0 ] && [ "$n_skip" = 0 ]

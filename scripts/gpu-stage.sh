@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Prepares everything the GPU checks need, on a machine with the compiler (no GPU
+# needed): builds qtune, generates the forward cases, compiles each into a bundle
+# (checked with `qtune-run inspect`), produces reference-interpreter outputs for the small oracle cases, and copies
+# qtune-run. scripts/gpu-check.sh then runs on a GPU machine from the same
+# repository root.
+#
+#   scripts/gpu-stage.sh [STAGE_DIR] [--quick] [--no-build] [--jobs N]
+#                        [--build-dir DIR] [--tools-dir DIR] [--target SM]
+#
+# STAGE_DIR defaults to .gpu-stage (inside the repository, ignored through
+# .git/info/exclude, which this script updates). --quick stages only the smoke
+# cases (1000 x 384, one LoRA rank, M in {1, 7}). The stage is kept under
+# QTUNE_STAGE_MAX_MIB (60) MiB: past QTUNE_STAGE_PACK_MIB (40) MiB the bundles are
+# packed into cases/bundles.tar.gz and the .mlir files dropped.
+#
+# Layout: STAGE_DIR/qtune-run, STAGE_DIR/stage.json, STAGE_DIR/cases/{cases.json,
+# NAME.mlir, NAME.qtb, oracle.json, oracle/NAME/*.safetensors},
+# STAGE_DIR/logs/compile/NAME.log (failed compiles only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+
+stage=""
+quick=0
+build_step=1
+jobs="$(nproc 2>/dev/null || echo 2)"
+build="${QTUNE_BUILD_DIR:-build}"
+tools=""
+target="sm_90a"
+max_mib="${QTUNE_STAGE_MAX_MIB:-60}"
+pack_mib="${QTUNE_STAGE_PACK_MIB:-40}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --no-build) build_step=0 ;;
+    --jobs) jobs="$2"; shift ;;
+    --jobs=*) jobs="${1#*=}" ;;
+    --build-dir) build="$2"; shift ;;
+    --build-dir=*) build="${1#*=}" ;;
+    --tools-dir) tools="$2"; shift ;;
+    --tools-dir=*) tools="${1#*=}" ;;
+    --target) target="$2"; shift ;;
+    --target=*) target="${1#*=}" ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -*) echo "gpu-stage: unknown option $1" >&2; exit 2 ;;
+    *) if [ -n "$stage" ]; then echo "gpu-stage: one STAGE_DIR only" >&2; exit 2; fi
+       stage="$1" ;;
+  esac
+  shift
+done
+stage="${stage:-.gpu-stage}"
+tools="${tools:-$build/bin}"
+here="test/Integration/GPU"
+t_start=$(date +%s)
+
+say() { printf '\n== %s\n' "$*"; }
+mib() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1048576 }'; }
+bytes_of() {  # total bytes of the files given (none: 0)
+  if [ $# -eq 0 ]; then echo 0; return; fi
+  { du -cb "$@" 2>/dev/null || true; } | tail -n 1 | cut -f1
+}
+
+# --- the stage folder: inside the repository and ignored by git ---------------------
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  exclude="$(git rev-parse --git-path info/exclude)"
+  mkdir -p "$(dirname "$exclude")"
+  if ! git check-ignore -q .gpu-stage/; then
+    echo '.gpu-stage/' >> "$exclude"
+    echo "gpu-stage: added .gpu-stage/ to $exclude"
+  fi
+  mkdir -p "$stage"
+  stage_abs="$(cd "$stage" && pwd)"
+  case "$stage_abs/" in
+    "$root"/*)
+      if ! git check-ignore -q "$stage_abs/"; then
+        echo "gpu-stage: error: $stage is inside the repository but not ignored by git;" \
+             "use .gpu-stage (or add it to $exclude)" >&2
+        exit 2
+      fi ;;
+    *) echo "gpu-stage: note: $stage is outside the repository: fine for a local run," \
+            "but a GPU machine that gets a copy of the repository will not see it" ;;
+  esac
+else
+  mkdir -p "$stage"
+  stage_abs="$(cd "$stage" && pwd)"
+fi
+cases="$stage_abs/cases"
+
+# --- build ------------------------------------------------------------------------------
+if [ "$build_step" = 1 ]; then
+  say "build ($build)"
+  if [ ! -f "$build/CMakeCache.txt" ]; then
+    cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release
+  fi
+  cmake --build "$build"
+fi
+for tool in qtune-compile qtune-interp; do
+  if [ ! -x "$tools/$tool" ]; then
+    echo "gpu-stage: error: $tools/$tool is missing (build it, or give --tools-dir)" >&2
+    exit 2
+  fi
+done
+qtune_run="$tools/qtune-run"
+if [ ! -x "$qtune_run" ]; then
+  qtune_run="$(find "$build" -type f -name qtune-run -perm -u+x 2>/dev/null | head -n 1 || true)"
+fi
+if [ -z "$qtune_run" ] || [ ! -x "$qtune_run" ]; then
+  echo "gpu-stage: error: no qtune-run executable in $tools or under $build" >&2
+  exit 2
+fi
+
+# Work on a snapshot of the tools: a rebuild while staging cannot pull a binary
+# away mid-run, and every case is compiled by the same compiler.
+snap="$(mktemp -d)"
+trap 'rm -rf "$snap"' EXIT
+cp "$tools/qtune-compile" "$tools/qtune-interp" "$snap/"
+cp "$qtune_run" "$snap/qtune-run"
+tools="$snap"
+qtune_run="$snap/qtune-run"
+
+# --- cases --------------------------------------------------------------------------------
+say "generate cases"
+rm -rf "$cases" "$stage_abs/logs" "$stage_abs/qtune-run" "$stage_abs/stage.json"
+mkdir -p "$cases" "$stage_abs/logs/compile"
+gen_args=()
+if [ "$quick" = 1 ]; then gen_args+=(--quick); fi
+python3 "$here/forward_cases.py" gen "$cases" "${gen_args[@]}"
+
+say "compile ($jobs at a time, --target $target)"
+n_cases=$(find "$cases" -maxdepth 1 -name '*.mlir' | wc -l)
+progress="$stage_abs/logs/.compile-progress"
+: > "$progress"
+# shellcheck disable=SC2317  # run by xargs through bash -c
+compile_one() {
+  local f="$1" name t0 t1 status n
+  name="$(basename "$f" .mlir)"
+  t0=$(date +%s.%N)
+  if "$QTUNE_COMPILE" "$f" -o "${f%.mlir}.qtb" --target "$QTUNE_TARGET" \
+       > "$QTUNE_LOGS/$name.log" 2>&1; then
+    if "$QTUNE_RUN" inspect "${f%.mlir}.qtb" >> "$QTUNE_LOGS/$name.log" 2>&1; then
+      status=ok
+      rm -f "$QTUNE_LOGS/$name.log"
+    else  # the runtime rejects the bundle (docs/bundle.md, Validation)
+      status=FAILED
+      rm -f "${f%.mlir}.qtb"
+    fi
+  else
+    status=FAILED
+    rm -f "${f%.mlir}.qtb"
+  fi
+  t1=$(date +%s.%N)
+  echo "$name $status" >> "$QTUNE_PROGRESS"
+  n=$(wc -l < "$QTUNE_PROGRESS")
+  printf '[%d/%d] %-40s %s (%.1f s)\n' "$n" "$QTUNE_NCASES" "$name" "$status" \
+    "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
+}
+export -f compile_one
+export QTUNE_COMPILE="$tools/qtune-compile" QTUNE_RUN="$qtune_run" QTUNE_TARGET="$target" \
+       QTUNE_LOGS="$stage_abs/logs/compile" QTUNE_PROGRESS="$progress" QTUNE_NCASES="$n_cases"
+t_compile=$(date +%s)
+# shellcheck disable=SC2016  # $0 expands in the bash that xargs starts
+find "$cases" -maxdepth 1 -name '*.mlir' -print0 | sort -z |
+  xargs -0 -P "$jobs" -n 1 bash -c 'compile_one "$0"'
+t_compile=$(( $(date +%s) - t_compile ))
+failed_compiles=$(grep -c ' FAILED$' "$progress" || true)
+echo "compiled $((n_cases - failed_compiles))/$n_cases cases in ${t_compile} s"
+if [ "$failed_compiles" -gt 0 ]; then
+  echo "compile failures (logs in $stage/logs/compile):"
+  grep ' FAILED$' "$progress" | cut -d' ' -f1 | while read -r name; do
+    echo "--- $name"
+    tail -n 15 "$stage_abs/logs/compile/$name.log" | sed 's/^/    /'
+  done
+fi
+
+say "reference interpreter outputs for the oracle cases"
+oracle_rc=0
+python3 "$here/forward_cases.py" oracle "$cases" --interp "$tools/qtune-interp" --jobs "$jobs" ||
+  oracle_rc=$?
+
+cp "$qtune_run" "$stage_abs/qtune-run"
+say "qtune-run's shared libraries"
+if command -v ldd >/dev/null; then
+  ldd "$stage_abs/qtune-run" | sed 's/^/    /' || true
+  if ldd "$stage_abs/qtune-run" | grep -v 'libcuda\.so' | grep -q 'not found'; then
+    echo "gpu-stage: warning: qtune-run needs libraries that are not found here"
+  fi
+fi
+
+# --- size -------------------------------------------------------------------------------------
+sizes() {
+  shopt -s nullglob
+  b_bundles=$(bytes_of "$cases"/*.qtb "$cases"/bundles.tar.g[z])
+  b_mlir=$(bytes_of "$cases"/*.mlir)
+  b_oracle=$(bytes_of "$cases"/oracle)
+  b_run=$(bytes_of "$stage_abs/qtune-run")
+  b_total=$(bytes_of "$stage_abs")
+  shopt -u nullglob
+}
+sizes
+packed=0
+if [ "$b_total" -gt $((pack_mib * 1048576)) ]; then
+  say "stage is $(mib "$b_total") MiB > $pack_mib MiB: packing bundles, dropping .mlir files"
+  (cd "$cases" && shopt -s nullglob && files=(*.qtb) &&
+     if [ ${#files[@]} -gt 0 ]; then tar -czf bundles.tar.gz "${files[@]}" && rm -f "${files[@]}"; fi)
+  rm -f "$cases"/*.mlir
+  packed=1
+  sizes
+fi
+
+head_commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+dirty="$(git status --porcelain 2>/dev/null | grep -qv '^??' && echo true || echo false)"
+cat > "$stage_abs/stage.json" <<EOF
+{
+  "commit": "$head_commit",
+  "uncommitted_changes": $dirty,
+  "quick": $([ "$quick" = 1 ] && echo true || echo false),
+  "target": "$target",
+  "cases": $n_cases,
+  "compile_failures": $failed_compiles,
+  "oracle_ok": $([ "$oracle_rc" = 0 ] && echo true || echo false),
+  "bundles_packed": $([ "$packed" = 1 ] && echo true || echo false),
+  "bytes": {"bundles": $b_bundles, "mlir": $b_mlir, "oracle": $b_oracle,
+            "qtune_run": $b_run, "total": $b_total}
+}
+EOF
+sizes
+
+say "stage $stage ($(( $(date +%s) - t_start )) s)"
+printf '  %-28s %10s MiB\n' "bundles$([ "$packed" = 1 ] && echo ' (tar.gz)')" "$(mib "$b_bundles")" \
+  "case .mlir files" "$(mib "$b_mlir")" "oracle inputs + outputs" "$(mib "$b_oracle")" \
+  "qtune-run" "$(mib "$b_run")" "total" "$(mib "$b_total")"
+echo "  cases: $n_cases, compile failures: $failed_compiles, oracle: $([ "$oracle_rc" = 0 ] && echo ok || echo FAILED)"
+
+status=0
+if [ "$b_total" -gt $((max_mib * 1048576)) ]; then
+  echo "gpu-stage: error: the stage is $(mib "$b_total") MiB, over $max_mib MiB" >&2
+  status=1
+fi
+if [ "$failed_compiles" -gt 0 ] || [ "$oracle_rc" != 0 ]; then
+  echo "gpu-stage: staged with failures (see above); gpu-check reports those cases as failed" >&2
+  status=1
+fi
+exit "$status"
