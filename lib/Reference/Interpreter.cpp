@@ -45,6 +45,10 @@ private:
   HostTensor lora(Value input, Value a, Value b, double scaling,
                   Type resultType);
   HostTensor fusedLinear(FusedLinearOp op);
+  /// The weight operand as a dense N×K matrix (dequantized if quantized).
+  std::vector<double> denseWeight(Value weight, int64_t &n, int64_t &k);
+  /// scale · gᵀ · x summed over the leading dimensions (N×K).
+  HostTensor weightGrad(const HostTensor &g, const HostTensor &x, double scale);
   HostTensor dequantize(const QWeightValue &w);
 
   DenseMap<Value, RefValue> values;
@@ -155,21 +159,38 @@ HostTensor Evaluator::dequantize(const QWeightValue &w) {
   return out;
 }
 
-HostTensor Evaluator::linear(Value input, Value weight, Value bias,
-                             Type resultType) {
-  const HostTensor &x = tensor(input);
-  std::vector<double> w;
-  int64_t n, k;
+std::vector<double> Evaluator::denseWeight(Value weight, int64_t &n,
+                                           int64_t &k) {
   if (auto *q = std::get_if<QWeightValue>(&values[weight])) {
     n = q->type.getN();
     k = q->type.getK();
-    w = dequantize(*q).data;
-  } else {
-    const HostTensor &d = tensor(weight);
-    n = d.shape[0];
-    k = d.shape[1];
-    w = d.data;
+    return dequantize(*q).data;
   }
+  const HostTensor &d = tensor(weight);
+  n = d.shape[0];
+  k = d.shape[1];
+  return d.data;
+}
+
+HostTensor Evaluator::weightGrad(const HostTensor &g, const HostTensor &x,
+                                 double scale) {
+  int64_t n = g.shape.back(), k = x.shape.back();
+  int64_t m = n ? g.numElements() / n : 0;
+  HostTensor r({n, k});
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t a = 0; a < n; ++a) {
+      double gv = g.data[i * n + a] * scale;
+      for (int64_t c = 0; c < k; ++c)
+        r.data[a * k + c] += gv * x.data[i * k + c];
+    }
+  return r;
+}
+
+HostTensor Evaluator::linear(Value input, Value weight, Value bias,
+                             Type resultType) {
+  const HostTensor &x = tensor(input);
+  int64_t n, k;
+  std::vector<double> w = denseWeight(weight, n, k);
   HostTensor y = matmulTransposed(x, w, n, k, shapeOf(resultType));
   if (bias) {
     const HostTensor &b = tensor(bias);
@@ -328,6 +349,67 @@ LogicalResult Evaluator::eval(Operation *op) {
       .Case<LoraOp>([&](LoraOp l) {
         set(l.getResult(), lora(l.getInput(), l.getA(), l.getB(),
                                 l.getScaling(), l.getType()));
+        return success();
+      })
+      .Case<LinearTOp>([&](LinearTOp l) {
+        // y[m, k] = scale · Σ_n g[m, n] · W[n, k]
+        const HostTensor &g = tensor(l.getGrad());
+        int64_t n, k;
+        std::vector<double> w = denseWeight(l.getWeight(), n, k);
+        HostTensor y(shapeOf(l.getType()));
+        int64_t m = n ? g.numElements() / n : 0;
+        double scale = l.getScale().convertToDouble();
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t a = 0; a < n; ++a) {
+            double gv = g.data[i * n + a] * scale;
+            for (int64_t c = 0; c < k; ++c)
+              y.data[i * k + c] += gv * w[a * k + c];
+          }
+        set(l.getResult(), std::move(y));
+        return success();
+      })
+      .Case<WeightGradOp>([&](WeightGradOp wg) {
+        set(wg.getResult(), weightGrad(tensor(wg.getGrad()),
+                                       tensor(wg.getInput()),
+                                       wg.getScale().convertToDouble()));
+        return success();
+      })
+      .Case<BiasGradOp>([&](BiasGradOp bg) {
+        const HostTensor &g = tensor(bg.getGrad());
+        int64_t n = g.shape.back();
+        HostTensor r({n});
+        for (size_t i = 0; i < g.data.size(); ++i)
+          r.data[i % n] += g.data[i];
+        set(bg.getResult(), std::move(r));
+        return success();
+      })
+      .Case<ComponentGradOp>([&](ComponentGradOp cg) {
+        const auto &w = std::get<QWeightValue>(values[cg.getWeight()]);
+        HostTensor dW =
+            weightGrad(tensor(cg.getGrad()), tensor(cg.getInput()), 1.0);
+        set(cg.getResult(),
+            w.type.getFormat().dequantizeVJP(w.type.getN(), w.type.getK(),
+                                             cg.getComponent(), w.components,
+                                             dW.data));
+        return success();
+      })
+      .Case<MseLossOp>([&](MseLossOp l) {
+        const HostTensor &p = tensor(l.getPrediction());
+        const HostTensor &t = tensor(l.getTarget());
+        double sum = 0;
+        for (size_t i = 0; i < p.data.size(); ++i)
+          sum += (p.data[i] - t.data[i]) * (p.data[i] - t.data[i]);
+        set(l.getResult(), HostTensor({}, sum / double(p.data.size())));
+        return success();
+      })
+      .Case<MseLossGradOp>([&](MseLossGradOp l) {
+        HostTensor r = tensor(l.getPrediction());
+        const HostTensor &t = tensor(l.getTarget());
+        double g = tensor(l.getGrad()).data[0];
+        double factor = 2.0 * g / double(r.data.size());
+        for (size_t i = 0; i < r.data.size(); ++i)
+          r.data[i] = factor * (r.data[i] - t.data[i]);
+        set(l.getResult(), std::move(r));
         return success();
       })
       .Case<FusedLinearOp>([&](FusedLinearOp f) {

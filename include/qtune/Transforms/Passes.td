@@ -25,4 +25,22 @@ def QTuneFuse : Pass<"qtune-fuse", "mlir::ModuleOp"> {
   let dependentDialects = ["::qtune::QTuneDialect", "::mlir::arith::ArithDialect"];
 }
 
+def QTuneAutodiff : Pass<"qtune-autodiff", "mlir::ModuleOp"> {
+  let summary = "Derive the gradients of a scalar loss w.r.t. trainable arguments";
+  let description = [{
+    For every function that returns one 0-d f32 loss and has arguments whose
+    `qtune.role` is `trainable`, adds a function `<name>_grad` with the same
+    arguments that returns the loss and then ∂loss/∂argument for each trainable
+    argument, in argument order (results named `loss` and `grad_<name>`).
+
+    Reverse mode over the function's ops, through `DifferentiableOpInterface`
+    (plus `arith.addf`/`subf`/`negf`); only values that depend on a trainable
+    argument and reach the loss get gradients. Through a frozen quantized weight
+    the input gradient is `qtune.linear_t` (dequantization recomputed, never
+    stored); scale-only (PEQA) weights get `qtune.component_grad`, the
+    format's derivative applied group by group, so no N×K gradient remains.
+  }];
+  let dependentDialects = ["::qtune::QTuneDialect", "::mlir::arith::ArithDialect"];
+}
+
 #endif // QTUNE_TRANSFORMS_PASSES_TD

@@ -771,3 +771,43 @@ func.func @fused_lora_rank(%x: tensor<4x32xf32>, %w: tensor<16x32xf32>, %a: tens
   %y = qtune.fused_linear %x, %w lora(%a, %b : tensor<2x32xf32>, tensor<16x4xf32>) {lora_alpha = 2.0 : f64, lora_rank = 2 : i64} : tensor<4x32xf32>, tensor<16x32xf32> -> tensor<4x16xf32>
   return %y : tensor<4x16xf32>
 }
+
+// -----
+
+func.func @component_grad_of_codes(%g: tensor<2x8xf32>, %x: tensor<2x16xf32>, %w: !qtune.qweight<8x16, #qtune.nf4<block = 16>>) -> tensor<8x2xf32> {
+  // expected-error @+1 {{'qtune.component_grad' op component 0 ('codes') holds integer codes: it has no gradient}}
+  %d = qtune.component_grad %g, %x, %w {component = 0 : i64} : tensor<2x8xf32>, tensor<2x16xf32>, !qtune.qweight<8x16, #qtune.nf4<block = 16>> -> tensor<8x2xf32>
+  return %d : tensor<8x2xf32>
+}
+
+// -----
+
+func.func @component_grad_shape(%g: tensor<2x8xf32>, %x: tensor<2x16xf32>, %w: !qtune.qweight<8x16, #qtune.nf4<block = 16>>) -> tensor<8x2xf32> {
+  // expected-error @+1 {{'qtune.component_grad' op result must have the shape of component 'absmax' (8x1), got 8x2}}
+  %d = qtune.component_grad %g, %x, %w {component = 1 : i64} : tensor<2x8xf32>, tensor<2x16xf32>, !qtune.qweight<8x16, #qtune.nf4<block = 16>> -> tensor<8x2xf32>
+  return %d : tensor<8x2xf32>
+}
+
+// -----
+
+func.func @weight_grad_leading(%g: tensor<2x8xf32>, %x: tensor<3x16xf32>) -> tensor<8x16xf32> {
+  // expected-error @+1 {{'qtune.weight_grad' op gradient 2x8 and input 3x16 must share their leading dimensions}}
+  %d = qtune.weight_grad %g, %x : tensor<2x8xf32>, tensor<3x16xf32> -> tensor<8x16xf32>
+  return %d : tensor<8x16xf32>
+}
+
+// -----
+
+func.func @linear_t_n(%g: tensor<2x9xf32>, %w: tensor<8x16xf32>) -> tensor<2x16xf32> {
+  // expected-error @+1 {{'qtune.linear_t' op gradient (operand #0) must be [..., N] with N = 8, got shape 2x9}}
+  %d = qtune.linear_t %g, %w : tensor<2x9xf32>, tensor<8x16xf32> -> tensor<2x16xf32>
+  return %d : tensor<2x16xf32>
+}
+
+// -----
+
+func.func @mse_shapes(%p: tensor<2x8xf32>, %t: tensor<8x2xf32>) -> tensor<f32> {
+  // expected-error @+1 {{'qtune.mse_loss' op prediction and target must have the same shape, got 2x8 and 8x2}}
+  %l = qtune.mse_loss %p, %t : tensor<2x8xf32>, tensor<8x2xf32> -> tensor<f32>
+  return %l : tensor<f32>
+}

@@ -16,6 +16,7 @@ using namespace mlir;
 using namespace qtune;
 
 #include "qtune/Dialect/QTune/IR/QTuneAttrInterfaces.cpp.inc"
+#include "qtune/Dialect/QTune/IR/QTuneOpInterfaces.cpp.inc"
 #include "qtune/Dialect/QTune/IR/QTuneEnums.cpp.inc"
 
 #define GET_ATTRDEF_CLASSES

@@ -257,3 +257,78 @@ LogicalResult FusedLinearOp::verify() {
                          << getResidual().getType();
   return success();
 }
+
+//===----------------------------------------------------------------------===//
+// Gradient ops
+//===----------------------------------------------------------------------===//
+
+/// N and K of a weight operand (quantized or dense N×K).
+static std::pair<int64_t, int64_t> weightDims(Type weight) {
+  if (auto q = dyn_cast<QWeightType>(weight))
+    return {q.getN(), q.getK()};
+  auto t = cast<RankedTensorType>(weight);
+  return {t.getDimSize(0), t.getDimSize(1)};
+}
+
+LogicalResult LinearTOp::verify() {
+  auto g = getGrad().getType();
+  if (auto w = dyn_cast<RankedTensorType>(getWeight().getType());
+      w && w.getRank() != 2)
+    return emitOpError() << "dense weight (operand #1) must be NxK, got shape "
+                         << shapeStr(w.getShape());
+  auto [n, k] = weightDims(getWeight().getType());
+  if (g.getRank() < 1 || !dimsCompatible(g.getShape().back(), n))
+    return emitOpError() << "gradient (operand #0) must be [..., N] with N = "
+                         << n << ", got shape " << shapeStr(g.getShape());
+  return verifyRowwiseResult(*this, g, getResult().getType(), k);
+}
+
+LogicalResult WeightGradOp::verify() {
+  auto g = getGrad().getType(), x = getInput().getType();
+  if (g.getRank() < 1 || g.getRank() != x.getRank() ||
+      g.getShape().drop_back() != x.getShape().drop_back())
+    return emitOpError() << "gradient " << shapeStr(g.getShape())
+                         << " and input " << shapeStr(x.getShape())
+                         << " must share their leading dimensions";
+  auto r = getResult().getType();
+  if (r.getRank() != 2 || r.getDimSize(0) != g.getShape().back() ||
+      r.getDimSize(1) != x.getShape().back())
+    return emitOpError() << "result must be " << g.getShape().back() << "x"
+                         << x.getShape().back() << ", got "
+                         << shapeStr(r.getShape());
+  return success();
+}
+
+LogicalResult ComponentGradOp::verify() {
+  auto w = getWeight().getType();
+  SmallVector<ComponentSpec> specs = w.getComponents();
+  int64_t c = getComponent();
+  if (c < 0 || c >= (int64_t)specs.size())
+    return emitOpError() << "component " << c << " out of range (the format has "
+                         << specs.size() << ")";
+  if (specs[c].isInteger())
+    return emitOpError() << "component " << c << " ('" << specs[c].name
+                         << "') holds integer codes: it has no gradient";
+  if (getResult().getType().getShape() != ArrayRef<int64_t>(specs[c].shape))
+    return emitOpError() << "result must have the shape of component '"
+                         << specs[c].name << "' (" << shapeStr(specs[c].shape)
+                         << "), got "
+                         << shapeStr(getResult().getType().getShape());
+  auto g = getGrad().getType(), x = getInput().getType();
+  if (g.getShape().back() != w.getN() || x.getShape().back() != w.getK() ||
+      g.getShape().drop_back() != x.getShape().drop_back())
+    return emitOpError() << "gradient " << shapeStr(g.getShape())
+                         << " and input " << shapeStr(x.getShape())
+                         << " do not match the " << w.getN() << "x" << w.getK()
+                         << " weight";
+  return success();
+}
+
+LogicalResult MseLossOp::verify() {
+  if (getPrediction().getType().getShape() != getTarget().getType().getShape())
+    return emitOpError() << "prediction and target must have the same shape, got "
+                         << shapeStr(getPrediction().getType().getShape())
+                         << " and "
+                         << shapeStr(getTarget().getType().getShape());
+  return success();
+}

@@ -52,4 +52,7 @@ public:
 
 #include "qtune/Dialect/QTune/IR/QTuneAttrInterfaces.h.inc"
 
+#include "mlir/IR/OpDefinition.h"
+#include "qtune/Dialect/QTune/IR/QTuneOpInterfaces.h.inc"
+
 #endif // QTUNE_DIALECT_QTUNE_IR_QTUNEINTERFACES_H

@@ -76,4 +76,25 @@ def QuantFormatAttrInterface : AttrInterface<"QuantFormatAttrInterface"> {
   ];
 }
 
+def DifferentiableOpInterface : OpInterface<"DifferentiableOpInterface"> {
+  let cppNamespace = "::qtune";
+  let description = [{
+    An op whose vector-Jacobian product the autodiff pass can build. Given the
+    gradients of the loss with respect to the op's results, `buildAdjoint` emits
+    IR computing the gradients with respect to the operands that need one.
+  }];
+  let methods = [
+    InterfaceMethod<[{
+        Emits the vector-Jacobian product. `resultGrads[i]` is ∂L/∂result i
+        (null when the result does not reach the loss); `needGrad[j]` says
+        whether operand j needs a gradient. Fills `operandGrads` (one entry per
+        operand, null where none is produced). Fails, with a diagnostic, when a
+        needed gradient cannot be expressed (e.g. of integer codes).
+      }], "::llvm::LogicalResult", "buildAdjoint",
+      (ins "::mlir::OpBuilder &":$b, "::llvm::ArrayRef<::mlir::Value>":$resultGrads,
+           "::llvm::ArrayRef<bool>":$needGrad,
+           "::llvm::SmallVectorImpl<::mlir::Value> &":$operandGrads)>,
+  ];
+}
+
 #endif // QTUNE_INTERFACES_TD

@@ -15,7 +15,8 @@ def QTune_FloatTensor : RankedTensorOf<[AnyFloat]>;
 // qtune.qweight
 //===----------------------------------------------------------------------===//
 
-def QTune_QWeightOp : QTune_Op<"qweight", [Pure]> {
+def QTune_QWeightOp : QTune_Op<"qweight", [Pure,
+    DeclareOpInterfaceMethods<DifferentiableOpInterface>]> {
   let summary = "Assembles a quantized weight from its components";
   let description = [{
     Takes the components that the result's format declares, in order (for
@@ -67,7 +68,8 @@ def QTune_DequantOp : QTune_Op<"dequant", [Pure]> {
 // qtune.linear
 //===----------------------------------------------------------------------===//
 
-def QTune_LinearOp : QTune_Op<"linear", [Pure]> {
+def QTune_LinearOp : QTune_Op<"linear", [Pure,
+    DeclareOpInterfaceMethods<DifferentiableOpInterface>]> {
   let summary = "Linear layer x · Wᵀ (+ bias) with a quantized or dense W";
   let description = [{
     `x` has shape `[..., K]` (any number of leading batch dimensions); the weight is
@@ -95,7 +97,8 @@ def QTune_LinearOp : QTune_Op<"linear", [Pure]> {
 // qtune.lora
 //===----------------------------------------------------------------------===//
 
-def QTune_LoraOp : QTune_Op<"lora", [Pure]> {
+def QTune_LoraOp : QTune_Op<"lora", [Pure,
+    DeclareOpInterfaceMethods<DifferentiableOpInterface>]> {
   let summary = "LoRA adapter term (alpha / rank) · (x · Aᵀ) · Bᵀ";
   let description = [{
     `A` is `rank`×K, `B` is N×`rank`; `x` has shape `[..., K]` and the result
@@ -168,6 +171,92 @@ def QTune_FusedLinearOp : QTune_Op<"fused_linear",
         return 0.0;
       return getLoraAlpha()->convertToDouble() / *getLoraRank();
     }
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// Gradient building blocks (produced by qtune-autodiff)
+//===----------------------------------------------------------------------===//
+
+def QTune_LinearTOp : QTune_Op<"linear_t", [Pure]> {
+  let summary = "Input gradient of a linear layer: scale · g · W";
+  let description = [{
+    `g` has shape `[..., N]`, the weight is N×K (quantized or dense); the result
+    `[..., K]`. Through a quantized weight the dequantization is recomputed (in
+    kernels: the same fused prologue with the weight transposed), never stored.
+  }];
+  let arguments = (ins QTune_FloatTensor:$grad,
+                       AnyTypeOf<[QTune_QWeightType, QTune_FloatTensor]>:$weight,
+                       DefaultValuedAttr<F64Attr, "1.0">:$scale);
+  let results = (outs QTune_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $weight attr-dict `:` type($grad) `,` type($weight) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def QTune_WeightGradOp : QTune_Op<"weight_grad", [Pure]> {
+  let summary = "Weight gradient of a linear layer: scale · gᵀ · x";
+  let description = [{
+    `g` is `[..., N]`, `x` is `[..., K]` with the same leading dimensions; the
+    result N×K sums over all of them. Used for dense weights and adapters; for a
+    quantized weight it only ever feeds `qtune.qweight`'s adjoint, which
+    replaces it by `qtune.component_grad` (no N×K gradient survives).
+  }];
+  let arguments = (ins QTune_FloatTensor:$grad, QTune_FloatTensor:$input,
+                       DefaultValuedAttr<F64Attr, "1.0">:$scale);
+  let results = (outs QTune_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $input attr-dict `:` type($grad) `,` type($input) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def QTune_BiasGradOp : QTune_Op<"bias_grad", [Pure]> {
+  let summary = "Bias gradient of a linear layer: g summed over leading dims";
+  let arguments = (ins QTune_FloatTensor:$grad);
+  let results = (outs QTune_FloatTensor:$result);
+  let assemblyFormat = "$grad attr-dict `:` type($grad) `->` type($result)";
+}
+
+def QTune_ComponentGradOp : QTune_Op<"component_grad", [Pure]> {
+  let summary = "Gradient of one float component of a quantized weight";
+  let description = [{
+    For y = x · dequant(W)ᵀ: ∂L/∂component = VJP of dequantization applied to
+    gᵀ · x, through the format's derivative. For the scales of `#qtune.uniform`
+    (PEQA): grad_s[n, g] = Σ_m Σ_{k∈g} g[m, n] · x[m, k] · (q[n, k] − z[n, g]).
+    Kernels reduce per group in the GEMM's epilogue; no N×K gradient exists.
+  }];
+  let arguments = (ins QTune_FloatTensor:$grad, QTune_FloatTensor:$input,
+                       QTune_QWeightType:$weight, I64Attr:$component);
+  let results = (outs QTune_FloatTensor:$result);
+  let assemblyFormat = [{
+    $grad `,` $input `,` $weight attr-dict `:` type($grad) `,` type($input) `,`
+    qualified(type($weight)) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def QTune_MseLossOp : QTune_Op<"mse_loss", [Pure,
+    DeclareOpInterfaceMethods<DifferentiableOpInterface>]> {
+  let summary = "Mean squared error: mean((prediction − target)²) as a 0-d f32";
+  let arguments = (ins QTune_FloatTensor:$prediction, QTune_FloatTensor:$target);
+  let results = (outs 0DTensorOf<[F32]>:$result);
+  let assemblyFormat = [{
+    $prediction `,` $target attr-dict `:` type($prediction) `,` type($target)
+    `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def QTune_MseLossGradOp : QTune_Op<"mse_loss_grad", [Pure]> {
+  let summary = "Gradient of mse_loss w.r.t. the prediction: 2·(p − t)/n · g";
+  let arguments = (ins QTune_FloatTensor:$prediction, QTune_FloatTensor:$target,
+                       0DTensorOf<[F32]>:$grad);
+  let results = (outs QTune_FloatTensor:$result);
+  let assemblyFormat = [{
+    $prediction `,` $target `,` $grad attr-dict `:` type($prediction) `,`
+    type($target) `,` type($grad) `->` type($result)
   }];
 }
 

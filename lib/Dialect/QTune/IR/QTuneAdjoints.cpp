@@ -1,0 +1,131 @@
+//===- QTuneAdjoints.cpp - vector-Jacobian products of qtune ops -----------===//
+
+#include "qtune/Dialect/QTune/IR/QTuneOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+
+using namespace mlir;
+using namespace qtune;
+
+namespace {
+RankedTensorType withLastDim(RankedTensorType t, int64_t last) {
+  SmallVector<int64_t> shape(t.getShape());
+  shape.back() = last;
+  return RankedTensorType::get(shape, t.getElementType());
+}
+} // namespace
+
+LogicalResult LinearOp::buildAdjoint(OpBuilder &b, ArrayRef<Value> resultGrads,
+                                     ArrayRef<bool> needGrad,
+                                     SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.assign(getNumOperands(), Value());
+  Value g = resultGrads[0];
+  if (!g)
+    return success();
+  Location loc = getLoc();
+  auto x = getInput().getType();
+  auto [n, k] = std::pair{cast<RankedTensorType>(g.getType()).getShape().back(),
+                          x.getShape().back()};
+  if (needGrad[0])
+    operandGrads[0] = LinearTOp::create(b, loc, x, g, getWeight(),
+                                        b.getF64FloatAttr(1.0));
+  if (needGrad[1]) {
+    // For a quantized weight this N×K gradient is symbolic: qtune.qweight's
+    // adjoint turns it into per-component gradients and it dies.
+    Type type = isa<QWeightType>(getWeight().getType())
+                    ? RankedTensorType::get({n, k}, b.getF32Type())
+                    : getWeight().getType();
+    operandGrads[1] = WeightGradOp::create(b, loc, type, g, getInput(),
+                                           b.getF64FloatAttr(1.0));
+  }
+  if (getBias() && needGrad[2])
+    operandGrads[2] = BiasGradOp::create(b, loc, getBias().getType(), g);
+  return success();
+}
+
+LogicalResult LoraOp::buildAdjoint(OpBuilder &b, ArrayRef<Value> resultGrads,
+                                   ArrayRef<bool> needGrad,
+                                   SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.assign(getNumOperands(), Value());
+  Value g = resultGrads[0];
+  if (!g)
+    return success();
+  Location loc = getLoc();
+  auto s = b.getF64FloatAttr(getScaling());
+  auto one = b.getF64FloatAttr(1.0);
+  auto x = getInput().getType();
+  auto tType = withLastDim(x, getRank());
+  // y = s · t · Bᵀ with t = x · Aᵀ.
+  if (needGrad[2]) {
+    Value t = LinearOp::create(b, loc, tType, getInput(), getA(), Value());
+    operandGrads[2] = WeightGradOp::create(b, loc, getB().getType(), g, t, s);
+  }
+  if (needGrad[0] || needGrad[1]) {
+    Value dt = LinearTOp::create(b, loc, tType, g, getB(), s);
+    if (needGrad[1])
+      operandGrads[1] =
+          WeightGradOp::create(b, loc, getA().getType(), dt, getInput(), one);
+    if (needGrad[0])
+      operandGrads[0] = LinearTOp::create(b, loc, x, dt, getA(), one);
+  }
+  return success();
+}
+
+LogicalResult QWeightOp::buildAdjoint(OpBuilder &b, ArrayRef<Value> resultGrads,
+                                      ArrayRef<bool> needGrad,
+                                      SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.assign(getNumOperands(), Value());
+  Value dW = resultGrads[0];
+  if (!dW)
+    return success();
+  // dW is a sum of symbolic weight gradients gᵢᵀ·xᵢ, one per linear use.
+  SmallVector<WeightGradOp> terms;
+  SmallVector<Value> work{dW};
+  while (!work.empty()) {
+    Value v = work.pop_back_val();
+    if (auto add = v.getDefiningOp<arith::AddFOp>()) {
+      work.push_back(add.getLhs());
+      work.push_back(add.getRhs());
+    } else if (auto wg = v.getDefiningOp<WeightGradOp>()) {
+      terms.push_back(wg);
+    } else {
+      return emitOpError("qtune-autodiff: the gradient of a quantized weight "
+                         "must come from the linear layers that use it");
+    }
+  }
+  SmallVector<ComponentSpec> specs = getType().getComponents();
+  for (auto [i, spec] : llvm::enumerate(specs)) {
+    if (!needGrad[i])
+      continue;
+    if (spec.isInteger())
+      return emitOpError() << "qtune-autodiff: component #" << i << " ('"
+                           << spec.name
+                           << "') holds integer codes and has no gradient";
+    auto type = cast<RankedTensorType>(getOperand(i).getType());
+    Value sum;
+    for (WeightGradOp t : terms) {
+      Value term = ComponentGradOp::create(b, getLoc(), type, t.getGrad(),
+                                           t.getInput(), getResult(),
+                                           b.getI64IntegerAttr(i));
+      sum = sum ? arith::AddFOp::create(b, getLoc(), sum, term) : term;
+    }
+    operandGrads[i] = sum;
+  }
+  return success();
+}
+
+LogicalResult MseLossOp::buildAdjoint(OpBuilder &b, ArrayRef<Value> resultGrads,
+                                      ArrayRef<bool> needGrad,
+                                      SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.assign(2, Value());
+  Value g = resultGrads[0];
+  if (!g || !(needGrad[0] || needGrad[1]))
+    return success();
+  Value dp = MseLossGradOp::create(b, getLoc(), getPrediction().getType(),
+                                   getPrediction(), getTarget(), g);
+  if (needGrad[0])
+    operandGrads[0] = dp;
+  if (needGrad[1])
+    operandGrads[1] = arith::NegFOp::create(b, getLoc(), dp);
+  return success();
+}

@@ -1,0 +1,161 @@
+//===- GradientTest.cpp - qtune-autodiff against finite differences ---------===//
+//
+// For each loss function below, qtune-autodiff builds `<name>_grad`; the
+// reference interpreter evaluates it in float64, and every element of every
+// gradient is compared with a central finite difference of the loss, also
+// evaluated by the interpreter. The two share only the forward semantics.
+//
+//===----------------------------------------------------------------------===//
+
+#include "qtune/Reference/Interpreter.h"
+#include "qtune/Transforms/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+#include "qtune/Dialect/QTune/IR/QTuneOps.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+using namespace mlir;
+using qtune::HostTensor;
+
+namespace {
+
+struct Case {
+  const char *name;
+  const char *source; // defines func @loss
+};
+
+// Trainable arguments cover: LoRA A and B, PEQA scales (uniform, asymmetric
+// and symmetric), trainable zero points, NF4 absmax, lut tables, a dense
+// weight and bias, and both MSE operands; leading batch dimensions included.
+const Case kCases[] = {
+    {"lora_and_peqa_uniform", R"mlir(
+!w = !qtune.qweight<6x8, #qtune.uniform<bits = 4, group = 4, scale_type = f32>>
+func.func @loss(%x: tensor<3x8xf32>, %c: tensor<6x1xi32>,
+                %s: tensor<6x2xf32> {qtune.role = #qtune.role<trainable>},
+                %z: tensor<6x2xf32>,
+                %a: tensor<2x8xf32> {qtune.role = #qtune.role<trainable>},
+                %b: tensor<6x2xf32> {qtune.role = #qtune.role<trainable>},
+                %t: tensor<3x6xf32>) -> tensor<f32> {
+  %w = qtune.qweight scale_only %c, %s, %z : tensor<6x1xi32>, tensor<6x2xf32>, tensor<6x2xf32> -> !w
+  %y = qtune.linear %x, %w : tensor<3x8xf32>, !w -> tensor<3x6xf32>
+  %d = qtune.lora %x, %a, %b {alpha = 4.0 : f64, rank = 2 : i64} : tensor<3x8xf32>, tensor<2x8xf32>, tensor<6x2xf32> -> tensor<3x6xf32>
+  %r = arith.addf %y, %d : tensor<3x6xf32>
+  %l = qtune.mse_loss %r, %t : tensor<3x6xf32>, tensor<3x6xf32> -> tensor<f32>
+  return %l : tensor<f32>
+})mlir"},
+    {"zeros_and_input_through_two_layers", R"mlir(
+!w = !qtune.qweight<5x7, #qtune.uniform<bits = 3, scale_type = f32>>
+func.func @loss(%x: tensor<2x2x7xf32> {qtune.role = #qtune.role<trainable>},
+                %c: tensor<5x1xi32>,
+                %s: tensor<5x1xf32>,
+                %z: tensor<5x1xf32> {qtune.role = #qtune.role<trainable>},
+                %w2: tensor<3x5xf32> {qtune.role = #qtune.role<trainable>},
+                %bias: tensor<3xf32> {qtune.role = #qtune.role<trainable>},
+                %t: tensor<2x2x3xf32> {qtune.role = #qtune.role<trainable>}) -> tensor<f32> {
+  %w = qtune.qweight %c, %s, %z : tensor<5x1xi32>, tensor<5x1xf32>, tensor<5x1xf32> -> !w
+  %h = qtune.linear %x, %w : tensor<2x2x7xf32>, !w -> tensor<2x2x5xf32>
+  %y = qtune.linear %h, %w2, %bias : tensor<2x2x5xf32>, tensor<3x5xf32>, tensor<3xf32> -> tensor<2x2x3xf32>
+  %l = qtune.mse_loss %y, %t : tensor<2x2x3xf32>, tensor<2x2x3xf32> -> tensor<f32>
+  return %l : tensor<f32>
+})mlir"},
+    {"shared_weight_nf4_absmax", R"mlir(
+!w = !qtune.qweight<4x8, #qtune.nf4<block = 4>>
+func.func @loss(%x: tensor<2x8xf32>, %c: tensor<4x1xi32>,
+                %am: tensor<4x2xf32> {qtune.role = #qtune.role<trainable>},
+                %t: tensor<2x4xf32>) -> tensor<f32> {
+  %w = qtune.qweight scale_only %c, %am : tensor<4x1xi32>, tensor<4x2xf32> -> !w
+  %y1 = qtune.linear %x, %w : tensor<2x8xf32>, !w -> tensor<2x4xf32>
+  %x2 = arith.negf %x : tensor<2x8xf32>
+  %y2 = qtune.linear %x2, %w : tensor<2x8xf32>, !w -> tensor<2x4xf32>
+  %y = arith.subf %y1, %y2 : tensor<2x4xf32>
+  %l = qtune.mse_loss %y, %t : tensor<2x4xf32>, tensor<2x4xf32> -> tensor<f32>
+  return %l : tensor<f32>
+})mlir"},
+    {"lut_table_and_double_quant_nf4", R"mlir(
+!l = !qtune.qweight<3x8, #qtune.lut<bits = 2, group = 4>>
+!n = !qtune.qweight<3x8, #qtune.nf4<block = 4, double_quant = true, dq_block = 1>>
+func.func @loss(%x: tensor<2x8xf32>, %c: tensor<3x1xi32>,
+                %tab: tensor<3x2x4xf32> {qtune.role = #qtune.role<trainable>},
+                %c4: tensor<3x1xi32>, %ac: tensor<3x1xi32>,
+                %as: tensor<3x2xf32> {qtune.role = #qtune.role<trainable>},
+                %ao: tensor<1xf32> {qtune.role = #qtune.role<trainable>},
+                %t: tensor<2x3xf32>) -> tensor<f32> {
+  %w = qtune.qweight %c, %tab : tensor<3x1xi32>, tensor<3x2x4xf32> -> !l
+  %y1 = qtune.linear %x, %w : tensor<2x8xf32>, !l -> tensor<2x3xf32>
+  %v = qtune.qweight %c4, %ac, %as, %ao : tensor<3x1xi32>, tensor<3x1xi32>, tensor<3x2xf32>, tensor<1xf32> -> !n
+  %y2 = qtune.linear %x, %v : tensor<2x8xf32>, !n -> tensor<2x3xf32>
+  %y = arith.addf %y1, %y2 : tensor<2x3xf32>
+  %l = qtune.mse_loss %y, %t : tensor<2x3xf32>, tensor<2x3xf32> -> tensor<f32>
+  return %l : tensor<f32>
+})mlir"},
+};
+
+class GradientTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(GradientTest, MatchesFiniteDifferences) {
+  DialectRegistry registry;
+  registry.insert<qtune::QTuneDialect, func::FuncDialect, arith::ArithDialect,
+                  tensor::TensorDialect>();
+  MLIRContext context(registry);
+  OwningOpRef<ModuleOp> module =
+      parseSourceString<ModuleOp>(GetParam().source, &context);
+  ASSERT_TRUE(module);
+  PassManager pm(&context);
+  pm.addPass(qtune::createQTuneAutodiff());
+  ASSERT_TRUE(succeeded(pm.run(*module)));
+  auto loss = module->lookupSymbol<func::FuncOp>("loss");
+  auto grad = module->lookupSymbol<func::FuncOp>("loss_grad");
+  ASSERT_TRUE(loss && grad);
+
+  std::mt19937_64 rng(42);
+  std::vector<HostTensor> args;
+  std::vector<unsigned> trainable;
+  for (auto [i, type] : llvm::enumerate(loss.getArgumentTypes())) {
+    auto rt = cast<RankedTensorType>(type);
+    HostTensor t(std::vector<int64_t>(rt.getShape().begin(), rt.getShape().end()));
+    for (double &v : t.data)
+      v = rt.getElementType().isInteger(32)
+              ? double(uint32_t(rng()))
+              : std::uniform_real_distribution<double>(-1, 1)(rng);
+    args.push_back(std::move(t));
+    if (qtune::getArgumentRole(loss.getArgument(i)) == qtune::Role::trainable)
+      trainable.push_back(i);
+  }
+
+  FailureOr<std::vector<HostTensor>> out = qtune::ref::run(grad, args);
+  ASSERT_TRUE(succeeded(out));
+  ASSERT_EQ(out->size(), trainable.size() + 1);
+  FailureOr<std::vector<HostTensor>> base = qtune::ref::run(loss, args);
+  ASSERT_TRUE(succeeded(base));
+  EXPECT_NEAR((*out)[0].data[0], (*base)[0].data[0], 1e-12) << "loss";
+
+  const double eps = 1e-6;
+  for (auto [r, argIndex] : llvm::enumerate(trainable)) {
+    const HostTensor &g = (*out)[r + 1];
+    ASSERT_EQ(g.shape, args[argIndex].shape);
+    for (size_t e = 0; e < g.data.size(); ++e) {
+      std::vector<HostTensor> plus = args, minus = args;
+      plus[argIndex].data[e] += eps;
+      minus[argIndex].data[e] -= eps;
+      double lp = (*qtune::ref::run(loss, plus))[0].data[0];
+      double lm = (*qtune::ref::run(loss, minus))[0].data[0];
+      double fd = (lp - lm) / (2 * eps);
+      EXPECT_NEAR(g.data[e], fd, 1e-6 * std::max(1.0, std::fabs(fd)))
+          << "argument #" << argIndex << " element " << e;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Adjoints, GradientTest, ::testing::ValuesIn(kCases),
+                         [](const auto &info) { return info.param.name; });
+
+} // namespace
