@@ -9,4 +9,11 @@ build="${QTUNE_BUILD_DIR:-build}"
 jobs="${QTUNE_JOBS:-$(nproc)}"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j "$jobs"
-ctest --test-dir "$build" --output-on-failure -j "$jobs"
+status=0
+ctest --test-dir "$build" --output-on-failure -j "$jobs" || status=$?
+# lit runs as one ctest test: say which of its tests did not run, and why.
+log="$build/Testing/Temporary/LastTest.log"
+if [ -f "$log" ]; then
+  grep -hE "^(UNSUPPORTED|note):|lit.cfg.py:[0-9]+: note:" "$log" | sort -u || true
+fi
+exit $status
