@@ -21,17 +21,21 @@ struct LinearParts {
   Value input, weight, bias, loraA, loraB, residual;
   FloatAttr alpha, dropout;
   IntegerAttr rank;
+  Attribute schedule; // the layer's qtune.schedule, kept through fusion
 
   static std::optional<LinearParts> of(Value v) {
-    if (auto l = v.getDefiningOp<LinearOp>())
-      return LinearParts{l.getInput(), l.getWeight(), l.getBias(),
-                         {},           {},            {},
-                         {},           {},            {}};
-    if (auto f = v.getDefiningOp<FusedLinearOp>())
-      return LinearParts{f.getInput(),     f.getWeight(),    f.getBias(),
-                         f.getLoraA(),     f.getLoraB(),     f.getResidual(),
+    Operation *op = v.getDefiningOp();
+    Attribute schedule =
+        op ? op->getAttr(QTuneDialect::kScheduleAttrName) : Attribute();
+    if (auto l = dyn_cast_or_null<LinearOp>(op))
+      return LinearParts{l.getInput(), l.getWeight(), l.getBias(), {}, {}, {},
+                         {},           {},            {},          schedule};
+    if (auto f = dyn_cast_or_null<FusedLinearOp>(op))
+      return LinearParts{f.getInput(),         f.getWeight(),
+                         f.getBias(),          f.getLoraA(),
+                         f.getLoraB(),         f.getResidual(),
                          f.getLoraAlphaAttr(), f.getLoraDropoutAttr(),
-                         f.getLoraRankAttr()};
+                         f.getLoraRankAttr(),  schedule};
     return std::nullopt;
   }
 
@@ -40,6 +44,8 @@ struct LinearParts {
         rewriter, replaced->getLoc(), replaced->getResult(0).getType(), input,
         weight, bias, loraA, loraB, residual, alpha, rank,
         dropout ? dropout : rewriter.getF64FloatAttr(0.0));
+    if (schedule)
+      op->setAttr(QTuneDialect::kScheduleAttrName, schedule);
     rewriter.replaceOp(replaced, op.getResult());
     return op;
   }

@@ -2,9 +2,10 @@
 
 #include "qtune/runtime/Bundle.h"
 
+#include "qtune/runtime/AtomicFile.h"
+
 #include <nlohmann/json.hpp>
 
-#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -14,9 +15,6 @@
 #include <limits>
 #include <new>
 #include <set>
-
-#include <fcntl.h>
-#include <unistd.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "qtune bundles assume a little-endian host"
@@ -603,8 +601,6 @@ std::unique_ptr<Bundle> loadBundle(const std::string &path, std::string &error) 
 
 namespace {
 
-std::atomic<uint64_t> gTempCounter{0};
-
 /// Layout: header padded with spaces so the first blob starts at a 64-byte
 /// boundary, then each blob at the next 64-byte boundary.
 std::string layout(const BundleSpec &spec, const std::vector<std::string> &blobs,
@@ -641,13 +637,7 @@ std::string bundleHeaderJson(const BundleSpec &spec, const std::vector<std::stri
 
 bool writeBundle(const std::string &path, const BundleSpec &spec,
                  const std::vector<std::string> &blobs, std::string &error) {
-  std::string tmpPath;
-  int fd = -1;
   auto fail = [&](const std::string &why) {
-    if (fd >= 0)
-      ::close(fd);
-    if (!tmpPath.empty())
-      ::unlink(tmpPath.c_str());
     error = path + ": " + why;
     return false;
   };
@@ -670,36 +660,8 @@ bool writeBundle(const std::string &path, const BundleSpec &spec,
       file += blobs[i];
     }
 
-    for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
-      tmpPath = path + ".tmp." + std::to_string(::getpid()) + "." +
-                std::to_string(gTempCounter.fetch_add(1));
-      fd = ::open(tmpPath.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-      if (fd < 0 && errno != EEXIST) {
-        const int err = errno;
-        tmpPath.clear();
-        return fail(std::string("cannot create temporary file: ") + std::strerror(err));
-      }
-    }
-    if (fd < 0) {
-      tmpPath.clear();
-      return fail("cannot create a unique temporary file");
-    }
-    for (size_t done = 0; done < file.size();) {
-      const ssize_t n = ::write(fd, file.data() + done, file.size() - done);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        return fail(std::string("write failed: ") + std::strerror(errno));
-      done += static_cast<size_t>(n);
-    }
-    if (::fsync(fd) != 0)
-      return fail(std::string("fsync failed: ") + std::strerror(errno));
-    const int closed = ::close(fd);
-    fd = -1;
-    if (closed != 0)
-      return fail(std::string("close failed: ") + std::strerror(errno));
-    if (::rename(tmpPath.c_str(), path.c_str()) != 0)
-      return fail(std::string("rename of the temporary file failed: ") + std::strerror(errno));
+    if (!writeFileAtomically(path, {file}, why))
+      return fail(why);
     return true;
   } catch (const std::bad_alloc &) {
     return fail("out of memory");

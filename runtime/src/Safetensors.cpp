@@ -2,12 +2,12 @@
 
 #include "qtune/runtime/Safetensors.h"
 
+#include "qtune/runtime/AtomicFile.h"
 #include "qtune/runtime/Float16.h"
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -148,37 +148,6 @@ template <typename T> T loadLE(const uint8_t *p) {
 template <typename T> void storeLE(uint8_t *p, T v) {
   std::memcpy(p, &v, sizeof v);
 }
-
-// ---- file helpers --------------------------------------------------------------
-
-/// write(2) until everything is written, retrying on EINTR.
-bool writeAll(int fd, const void *buf, size_t size, int &err) {
-  const uint8_t *p = static_cast<const uint8_t *>(buf);
-  while (size > 0) {
-    const size_t chunk = std::min<size_t>(size, size_t(1) << 30);
-    const ssize_t n = ::write(fd, p, chunk);
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      err = errno;
-      return false;
-    }
-    p += n;
-    size -= static_cast<size_t>(n);
-  }
-  return true;
-}
-
-std::string parentDirectory(const std::string &path) {
-  const size_t slash = path.find_last_of('/');
-  if (slash == std::string::npos)
-    return ".";
-  if (slash == 0)
-    return "/";
-  return path.substr(0, slash);
-}
-
-std::atomic<uint64_t> gTempCounter{0};
 
 } // namespace
 
@@ -710,13 +679,7 @@ bool buildHeader(const std::vector<OwnedTensor> &tensors,
 bool write(const std::string &path, const std::vector<OwnedTensor> &tensors,
            const std::map<std::string, std::string> &metadata,
            std::string &error) {
-  std::string tmpPath;
-  int fd = -1;
   auto fail = [&](const std::string &why) {
-    if (fd >= 0)
-      ::close(fd);
-    if (!tmpPath.empty())
-      ::unlink(tmpPath.c_str());
     error = path + ": " + why;
     return false;
   };
@@ -726,52 +689,19 @@ bool write(const std::string &path, const std::vector<OwnedTensor> &tensors,
     if (!buildHeader(tensors, metadata, headerText, why))
       return fail(why);
 
-    // Unique temporary file next to the destination (same file system, so
-    // rename() is atomic). Created with 0666 so the umask applies as for a
-    // normally created file.
-    for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
-      tmpPath = path + ".tmp." + std::to_string(::getpid()) + "." +
-                std::to_string(gTempCounter.fetch_add(1));
-      fd = ::open(tmpPath.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-                  0666);
-      if (fd < 0 && errno != EEXIST) {
-        const int err = errno;
-        tmpPath.clear();
-        return fail("cannot create temporary file in " +
-                    parentDirectory(path) + ": " + errnoString(err));
-      }
-    }
-    if (fd < 0) {
-      tmpPath.clear();
-      return fail("cannot create a unique temporary file");
-    }
-
-    int err = 0;
-    uint8_t prefix[8];
-    storeLE<uint64_t>(prefix, static_cast<uint64_t>(headerText.size()));
-    if (!writeAll(fd, prefix, sizeof prefix, err) ||
-        !writeAll(fd, headerText.data(), headerText.size(), err))
-      return fail("write failed: " + errnoString(err));
+    char prefix[8];
+    storeLE<uint64_t>(reinterpret_cast<uint8_t *>(prefix),
+                      static_cast<uint64_t>(headerText.size()));
+    std::vector<std::string_view> pieces;
+    pieces.reserve(2 + tensors.size());
+    pieces.emplace_back(prefix, sizeof prefix);
+    pieces.emplace_back(headerText);
     for (const OwnedTensor &t : tensors)
-      if (!t.bytes.empty() && !writeAll(fd, t.bytes.data(), t.bytes.size(), err))
-        return fail("write failed: " + errnoString(err));
-    if (::fsync(fd) != 0)
-      return fail("fsync failed: " + errnoString(errno));
-    const int closeResult = ::close(fd);
-    fd = -1;
-    if (closeResult != 0)
-      return fail("close failed: " + errnoString(errno));
-    if (::rename(tmpPath.c_str(), path.c_str()) != 0)
-      return fail("rename of the temporary file failed: " + errnoString(errno));
-    tmpPath.clear(); // now owned by `path`
-
-    // Persist the directory entry (best effort: some file systems refuse).
-    const int dirFd =
-        ::open(parentDirectory(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dirFd >= 0) {
-      (void)::fsync(dirFd);
-      ::close(dirFd);
-    }
+      if (!t.bytes.empty())
+        pieces.emplace_back(reinterpret_cast<const char *>(t.bytes.data()),
+                            t.bytes.size());
+    if (!writeFileAtomically(path, pieces, why))
+      return fail(why);
     return true;
   } catch (const std::bad_alloc &) {
     return fail("out of memory");

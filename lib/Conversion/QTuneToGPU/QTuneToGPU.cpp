@@ -124,6 +124,12 @@ LogicalResult Lowering::launch(OpBuilder &b, Operation *op,
                                const GemmSpec &spec, int64_t m,
                                ValueRange bufs) {
   GemmSchedule schedule = chooseSchedule(m, options);
+  // A layer's own schedule attribute wins over the pass options.
+  if (auto attr = op->getAttrOfType<DenseI64ArrayAttr>(
+          QTuneDialect::kScheduleAttrName)) {
+    ArrayRef<int64_t> v = attr.asArrayRef();
+    schedule = GemmSchedule{v[0], v[1], v[2], v[3], v[4]};
+  }
   FailureOr<SymbolRefAttr> kernel = kernelFor(op, spec, schedule);
   if (failed(kernel))
     return failure();

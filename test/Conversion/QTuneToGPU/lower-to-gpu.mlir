@@ -75,3 +75,25 @@ func.func @unsupported(%x: tensor<2x64xbf16>) -> tensor<2x64xbf16> {
   %y = arith.mulf %x, %x : tensor<2x64xbf16>
   return %y : tensor<2x64xbf16>
 }
+
+// -----
+
+// A layer's qtune.schedule (kept through qtune-fuse) fixes its kernel's tiles.
+// CHECK-LABEL: func.func @scheduled
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_0 blocks in (%{{.*}}, %{{.*}}, %{{.*}}) threads in (%[[T:.*]], %{{.*}}, %{{.*}})
+// CHECK: gpu.func @qtune_gemm_0(
+// CHECK-SAME: workgroup(%{{.*}} : memref<2x16x40xbf16, #gpu.address_space<workgroup>>, %{{.*}} : memref<2x32x40xbf16, #gpu.address_space<workgroup>>)
+// CHECK-SAME: known_block_size = array<i32: 64, 1, 1>
+func.func @scheduled(%x: tensor<2x64xbf16>, %w: tensor<64x64xbf16>, %r: tensor<2x64xbf16>) -> tensor<2x64xbf16> {
+  %y = qtune.linear %x, %w {qtune.schedule = array<i64: 16, 32, 32, 1, 2>} : tensor<2x64xbf16>, tensor<64x64xbf16> -> tensor<2x64xbf16>
+  %o = arith.addf %y, %r : tensor<2x64xbf16>
+  return %o : tensor<2x64xbf16>
+}
+
+// -----
+
+func.func @bad_schedule(%x: tensor<2x64xbf16>, %w: tensor<64x64xbf16>) -> tensor<2x64xbf16> {
+  // expected-error @+1 {{qtune-lower-to-gpu: invalid schedule 24x32x32 (1x2 warps): tileM must be a multiple of 16 × warpsM}}
+  %y = qtune.linear %x, %w {qtune.schedule = array<i64: 24, 32, 32, 1, 2>} : tensor<2x64xbf16>, tensor<64x64xbf16> -> tensor<2x64xbf16>
+  return %y : tensor<2x64xbf16>
+}

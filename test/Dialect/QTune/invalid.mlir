@@ -811,3 +811,19 @@ func.func @mse_shapes(%p: tensor<2x8xf32>, %t: tensor<8x2xf32>) -> tensor<f32> {
   %l = qtune.mse_loss %p, %t : tensor<2x8xf32>, tensor<8x2xf32> -> tensor<f32>
   return %l : tensor<f32>
 }
+
+// -----
+
+func.func @schedule_shape(%x: tensor<2x64xbf16>, %w: tensor<64x64xbf16>) -> tensor<2x64xbf16> {
+  // expected-error-re @+1 {{'qtune.schedule' must be array<i64: tileM, tileN, tileK, warpsM, warpsN> of positive values, got array<i64: 16, 32>}}
+  %y = qtune.linear %x, %w {qtune.schedule = array<i64: 16, 32>} : tensor<2x64xbf16>, tensor<64x64xbf16> -> tensor<2x64xbf16>
+  return %y : tensor<2x64xbf16>
+}
+
+// -----
+
+func.func @schedule_on_lora(%x: tensor<2x64xf32>, %a: tensor<4x64xf32>, %b: tensor<8x4xf32>) -> tensor<2x8xf32> {
+  // expected-error @+1 {{'qtune.schedule' applies to qtune.linear and qtune.fused_linear only}}
+  %y = qtune.lora %x, %a, %b {alpha = 4.0 : f64, rank = 4 : i64, qtune.schedule = array<i64: 16, 32, 32, 1, 2>} : tensor<2x64xf32>, tensor<4x64xf32>, tensor<8x4xf32> -> tensor<2x8xf32>
+  return %y : tensor<2x8xf32>
+}

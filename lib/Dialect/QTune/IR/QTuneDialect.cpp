@@ -63,6 +63,20 @@ LogicalResult QTuneDialect::verifyRegionResultAttribute(Operation *op,
 
 LogicalResult QTuneDialect::verifyOperationAttribute(Operation *op,
                                                      NamedAttribute attr) {
+  if (attr.getName() == kScheduleAttrName) {
+    auto schedule = dyn_cast<DenseI64ArrayAttr>(attr.getValue());
+    if (!isa<LinearOp, FusedLinearOp>(op))
+      return op->emitError() << "'" << kScheduleAttrName
+                             << "' applies to qtune.linear and "
+                                "qtune.fused_linear only";
+    if (!schedule || schedule.size() != 5 ||
+        llvm::any_of(schedule.asArrayRef(), [](int64_t v) { return v <= 0; }))
+      return op->emitError() << "'" << kScheduleAttrName
+                             << "' must be array<i64: tileM, tileN, tileK, "
+                                "warpsM, warpsN> of positive values, got "
+                             << attr.getValue();
+    return success();
+  }
   return op->emitError() << "unknown qtune attribute '" << attr.getName().getValue()
                          << "' on an operation";
 }

@@ -42,6 +42,8 @@ def QTune_Dialect : Dialect {
     `input`, `frozen`, `trainable`, `optimizer_state`; passes derive gradients for
     trainable arguments only. `qtune.name = "..."` names an argument or result in
     tensor files (the reference interpreter reads and writes by these names).
+    `qtune.schedule = array<i64: tileM, tileN, tileK, warpsM, warpsN>` on a
+    linear layer fixes the tiles of its GPU kernel (otherwise chosen by M).
 
     ```mlir
     !w = !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 64>>
@@ -72,6 +74,9 @@ def QTune_Dialect : Dialect {
     static constexpr llvm::StringLiteral kRoleAttrName = "qtune.role";
     /// Name of the argument/result attribute naming a value in files.
     static constexpr llvm::StringLiteral kNameAttrName = "qtune.name";
+    /// Name of the operation attribute that fixes a linear layer's GPU
+    /// schedule: array<i64: tileM, tileN, tileK, warpsM, warpsN>.
+    static constexpr llvm::StringLiteral kScheduleAttrName = "qtune.schedule";
   private:
     void registerAttributes();
     void registerTypes();

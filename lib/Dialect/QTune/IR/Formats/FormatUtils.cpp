@@ -97,7 +97,8 @@ Value codeToF32(OpBuilder &b, Location loc, Value code) {
 
 Value selectFromTable(OpBuilder &b, Location loc, Value code,
                       ArrayRef<double> table) {
-  SmallVector<Value> level;
+  assert(llvm::isPowerOf2_64(table.size()) && "a table of 2^bits entries");
+  std::vector<Value> level;
   for (double v : table)
     level.push_back(f32Const(b, loc, v));
   for (unsigned bit = 0; level.size() > 1; ++bit) {
@@ -107,7 +108,7 @@ Value selectFromTable(OpBuilder &b, Location loc, Value code,
         b, loc, b.getI1Type(),
         arith::AndIOp::create(b, loc,
                               arith::ShRUIOp::create(b, loc, code, shift), one));
-    SmallVector<Value> next;
+    std::vector<Value> next;
     for (size_t i = 0; i < level.size(); i += 2)
       next.push_back(
           arith::SelectOp::create(b, loc, set, level[i + 1], level[i]));
