@@ -9,6 +9,7 @@
 #include "qtune/Dialect/QTune/IR/QTuneOps.h"
 #include "llvm/ADT/TypeSwitch.h"
 
+#include <algorithm>
 #include <cmath>
 #include <variant>
 
@@ -410,6 +411,38 @@ LogicalResult Evaluator::eval(Operation *op) {
         for (size_t i = 0; i < r.data.size(); ++i)
           r.data[i] = factor * (r.data[i] - t.data[i]);
         set(l.getResult(), std::move(r));
+        return success();
+      })
+      .Case<CrossEntropyOp, CrossEntropyGradOp>([&](Operation *o) -> LogicalResult {
+        // Row-wise log-softmax in float64, stable (max subtracted).
+        const HostTensor &logits = tensor(o->getOperand(0));
+        const HostTensor &labels = tensor(o->getOperand(1));
+        int64_t v = logits.shape.back();
+        int64_t rows = v ? logits.numElements() / v : 0;
+        bool isGrad = isa<CrossEntropyGradOp>(o);
+        HostTensor grad(logits.shape);
+        double loss = 0;
+        double g = isGrad ? tensor(o->getOperand(2)).data[0] : 0.0;
+        for (int64_t r = 0; r < rows; ++r) {
+          const double *row = &logits.data[r * v];
+          double label = labels.data[r];
+          if (!(label >= 0 && label < double(v)))
+            return o->emitError() << "label " << int64_t(label) << " of row " << r
+                                  << " is outside [0, " << v << ")";
+          double mx = *std::max_element(row, row + v), sum = 0;
+          for (int64_t j = 0; j < v; ++j)
+            sum += std::exp(row[j] - mx);
+          double lse = mx + std::log(sum);
+          loss += lse - row[int64_t(label)];
+          if (isGrad)
+            for (int64_t j = 0; j < v; ++j)
+              grad.data[r * v + j] =
+                  g * (std::exp(row[j] - lse) - (j == int64_t(label))) / rows;
+        }
+        if (isGrad)
+          set(o->getResult(0), std::move(grad));
+        else
+          set(o->getResult(0), HostTensor({}, rows ? loss / rows : 0.0));
         return success();
       })
       .Case<FusedLinearOp>([&](FusedLinearOp f) {

@@ -97,6 +97,20 @@ func.func @loss(%x: tensor<2x8xf32>, %c: tensor<3x1xi32>,
   %l = qtune.mse_loss %y, %t : tensor<2x3xf32>, tensor<2x3xf32> -> tensor<f32>
   return %l : tensor<f32>
 })mlir"},
+    {"cross_entropy_over_lora_logits", R"mlir(
+!w = !qtune.qweight<5x8, #qtune.uniform<bits = 4, group = 8, scale_type = f32>>
+func.func @loss(%x: tensor<2x3x8xf32>, %c: tensor<5x1xi32>, %s: tensor<5x1xf32>,
+                %z: tensor<5x1xf32>,
+                %a: tensor<2x8xf32> {qtune.role = #qtune.role<trainable>},
+                %b: tensor<5x2xf32> {qtune.role = #qtune.role<trainable>}) -> tensor<f32> {
+  %w = qtune.qweight %c, %s, %z : tensor<5x1xi32>, tensor<5x1xf32>, tensor<5x1xf32> -> !w
+  %y = qtune.linear %x, %w : tensor<2x3x8xf32>, !w -> tensor<2x3x5xf32>
+  %d = qtune.lora %x, %a, %b {alpha = 2.0 : f64, rank = 2 : i64} : tensor<2x3x8xf32>, tensor<2x8xf32>, tensor<5x2xf32> -> tensor<2x3x5xf32>
+  %r = arith.addf %y, %d : tensor<2x3x5xf32>
+  %labels = arith.constant dense<[[0, 4, 2], [1, 3, 4]]> : tensor<2x3xi32>
+  %l = qtune.cross_entropy %r, %labels : tensor<2x3x5xf32>, tensor<2x3xi32> -> tensor<f32>
+  return %l : tensor<f32>
+})mlir"},
 };
 
 class GradientTest : public ::testing::TestWithParam<Case> {};

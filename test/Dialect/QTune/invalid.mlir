@@ -827,3 +827,11 @@ func.func @schedule_on_lora(%x: tensor<2x64xf32>, %a: tensor<4x64xf32>, %b: tens
   %y = qtune.lora %x, %a, %b {alpha = 4.0 : f64, rank = 4 : i64, qtune.schedule = array<i64: 16, 32, 32, 1, 2>} : tensor<2x64xf32>, tensor<4x64xf32>, tensor<8x4xf32> -> tensor<2x8xf32>
   return %y : tensor<2x8xf32>
 }
+
+// -----
+
+func.func @cross_entropy_labels(%l: tensor<2x3x5xf32>, %y: tensor<3x2xi32>) -> tensor<f32> {
+  // expected-error @+1 {{'qtune.cross_entropy' op labels must have the logits' leading dimensions (2x3), got 3x2}}
+  %c = qtune.cross_entropy %l, %y : tensor<2x3x5xf32>, tensor<3x2xi32> -> tensor<f32>
+  return %c : tensor<f32>
+}

@@ -129,3 +129,17 @@ LogicalResult MseLossOp::buildAdjoint(OpBuilder &b, ArrayRef<Value> resultGrads,
     operandGrads[1] = arith::NegFOp::create(b, getLoc(), dp);
   return success();
 }
+
+LogicalResult CrossEntropyOp::buildAdjoint(OpBuilder &b,
+                                           ArrayRef<Value> resultGrads,
+                                           ArrayRef<bool> needGrad,
+                                           SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.assign(2, Value());
+  if (needGrad[1])
+    return emitOpError("qtune-autodiff: integer labels have no gradient");
+  if (resultGrads[0] && needGrad[0])
+    operandGrads[0] = CrossEntropyGradOp::create(
+        b, getLoc(), getLogits().getType(), getLogits(), getLabels(),
+        resultGrads[0]);
+  return success();
+}

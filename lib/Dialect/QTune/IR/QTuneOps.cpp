@@ -332,3 +332,13 @@ LogicalResult MseLossOp::verify() {
                          << shapeStr(getTarget().getType().getShape());
   return success();
 }
+
+LogicalResult CrossEntropyOp::verify() {
+  auto logits = getLogits().getType();
+  auto labels = getLabels().getType();
+  if (logits.getRank() < 1 || labels.getShape() != logits.getShape().drop_back())
+    return emitOpError() << "labels must have the logits' leading dimensions ("
+                         << shapeStr(logits.getShape().drop_back())
+                         << "), got " << shapeStr(labels.getShape());
+  return success();
+}

@@ -260,4 +260,32 @@ def QTune_MseLossGradOp : QTune_Op<"mse_loss_grad", [Pure]> {
   }];
 }
 
+def QTune_CrossEntropyOp : QTune_Op<"cross_entropy", [Pure,
+    DeclareOpInterfaceMethods<DifferentiableOpInterface>]> {
+  let summary = "Mean cross entropy of logits against integer labels, a 0-d f32";
+  let description = [{
+    `logits` is `[..., V]`, `labels` `[...]` (i32, each in [0, V)); the result
+    is the mean over rows of logsumexp(logits[row]) − logits[row, label].
+  }];
+  let arguments = (ins QTune_FloatTensor:$logits,
+                       RankedTensorOf<[I32]>:$labels);
+  let results = (outs 0DTensorOf<[F32]>:$result);
+  let assemblyFormat = [{
+    $logits `,` $labels attr-dict `:` type($logits) `,` type($labels) `->`
+    type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def QTune_CrossEntropyGradOp : QTune_Op<"cross_entropy_grad", [Pure]> {
+  let summary = "Gradient of cross_entropy: (softmax(logits) − onehot(labels)) / rows · g";
+  let arguments = (ins QTune_FloatTensor:$logits,
+                       RankedTensorOf<[I32]>:$labels, 0DTensorOf<[F32]>:$grad);
+  let results = (outs QTune_FloatTensor:$result);
+  let assemblyFormat = [{
+    $logits `,` $labels `,` $grad attr-dict `:` type($logits) `,`
+    type($labels) `,` type($grad) `->` type($result)
+  }];
+}
+
 #endif // QTUNE_OPS_TD
