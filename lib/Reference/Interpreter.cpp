@@ -445,6 +445,83 @@ LogicalResult Evaluator::eval(Operation *op) {
           set(o->getResult(0), HostTensor({}, rows ? loss / rows : 0.0));
         return success();
       })
+      .Case<ClipGradNormOp>([&](ClipGradNormOp c) {
+        double sq = 0;
+        for (Value g : c.getGrads())
+          for (double v : tensor(g).data)
+            sq += v * v;
+        double factor =
+            std::min(1.0, c.getMaxNorm().convertToDouble() / (std::sqrt(sq) + 1e-6));
+        for (auto [g, r] : llvm::zip(c.getGrads(), c.getResults())) {
+          HostTensor t = tensor(g);
+          for (double &v : t.data)
+            v *= factor;
+          set(r, std::move(t));
+        }
+        return success();
+      })
+      .Case<AdamWOp>([&](AdamWOp a) {
+        HostTensor p = tensor(a.getParam()), m = tensor(a.getM()),
+                   v = tensor(a.getV());
+        const HostTensor &g = tensor(a.getGrad());
+        double lr = tensor(a.getLr()).data[0], t = tensor(a.getStep()).data[0];
+        double b1 = a.getBeta1().convertToDouble(),
+               b2 = a.getBeta2().convertToDouble(),
+               eps = a.getEps().convertToDouble(),
+               wd = a.getWeightDecay().convertToDouble();
+        double c1 = 1 - std::pow(b1, t), c2 = 1 - std::pow(b2, t);
+        for (size_t i = 0; i < p.data.size(); ++i) {
+          m.data[i] = b1 * m.data[i] + (1 - b1) * g.data[i];
+          v.data[i] = b2 * v.data[i] + (1 - b2) * g.data[i] * g.data[i];
+          double update =
+              (m.data[i] / c1) / (std::sqrt(v.data[i] / c2) + eps) + wd * p.data[i];
+          p.data[i] -= lr * update;
+        }
+        set(a.getNewParam(), std::move(p));
+        set(a.getNewM(), rounded(std::move(m), a.getNewM().getType()));
+        set(a.getNewV(), rounded(std::move(v), a.getNewV().getType()));
+        return success();
+      })
+      .Case<LionOp>([&](LionOp l) {
+        HostTensor p = tensor(l.getParam()), m = tensor(l.getM());
+        const HostTensor &g = tensor(l.getGrad());
+        double lr = tensor(l.getLr()).data[0];
+        double b1 = l.getBeta1().convertToDouble(),
+               b2 = l.getBeta2().convertToDouble(),
+               wd = l.getWeightDecay().convertToDouble();
+        bool int8 = l.getMomentum() == StateFormat::int8;
+        int64_t block = l.getBlock();
+        HostTensor scales;
+        if (int8) { // decode m = code · scale
+          scales = tensor(l.getMScales());
+          for (size_t i = 0; i < m.data.size(); ++i)
+            m.data[i] *= scales.data[i / block];
+        }
+        for (size_t i = 0; i < p.data.size(); ++i) {
+          double c = b1 * m.data[i] + (1 - b1) * g.data[i];
+          double sign = c > 0 ? 1.0 : (c < 0 ? -1.0 : 0.0);
+          p.data[i] -= lr * (sign + wd * p.data[i]);
+          m.data[i] = b2 * m.data[i] + (1 - b2) * g.data[i];
+        }
+        if (int8) { // requantize per block: scale = absmax / 127
+          for (size_t b0 = 0; b0 < m.data.size(); b0 += block) {
+            size_t b1e = std::min(m.data.size(), b0 + size_t(block));
+            double absmax = 0;
+            for (size_t i = b0; i < b1e; ++i)
+              absmax = std::max(absmax, std::fabs(m.data[i]));
+            double s = format::roundTo(absmax / 127.0, Float32Type::get(l.getContext()));
+            scales.data[b0 / block] = s;
+            for (size_t i = b0; i < b1e; ++i)
+              m.data[i] = s > 0 ? std::nearbyint(m.data[i] / s) : 0.0;
+          }
+          set(l.getNewMScales(), std::move(scales));
+          set(l.getNewM(), std::move(m));
+        } else {
+          set(l.getNewM(), rounded(std::move(m), l.getNewM().getType()));
+        }
+        set(l.getNewParam(), std::move(p));
+        return success();
+      })
       .Case<FusedLinearOp>([&](FusedLinearOp f) {
         set(f.getResult(), fusedLinear(f));
         return success();

@@ -43,4 +43,36 @@ def QTuneAutodiff : Pass<"qtune-autodiff", "mlir::ModuleOp"> {
   let dependentDialects = ["::qtune::QTuneDialect", "::mlir::arith::ArithDialect"];
 }
 
+def QTuneOptimizer : Pass<"qtune-optimizer", "mlir::ModuleOp"> {
+  let summary = "Append optimizer updates: <name>_grad becomes <name>_train_step";
+  let description = [{
+    For every gradient function made by `qtune-autodiff` (results `loss`,
+    `grad_<p>`…), adds `<name>_train_step`: the same arguments, then the
+    optimizer state of each trainable parameter (`qtune.role` optimizer_state;
+    AdamW: `<p>.m`, `<p>.v` in f32; Lion: `<p>.m` in the chosen format, plus
+    `<p>.m_scales` for int8), then the runtime scalars `lr` (and `step` for
+    AdamW, counted from 1). Gradients are optionally clipped by their joint
+    norm. It returns the loss, each updated parameter and each updated state;
+    the result attribute `qtune.updates = i` names the argument a result
+    replaces, so the runtime updates it in place.
+  }];
+  let options = [
+    Option<"optimizer", "optimizer", "std::string", "\"adamw\"",
+           "adamw or lion">,
+    Option<"momentum", "momentum", "std::string", "\"f32\"",
+           "Lion momentum storage: f32, bf16 or int8">,
+    Option<"block", "block", "int64_t", "256",
+           "Elements per scale of int8 momentum">,
+    Option<"beta1", "beta1", "double", "0.9", "β1">,
+    Option<"beta2", "beta2", "double", "0.0",
+           "β2 (0: the optimizer's default, 0.999 for AdamW, 0.99 for Lion)">,
+    Option<"eps", "eps", "double", "1e-8", "AdamW ε">,
+    Option<"weightDecay", "weight-decay", "double", "0.0",
+           "Decoupled weight decay">,
+    Option<"maxGradNorm", "max-grad-norm", "double", "0.0",
+           "Clip the joint gradient norm to this (0: no clipping)">,
+  ];
+  let dependentDialects = ["::qtune::QTuneDialect"];
+}
+
 #endif // QTUNE_TRANSFORMS_PASSES_TD

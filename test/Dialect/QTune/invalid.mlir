@@ -835,3 +835,42 @@ func.func @cross_entropy_labels(%l: tensor<2x3x5xf32>, %y: tensor<3x2xi32>) -> t
   %c = qtune.cross_entropy %l, %y : tensor<2x3x5xf32>, tensor<3x2xi32> -> tensor<f32>
   return %c : tensor<f32>
 }
+
+// -----
+
+func.func @adamw_moment_type(%p: tensor<4xf32>, %m: tensor<4xbf16>, %v: tensor<4xf32>, %s: tensor<f32>) -> tensor<4xf32> {
+  // expected-error @+1 {{'qtune.adamw' op AdamW moments m and v must be f32}}
+  %np, %nm, %nv = qtune.adamw %p, %p, %m, %v, %s, %s : tensor<4xf32>, tensor<4xf32>, tensor<4xbf16>, tensor<4xf32>, tensor<f32>, tensor<f32>
+  return %np : tensor<4xf32>
+}
+
+// -----
+
+func.func @lion_format(%p: tensor<4xf32>, %m: tensor<4xbf16>, %s: tensor<f32>) -> tensor<4xf32> {
+  // expected-error @+1 {{'qtune.lion' op momentum stored as int8 needs element type i8, got 'bf16'}}
+  %np, %nm = qtune.lion %p, %p, %m, %s {momentum = #qtune.state<int8>} : tensor<4xf32>, tensor<4xf32>, tensor<4xbf16>, tensor<f32> -> tensor<4xf32>, tensor<4xbf16>
+  return %np : tensor<4xf32>
+}
+
+// -----
+
+func.func @lion_scales(%p: tensor<300xf32>, %m: tensor<300xi8>, %sc: tensor<1xf32>, %s: tensor<f32>) -> tensor<300xf32> {
+  // expected-error @+1 {{'qtune.lion' op int8 momentum scales must be tensor<2xf32> (one per 256 elements), got 'tensor<1xf32>'}}
+  %np, %nm, %ns = qtune.lion %p, %p, %m scales(%sc : tensor<1xf32>), %s {momentum = #qtune.state<int8>} : tensor<300xf32>, tensor<300xf32>, tensor<300xi8>, tensor<f32> -> tensor<300xf32>, tensor<300xi8>, tensor<1xf32>
+  return %np : tensor<300xf32>
+}
+
+// -----
+
+func.func @clip_norm(%g: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{'qtune.clip_grad_norm' op max_norm must be positive, got 0}}
+  %r = qtune.clip_grad_norm %g {max_norm = 0.0 : f64} : tensor<4xf32> -> tensor<4xf32>
+  return %r : tensor<4xf32>
+}
+
+// -----
+
+// expected-error @+1 {{'qtune.updates' on result #0 must be the index of an argument}}
+func.func @updates_index(%p: tensor<4xf32>) -> (tensor<4xf32> {qtune.updates = 3 : i64}) {
+  return %p : tensor<4xf32>
+}

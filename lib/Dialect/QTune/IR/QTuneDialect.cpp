@@ -58,6 +58,21 @@ LogicalResult QTuneDialect::verifyRegionResultAttribute(Operation *op,
     return op->emitError() << "'" << kRoleAttrName
                            << "' applies to arguments, not to result #"
                            << resultIndex;
+  if (attr.getName() == kUpdatesAttrName) {
+    auto index = dyn_cast<IntegerAttr>(attr.getValue());
+    auto func = dyn_cast<FunctionOpInterface>(op);
+    if (!index || !func || index.getInt() < 0 ||
+        index.getInt() >= (int64_t)func.getNumArguments())
+      return op->emitError() << "'" << kUpdatesAttrName << "' on result #"
+                             << resultIndex
+                             << " must be the index of an argument";
+    if (func.getArgumentTypes()[index.getInt()] !=
+        func.getResultTypes()[resultIndex])
+      return op->emitError() << "result #" << resultIndex
+                             << " updates argument #" << index.getInt()
+                             << " in place but their types differ";
+    return success();
+  }
   return verifyQTuneAttr(op, attr, "result #" + std::to_string(resultIndex));
 }
 

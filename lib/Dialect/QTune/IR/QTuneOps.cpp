@@ -342,3 +342,78 @@ LogicalResult CrossEntropyOp::verify() {
                          << "), got " << shapeStr(labels.getShape());
   return success();
 }
+
+//===----------------------------------------------------------------------===//
+// Optimizers
+//===----------------------------------------------------------------------===//
+
+/// Number of per-block scales of an int8 moment with `numElements` elements.
+static int64_t numMomentBlocks(int64_t numElements, int64_t block) {
+  return (numElements + block - 1) / block;
+}
+
+LogicalResult AdamWOp::verify() {
+  auto p = getParam().getType();
+  for (auto [name, v] : {std::pair{"grad", getGrad()}, std::pair{"m", getM()},
+                         std::pair{"v", getV()}}) {
+    auto t = cast<RankedTensorType>(v.getType());
+    if (t.getShape() != p.getShape())
+      return emitOpError() << name << " must have the parameter's shape "
+                           << shapeStr(p.getShape()) << ", got "
+                           << shapeStr(t.getShape());
+  }
+  if (!getM().getType().getElementType().isF32() ||
+      !getV().getType().getElementType().isF32())
+    return emitOpError("AdamW moments m and v must be f32");
+  if (getNewM().getType() != getM().getType() ||
+      getNewV().getType() != getV().getType())
+    return emitOpError("updated moments must have the moments' types");
+  return success();
+}
+
+LogicalResult LionOp::verify() {
+  auto p = getParam().getType();
+  auto m = cast<RankedTensorType>(getM().getType());
+  if (getGrad().getType().getShape() != p.getShape() ||
+      m.getShape() != p.getShape())
+    return emitOpError() << "grad and momentum must have the parameter's shape "
+                         << shapeStr(p.getShape());
+  Type elt = m.getElementType();
+  StateFormat format = getMomentum();
+  bool ok = (format == StateFormat::f32 && elt.isF32()) ||
+            (format == StateFormat::bf16 && elt.isBF16()) ||
+            (format == StateFormat::int8 && elt.isInteger(8));
+  if (!ok)
+    return emitOpError() << "momentum stored as " << stringifyStateFormat(format)
+                         << " needs element type "
+                         << (format == StateFormat::int8
+                                 ? "i8"
+                                 : stringifyStateFormat(format))
+                         << ", got " << elt;
+  bool int8 = format == StateFormat::int8;
+  if (bool(getMScales()) != int8 || bool(getNewMScales()) != int8)
+    return emitOpError("int8 momentum takes per-block scales (operand and "
+                       "result), other formats none");
+  if (int8) {
+    int64_t blocks = numMomentBlocks(m.getNumElements(), getBlock());
+    auto s = getMScales().getType();
+    if (getBlock() <= 0 || s.getRank() != 1 || s.getDimSize(0) != blocks)
+      return emitOpError() << "int8 momentum scales must be tensor<" << blocks
+                           << "xf32> (one per " << getBlock()
+                           << " elements), got " << s;
+    if (getNewMScales().getType() != s)
+      return emitOpError("updated scales must have the scales' type");
+  }
+  if (getNewM().getType() != m || getNewParam().getType() != p)
+    return emitOpError("results must have the parameter's and momentum's types");
+  return success();
+}
+
+LogicalResult ClipGradNormOp::verify() {
+  if (getGrads().getTypes() != getResults().getTypes())
+    return emitOpError("results must have the types of the gradients, in order");
+  if (!(getMaxNorm().convertToDouble() > 0))
+    return emitOpError() << "max_norm must be positive, got "
+                         << getMaxNorm().convertToDouble();
+  return success();
+}

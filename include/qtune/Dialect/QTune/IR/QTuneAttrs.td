@@ -36,6 +36,26 @@ def QTune_RoleAttr : EnumAttr<QTune_Dialect, QTune_Role, "role"> {
 }
 
 //===----------------------------------------------------------------------===//
+// Optimizer state formats
+//===----------------------------------------------------------------------===//
+
+def QTune_StateF32 : I32EnumAttrCase<"f32", 0>;
+def QTune_StateBF16 : I32EnumAttrCase<"bf16", 1>;
+def QTune_StateInt8 : I32EnumAttrCase<"int8", 2>;
+
+def QTune_StateFormat : I32EnumAttr<"StateFormat",
+    "storage of an optimizer moment", [QTune_StateF32, QTune_StateBF16,
+                                        QTune_StateInt8]> {
+  let cppNamespace = "::qtune";
+  let genSpecializedAttr = 0;
+}
+
+def QTune_StateFormatAttr : EnumAttr<QTune_Dialect, QTune_StateFormat, "state"> {
+  let summary = "Storage of an optimizer moment: f32, bf16, or int8 with per-block scales";
+  let assemblyFormat = "`<` $value `>`";
+}
+
+//===----------------------------------------------------------------------===//
 // Quantizer formats
 //===----------------------------------------------------------------------===//
 

@@ -77,6 +77,9 @@ def QTune_Dialect : Dialect {
     /// Name of the operation attribute that fixes a linear layer's GPU
     /// schedule: array<i64: tileM, tileN, tileK, warpsM, warpsN>.
     static constexpr llvm::StringLiteral kScheduleAttrName = "qtune.schedule";
+    /// Result attribute: the index of the argument this result replaces (an
+    /// in-place update of a parameter or optimizer state).
+    static constexpr llvm::StringLiteral kUpdatesAttrName = "qtune.updates";
   private:
     void registerAttributes();
     void registerTypes();

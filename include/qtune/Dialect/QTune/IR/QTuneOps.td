@@ -288,4 +288,72 @@ def QTune_CrossEntropyGradOp : QTune_Op<"cross_entropy_grad", [Pure]> {
   }];
 }
 
+//===----------------------------------------------------------------------===//
+// Optimizers (produced by qtune-optimizer)
+//===----------------------------------------------------------------------===//
+
+def QTune_ClipGradNormOp : QTune_Op<"clip_grad_norm", [Pure]> {
+  let summary = "Scales gradients so their joint L2 norm is at most max_norm";
+  let description = [{
+    All operands together have norm ‖g‖ = sqrt(Σ g²); each is multiplied by
+    min(1, max_norm / (‖g‖ + 1e-6)).
+  }];
+  let arguments = (ins Variadic<QTune_FloatTensor>:$grads, F64Attr:$max_norm);
+  let results = (outs Variadic<QTune_FloatTensor>:$results);
+  let assemblyFormat = "$grads attr-dict `:` type($grads) `->` type($results)";
+  let hasVerifier = 1;
+}
+
+def QTune_AdamWOp : QTune_Op<"adamw", [Pure, AllTypesMatch<["param", "new_param"]>,
+    AllTypesMatch<["m", "new_m"]>, AllTypesMatch<["v", "new_v"]>]> {
+  let summary = "One AdamW step with bias correction and decoupled weight decay";
+  let description = [{
+    m' = β1·m + (1−β1)·g;  v' = β2·v + (1−β2)·g²;
+    p' = p − lr·(m'/(1−β1^t) / (sqrt(v'/(1−β2^t)) + ε) + wd·p),
+    with `lr` and the step number `t` (from 1) runtime scalars, so one compiled
+    step serves a whole schedule. Moments are f32.
+  }];
+  let arguments = (ins QTune_FloatTensor:$param, QTune_FloatTensor:$grad,
+                       QTune_FloatTensor:$m, QTune_FloatTensor:$v,
+                       0DTensorOf<[F32]>:$lr, 0DTensorOf<[F32]>:$step,
+                       DefaultValuedAttr<F64Attr, "0.9">:$beta1,
+                       DefaultValuedAttr<F64Attr, "0.999">:$beta2,
+                       DefaultValuedAttr<F64Attr, "1e-8">:$eps,
+                       DefaultValuedAttr<F64Attr, "0.0">:$weight_decay);
+  let results = (outs QTune_FloatTensor:$new_param, QTune_FloatTensor:$new_m,
+                      QTune_FloatTensor:$new_v);
+  let assemblyFormat = [{
+    $param `,` $grad `,` $m `,` $v `,` $lr `,` $step attr-dict `:`
+    type($param) `,` type($grad) `,` type($m) `,` type($v) `,` type($lr) `,`
+    type($step)
+  }];
+  let hasVerifier = 1;
+}
+
+def QTune_LionOp : QTune_Op<"lion", [Pure]> {
+  let summary = "One Lion step; momentum in f32, bf16, or int8 with per-block scales";
+  let description = [{
+    c = β1·m + (1−β1)·g;  p' = p − lr·(sign(c) + wd·p);  m' = β2·m + (1−β2)·g.
+    With `momentum = #qtune.state<int8>` the momentum is i8 codes with one f32
+    scale per `block` consecutive elements (m = code·scale; requantized by
+    absmax/127 after the update); the scales are an extra operand and result.
+  }];
+  let arguments = (ins QTune_FloatTensor:$param, QTune_FloatTensor:$grad,
+                       AnyRankedTensor:$m, Optional<RankedTensorOf<[F32]>>:$m_scales,
+                       0DTensorOf<[F32]>:$lr,
+                       DefaultValuedAttr<F64Attr, "0.9">:$beta1,
+                       DefaultValuedAttr<F64Attr, "0.99">:$beta2,
+                       DefaultValuedAttr<F64Attr, "0.0">:$weight_decay,
+                       QTune_StateFormatAttr:$momentum,
+                       DefaultValuedAttr<I64Attr, "256">:$block);
+  let results = (outs QTune_FloatTensor:$new_param, AnyRankedTensor:$new_m,
+                      Optional<RankedTensorOf<[F32]>>:$new_m_scales);
+  let assemblyFormat = [{
+    $param `,` $grad `,` $m (`scales` `(` $m_scales^ `:` type($m_scales) `)`)? `,` $lr
+    attr-dict `:` type($param) `,` type($grad) `,` type($m) `,` type($lr)
+    `->` type(results)
+  }];
+  let hasVerifier = 1;
+}
+
 #endif // QTUNE_OPS_TD

@@ -1,0 +1,206 @@
+//===- Optimizer.cpp - append optimizer steps to gradient functions --------===//
+
+#include "qtune/Dialect/QTune/IR/QTuneOps.h"
+#include "qtune/Transforms/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/IRMapping.h"
+
+namespace qtune {
+#define GEN_PASS_DEF_QTUNEOPTIMIZER
+#include "qtune/Transforms/Passes.h.inc"
+} // namespace qtune
+
+using namespace mlir;
+using namespace qtune;
+
+namespace {
+
+StringAttr resultName(func::FuncOp f, unsigned i) {
+  return f.getResultAttrOfType<StringAttr>(i, QTuneDialect::kNameAttrName);
+}
+
+/// A function made by qtune-autodiff: results `loss`, then `grad_<p>` for each
+/// trainable argument in order.
+bool isGradientFunction(func::FuncOp f) {
+  if (f.isExternal() || f.getNumResults() < 2 || !resultName(f, 0) ||
+      resultName(f, 0).getValue() != "loss")
+    return false;
+  for (unsigned i = 1; i < f.getNumResults(); ++i)
+    if (!resultName(f, i) || !resultName(f, i).getValue().starts_with("grad_"))
+      return false;
+  return true;
+}
+
+struct QTuneOptimizerPass : qtune::impl::QTuneOptimizerBase<QTuneOptimizerPass> {
+  using Base::Base;
+
+  LogicalResult buildTrainStep(func::FuncOp grad) {
+    MLIRContext *ctx = &getContext();
+    bool adamw = optimizer == "adamw";
+    std::optional<StateFormat> format = symbolizeStateFormat(momentum);
+    if (!adamw && optimizer != "lion")
+      return grad.emitError() << "qtune-optimizer: unknown optimizer '"
+                              << optimizer << "' (adamw or lion)";
+    if (!format)
+      return grad.emitError() << "qtune-optimizer: unknown momentum format '"
+                              << momentum << "' (f32, bf16 or int8)";
+    if (adamw && *format != StateFormat::f32)
+      return grad.emitError("qtune-optimizer: AdamW keeps f32 moments");
+    double b2 = beta2 > 0 ? double(beta2) : (adamw ? 0.999 : 0.99);
+
+    SmallVector<unsigned> params;
+    for (unsigned i = 0; i < grad.getNumArguments(); ++i)
+      if (getArgumentRole(grad.getArgument(i)) == Role::trainable)
+        params.push_back(i);
+    if (params.size() + 1 != grad.getNumResults())
+      return grad.emitError("qtune-optimizer: expected one gradient per "
+                            "trainable argument");
+
+    OpBuilder b(ctx);
+    auto name = [&](unsigned i) {
+      if (auto n = grad.getArgAttrOfType<StringAttr>(i, QTuneDialect::kNameAttrName))
+        return n.str();
+      return "arg" + std::to_string(i);
+    };
+    auto roleAttrs = [&](Role role, StringRef n) {
+      return b.getDictionaryAttr(
+          {b.getNamedAttr(QTuneDialect::kRoleAttrName, RoleAttr::get(ctx, role)),
+           b.getNamedAttr(QTuneDialect::kNameAttrName, b.getStringAttr(n))});
+    };
+
+    // Arguments: the gradient function's, then states, then lr (and step).
+    SmallVector<Type> argTypes(grad.getArgumentTypes());
+    SmallVector<DictionaryAttr> argAttrs;
+    for (unsigned i = 0; i < grad.getNumArguments(); ++i)
+      argAttrs.push_back(grad.getArgAttrDict(i) ? grad.getArgAttrDict(i)
+                                                : b.getDictionaryAttr({}));
+    struct State {
+      unsigned m, v = 0, scales = 0;
+    };
+    SmallVector<State> states;
+    for (unsigned p : params) {
+      auto type = cast<RankedTensorType>(argTypes[p]);
+      State s;
+      Type mElt = adamw || *format == StateFormat::f32 ? b.getF32Type()
+                  : *format == StateFormat::bf16       ? Type(b.getBF16Type())
+                                                       : b.getI8Type();
+      s.m = argTypes.size();
+      argTypes.push_back(type.clone(mElt));
+      argAttrs.push_back(roleAttrs(Role::optimizer_state, name(p) + ".m"));
+      if (adamw) {
+        s.v = argTypes.size();
+        argTypes.push_back(type.clone(b.getF32Type()));
+        argAttrs.push_back(roleAttrs(Role::optimizer_state, name(p) + ".v"));
+      } else if (*format == StateFormat::int8) {
+        s.scales = argTypes.size();
+        int64_t blocks = (type.getNumElements() + block - 1) / block;
+        argTypes.push_back(RankedTensorType::get({blocks}, b.getF32Type()));
+        argAttrs.push_back(
+            roleAttrs(Role::optimizer_state, name(p) + ".m_scales"));
+      }
+      states.push_back(s);
+    }
+    auto scalar = RankedTensorType::get({}, b.getF32Type());
+    unsigned lrArg = argTypes.size();
+    argTypes.push_back(scalar);
+    argAttrs.push_back(roleAttrs(Role::input, "lr"));
+    unsigned stepArg = 0;
+    if (adamw) {
+      stepArg = argTypes.size();
+      argTypes.push_back(scalar);
+      argAttrs.push_back(roleAttrs(Role::input, "step"));
+    }
+
+    std::string stepName = grad.getName().str();
+    if (StringRef(stepName).ends_with("_grad"))
+      stepName.resize(stepName.size() - 5);
+    stepName += "_train_step";
+    b.setInsertionPointAfter(grad);
+    auto step = func::FuncOp::create(b, grad.getLoc(), stepName,
+                                     FunctionType::get(ctx, argTypes, {}));
+    step.setAllArgAttrs(argAttrs);
+    Block *entry = step.addEntryBlock();
+    IRMapping map;
+    for (unsigned i = 0; i < grad.getNumArguments(); ++i)
+      map.map(grad.getArgument(i), entry->getArgument(i));
+    b.setInsertionPointToStart(entry);
+    Block &body = grad.getBody().front();
+    for (Operation &op : body.without_terminator())
+      b.clone(op, map);
+    auto ret = cast<func::ReturnOp>(body.getTerminator());
+    Location loc = ret.getLoc();
+    Value loss = map.lookup(ret.getOperand(0));
+    SmallVector<Value> grads;
+    for (unsigned i = 1; i < ret.getNumOperands(); ++i)
+      grads.push_back(map.lookup(ret.getOperand(i)));
+    if (maxGradNorm > 0)
+      grads = ClipGradNormOp::create(b, loc, ValueRange(grads).getTypes(), grads,
+                                     b.getF64FloatAttr(maxGradNorm))
+                  .getResults();
+
+    SmallVector<Value> results{loss};
+    SmallVector<DictionaryAttr> resultAttrs{b.getDictionaryAttr(
+        b.getNamedAttr(QTuneDialect::kNameAttrName, b.getStringAttr("loss")))};
+    // An updated value keeps the name of the argument it replaces.
+    auto updates = [&](unsigned arg) {
+      return b.getDictionaryAttr(
+          {b.getNamedAttr(QTuneDialect::kNameAttrName,
+                          argAttrs[arg].get(QTuneDialect::kNameAttrName)
+                              ? argAttrs[arg].get(QTuneDialect::kNameAttrName)
+                              : b.getStringAttr(name(arg))),
+           b.getNamedAttr(QTuneDialect::kUpdatesAttrName,
+                          b.getI64IntegerAttr(arg))});
+    };
+    Value lr = entry->getArgument(lrArg);
+    for (auto [i, p] : llvm::enumerate(params)) {
+      Value param = entry->getArgument(p);
+      const State &s = states[i];
+      SmallVector<std::pair<Value, unsigned>> out;
+      if (adamw) {
+        auto op = AdamWOp::create(
+            b, loc,
+            TypeRange{param.getType(), entry->getArgument(s.m).getType(),
+                      entry->getArgument(s.v).getType()},
+            param, grads[i], entry->getArgument(s.m),
+            entry->getArgument(s.v), lr, entry->getArgument(stepArg),
+            b.getF64FloatAttr(beta1), b.getF64FloatAttr(b2),
+            b.getF64FloatAttr(eps), b.getF64FloatAttr(weightDecay));
+        out = {{Value(op.getNewParam()), p},
+               {Value(op.getNewM()), s.m},
+               {Value(op.getNewV()), s.v}};
+      } else {
+        Value scales = s.scales ? entry->getArgument(s.scales) : Value();
+        SmallVector<Type> types{param.getType(),
+                                entry->getArgument(s.m).getType()};
+        if (scales)
+          types.push_back(scales.getType());
+        auto op = LionOp::create(
+            b, loc, types, param, grads[i], entry->getArgument(s.m), scales, lr,
+            b.getF64FloatAttr(beta1), b.getF64FloatAttr(b2),
+            b.getF64FloatAttr(weightDecay), StateFormatAttr::get(ctx, *format),
+            b.getI64IntegerAttr(block));
+        out = {{Value(op.getNewParam()), p}, {Value(op.getNewM()), s.m}};
+        if (scales)
+          out.push_back({op.getNewMScales(), s.scales});
+      }
+      for (auto [value, arg] : out) {
+        results.push_back(value);
+        resultAttrs.push_back(updates(arg));
+      }
+    }
+    func::ReturnOp::create(b, loc, results);
+    step.setFunctionType(FunctionType::get(
+        ctx, argTypes, ValueRange(results).getTypes()));
+    step.setAllResultAttrs(resultAttrs);
+    return success();
+  }
+
+  void runOnOperation() override {
+    for (auto f : llvm::to_vector(getOperation().getOps<func::FuncOp>()))
+      if (isGradientFunction(f) && failed(buildTrainStep(f)))
+        return signalPassFailure();
+  }
+};
+
+} // namespace

@@ -1,0 +1,38 @@
+// RUN: qtune-opt %s -qtune-autodiff -qtune-optimizer | FileCheck %s --check-prefix=ADAMW
+// RUN: qtune-opt %s -qtune-autodiff -qtune-optimizer="optimizer=lion momentum=bf16 max-grad-norm=1.0" | FileCheck %s --check-prefix=LION
+// RUN: qtune-opt %s -qtune-autodiff -qtune-optimizer="optimizer=lion momentum=int8 block=64" | FileCheck %s --check-prefix=INT8
+// RUN: not qtune-opt %s -qtune-autodiff -qtune-optimizer="optimizer=sgd" 2>&1 | FileCheck %s --check-prefix=BADOPT
+// RUN: not qtune-opt %s -qtune-autodiff -qtune-optimizer="momentum=int8" 2>&1 | FileCheck %s --check-prefix=ADAMINT8
+
+// ADAMW-LABEL: func.func @loss_train_step(
+// ADAMW-SAME: %[[A:[a-z0-9]+]]: tensor<8x128xbf16> {qtune.name = "lora_A", qtune.role = #qtune.role<trainable>}
+// ADAMW-SAME: tensor<8x128xf32> {qtune.name = "lora_A.m", qtune.role = #qtune.role<optimizer_state>}
+// ADAMW-SAME: tensor<8x128xf32> {qtune.name = "lora_A.v", qtune.role = #qtune.role<optimizer_state>}
+// ADAMW-SAME: tensor<f32> {qtune.name = "lr", qtune.role = #qtune.role<input>}, %{{.*}}: tensor<f32> {qtune.name = "step", qtune.role = #qtune.role<input>})
+// ADAMW-SAME: -> (tensor<f32> {qtune.name = "loss"}, tensor<8x128xbf16> {qtune.name = "lora_A", qtune.updates = 1 : i64}, tensor<8x128xf32> {qtune.name = "lora_A.m", qtune.updates = 4 : i64}
+// Defaults (β1 0.9, β2 0.999, ε 1e-8, no weight decay) are not printed.
+// ADAMW: qtune.adamw %[[A]], %{{.*}}, %arg4, %arg5, %arg8, %arg9 : tensor<8x128xbf16>
+// ADAMW-NOT: qtune.clip_grad_norm
+
+// LION-LABEL: func.func @loss_train_step(
+// LION-SAME: tensor<8x128xbf16> {qtune.name = "lora_A.m", qtune.role = #qtune.role<optimizer_state>}
+// LION-NOT: {qtune.name = "step"
+// LION: qtune.clip_grad_norm {{.*}} {max_norm = 1.000000e+00 : f64}
+// LION: qtune.lion {{.*}} {momentum = #qtune.state<bf16>}
+
+// INT8-LABEL: func.func @loss_train_step(
+// INT8-SAME: tensor<8x128xi8> {qtune.name = "lora_A.m"
+// INT8-SAME: tensor<16xf32> {qtune.name = "lora_A.m_scales"
+// INT8: qtune.lion {{.*}} scales(%{{.*}} : tensor<16xf32>), {{.*}} {block = 64 : i64, momentum = #qtune.state<int8>}
+
+// BADOPT: qtune-optimizer: unknown optimizer 'sgd' (adamw or lion)
+// ADAMINT8: qtune-optimizer: AdamW keeps f32 moments
+
+func.func @loss(%x: tensor<4x128xbf16> {qtune.role = #qtune.role<input>},
+                %a: tensor<8x128xbf16> {qtune.name = "lora_A", qtune.role = #qtune.role<trainable>},
+                %b: tensor<64x8xbf16> {qtune.name = "lora_B", qtune.role = #qtune.role<trainable>},
+                %t: tensor<4x64xbf16> {qtune.role = #qtune.role<input>}) -> tensor<f32> {
+  %d = qtune.lora %x, %a, %b {alpha = 16.0 : f64, rank = 8 : i64} : tensor<4x128xbf16>, tensor<8x128xbf16>, tensor<64x8xbf16> -> tensor<4x64xbf16>
+  %l = qtune.mse_loss %d, %t : tensor<4x64xbf16>, tensor<4x64xbf16> -> tensor<f32>
+  return %l : tensor<f32>
+}
