@@ -16,6 +16,7 @@
 #   gpu      nvidia-smi answers and lists a GPU
 #   stage    the stage is complete; python has torch with CUDA
 #   forward  test/Integration/GPU/check_forward.py (random parameters + oracle)
+#   gradients  gradient kernels against the reference interpreter
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
@@ -106,9 +107,26 @@ step_forward() {
     "${extra[@]}"
 }
 
+# Gradient kernels (g · W through quantized weights, LoRA A/B gradients) against
+# the reference interpreter's outputs made when staging.
+step_gradients() {
+  local g="$stage/gradients" rc=0 entry
+  [ -f "$g/entries.txt" ] || { echo "no gradient cases staged in $g"; return 1; }
+  while read -r entry; do
+    echo "-- $entry"
+    "$stage/qtune-run" forward "$g/gradients.qtb" --entry "$entry" \
+      --inputs "$g/$entry.in.safetensors" --params "$g/$entry.in.safetensors" \
+      --out "$out/$entry.gpu.safetensors" --poison || { rc=1; continue; }
+    "$python" scripts/compare-outputs.py "$out/$entry.gpu.safetensors" \
+      "$g/$entry.ref.safetensors" || rc=1
+  done < "$g/entries.txt"
+  return $rc
+}
+
 run_step gpu step_gpu || blocked="gpu"
 run_step stage step_stage || blocked="${blocked:-stage}"
 run_step forward step_forward
+run_step gradients step_gradients
 
 # --- summary (printed last) --------------------------------------------------------------
 {

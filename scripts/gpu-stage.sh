@@ -178,6 +178,18 @@ oracle_rc=0
 python3 "$here/forward_cases.py" oracle "$cases" --interp "$tools/qtune-interp" --jobs "$jobs" ||
   oracle_rc=$?
 
+say "gradient kernels: bundle and reference interpreter outputs"
+grads="$stage_abs/gradients"
+mkdir -p "$grads"
+grad_model="$here/Inputs/gradients.mlir"
+"$tools/qtune-compile" "$grad_model" -o "$grads/gradients.qtb" --target "$target"
+: > "$grads/entries.txt"
+for entry in $(grep -o 'func\.func @[A-Za-z0-9_]*' "$grad_model" | sed 's/func\.func @//'); do
+  "$tools/qtune-interp" "$grad_model" --entry "$entry" --random-inputs 9 \
+    --dump-inputs "$grads/$entry.in.safetensors" --out "$grads/$entry.ref.safetensors"
+  echo "$entry" >> "$grads/entries.txt"
+done
+
 cp "$qtune_run" "$stage_abs/qtune-run"
 say "qtune-run's shared libraries"
 if command -v ldd >/dev/null; then

@@ -116,6 +116,8 @@ struct Segment {
   int64_t kSeg;
   QuantFormatAttrInterface format;
   ValueRange weight; // the components, or the one dense weight
+  bool transposed = false;       // X stored as [kSeg × M]
+  bool weightTransposed = false; // W stored (or quantized) as [kSeg × N]
 };
 
 class KernelBuilder {
@@ -160,7 +162,8 @@ public:
     int64_t chunksPerRow = s.tileK / 8;
     int64_t perThread = s.tileM * chunksPerRow / s.threads();
     Value kSeg = idx(seg.kSeg);
-    bool async = seg.kSeg % 8 == 0; // rows 16-byte aligned
+    // 16-byte chunks need contiguous, 16-byte aligned rows.
+    bool async = seg.kSeg % 8 == 0 && !seg.transposed;
     Type bf16 = b.getBF16Type();
     for (int64_t i = 0; i < perThread; ++i) {
       Value c = add(tid, idx(i * s.threads()));
@@ -181,7 +184,8 @@ public:
       for (int64_t e = 0; e < 8; ++e) {
         Value gke = add(gk, idx(e));
         Value valid = both(lt(gm, m), lt(gke, kSeg));
-        Value src = select(valid, add(mul(gm, kSeg), gke), idx(0));
+        Value flat = seg.transposed ? add(mul(gke, m), gm) : add(mul(gm, kSeg), gke);
+        Value src = select(valid, flat, idx(0));
         Value v = select(valid, memref::LoadOp::create(b, seg.x, src), zero);
         memref::StoreOp::create(b, v, xs,
                                 ValueRange{stage, r, add(kc, idx(e))});
@@ -224,11 +228,15 @@ public:
         Value w;
         if (seg.format) {
           GlobalComponentAccess access(seg.weight);
-          w = seg.format.emitDequant(b, b.getLoc(), gnc, gkc, spec.n, seg.kSeg,
-                                     access);
+          w = seg.weightTransposed
+                  ? seg.format.emitDequant(b, b.getLoc(), gkc, gnc, seg.kSeg,
+                                           spec.n, access)
+                  : seg.format.emitDequant(b, b.getLoc(), gnc, gkc, spec.n,
+                                           seg.kSeg, access);
         } else {
-          w = extToF32(memref::LoadOp::create(b, seg.weight[0],
-                                              add(mul(gnc, kSeg), gkc)));
+          Value flat = seg.weightTransposed ? add(mul(gkc, n), gnc)
+                                            : add(mul(gnc, kSeg), gkc);
+          w = extToF32(memref::LoadOp::create(b, seg.weight[0], flat));
         }
         values.push_back(select(valid, w, zero));
       }
@@ -433,7 +441,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   kb.setThreadIds();
   Value zero = arith::ConstantOp::create(b, b.getF32FloatAttr(0.0f));
   SmallVector<Value> acc(kb.fragsM() * kb.fragsN() * 4, zero);
-  acc = kb.segmentLoop({x, spec.k, spec.format, weight}, acc);
+  acc = kb.segmentLoop(
+      {x, spec.k, spec.format, weight, spec.transposeX, spec.transposeW}, acc);
   if (spec.loraRank)
     acc = kb.segmentLoop({loraT, spec.loraRank, nullptr, ValueRange(&loraB, 1)},
                          acc);

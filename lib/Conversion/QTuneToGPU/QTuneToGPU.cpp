@@ -59,6 +59,12 @@ private:
                             Value weight, Value bias, Value loraA, Value loraB,
                             Value residual, double alpha, int64_t rank);
   FailureOr<Value> buffer(Operation *user, Value tensor);
+  /// g · W (input gradient): a GEMM whose weight is read transposed.
+  LogicalResult lowerLinearT(OpBuilder &b, LinearTOp op);
+  /// scale · gᵀ · x (weight gradient): both operands read transposed.
+  LogicalResult lowerWeightGrad(OpBuilder &b, WeightGradOp op);
+  /// Checks that every value is a statically shaped bf16 tensor.
+  LogicalResult requireBF16(Operation *op, ArrayRef<Value> values);
 
   ModuleOp module;
   gpu::GPUModuleOp kernels;
@@ -105,7 +111,8 @@ FailureOr<SymbolRefAttr> Lowering::kernelFor(Operation *op,
   for (Type t : spec.componentTypes)
     os << "," << t;
   os << "|b" << spec.hasBias << "r" << spec.hasResidual << "l" << spec.loraRank
-     << "s" << spec.outputScale << "|" << schedule.tileM << "," << schedule.tileN
+     << "s" << spec.outputScale << "t" << spec.transposeX << spec.transposeW
+     << "|" << schedule.tileM << "," << schedule.tileN
      << "," << schedule.tileK << "," << schedule.warpsM << ","
      << schedule.warpsN;
   auto it = kernelCache.find(key);
@@ -242,6 +249,80 @@ LogicalResult Lowering::lowerLinear(OpBuilder &b, Operation *op, Value input,
   return success();
 }
 
+LogicalResult Lowering::requireBF16(Operation *op, ArrayRef<Value> values) {
+  for (Value v : values) {
+    auto t = dyn_cast<RankedTensorType>(v.getType());
+    if (!t || !t.getElementType().isBF16() || !t.hasStaticShape())
+      return op->emitError() << "qtune-lower-to-gpu: GPU kernels take "
+                                "statically shaped bf16 activations and "
+                                "adapters, got "
+                             << v.getType();
+  }
+  return success();
+}
+
+LogicalResult Lowering::lowerLinearT(OpBuilder &b, LinearTOp op) {
+  SmallVector<Value> check{op.getGrad(), op.getResult()};
+  if (!isa<QWeightType>(op.getWeight().getType()))
+    check.push_back(op.getWeight());
+  if (failed(requireBF16(op, check)))
+    return failure();
+  auto g = op.getGrad().getType();
+  GemmSpec spec;
+  spec.k = g.getShape().back();                   // reduction: the weight's N
+  spec.n = op.getType().getShape().back();        // output: the weight's K
+  spec.outputScale = op.getScale().convertToDouble();
+  spec.transposeW = true;
+  SmallVector<Value> bufs;
+  FailureOr<Value> gBuf = buffer(op, op.getGrad());
+  if (failed(gBuf))
+    return failure();
+  bufs.push_back(*gBuf);
+  if (auto q = qweights.lookup(op.getWeight())) {
+    spec.format = q.getType().getFormat();
+    for (Value comp : q.getComponents()) {
+      spec.componentTypes.push_back(
+          cast<RankedTensorType>(comp.getType()).getElementType());
+      FailureOr<Value> buf = buffer(op, comp);
+      if (failed(buf))
+        return failure();
+      bufs.push_back(*buf);
+    }
+  } else {
+    FailureOr<Value> buf = buffer(op, op.getWeight());
+    if (failed(buf))
+      return failure();
+    bufs.push_back(*buf);
+  }
+  Value y = memref::AllocOp::create(b, op.getLoc(), bufferType(op.getType()));
+  bufs.push_back(y);
+  if (failed(launch(b, op, spec, g.getNumElements() / spec.k, bufs)))
+    return failure();
+  buffers.map(op.getResult(), y);
+  return success();
+}
+
+LogicalResult Lowering::lowerWeightGrad(OpBuilder &b, WeightGradOp op) {
+  if (failed(requireBF16(op, {op.getGrad(), op.getInput(), op.getResult()})))
+    return failure();
+  auto g = op.getGrad().getType(), x = op.getInput().getType();
+  int64_t rows = g.getShape().back(), cols = x.getShape().back();
+  GemmSpec spec;
+  spec.n = cols;
+  spec.k = g.getNumElements() / rows; // reduction over every leading position
+  spec.outputScale = op.getScale().convertToDouble();
+  spec.transposeX = true;
+  spec.transposeW = true;
+  FailureOr<Value> gBuf = buffer(op, op.getGrad()), xBuf = buffer(op, op.getInput());
+  if (failed(gBuf) || failed(xBuf))
+    return failure();
+  Value r = memref::AllocOp::create(b, op.getLoc(), bufferType(op.getType()));
+  if (failed(launch(b, op, spec, rows, ValueRange{*gBuf, *xBuf, r})))
+    return failure();
+  buffers.map(op.getResult(), r);
+  return success();
+}
+
 LogicalResult Lowering::lowerFunction(func::FuncOp func) {
   if (func.isExternal())
     return success();
@@ -279,6 +360,10 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
                        f.getLoraA(), f.getLoraB(), f.getResidual(),
                        f.getLoraA() ? f.getLoraAlpha()->convertToDouble() : 0,
                        f.getLoraA() ? *f.getLoraRank() : 0);
+    } else if (auto lt = dyn_cast<LinearTOp>(op)) {
+      ok = lowerLinearT(b, lt);
+    } else if (auto wg = dyn_cast<WeightGradOp>(op)) {
+      ok = lowerWeightGrad(b, wg);
     } else if (auto l = dyn_cast<LinearOp>(op)) {
       ok = lowerLinear(b, l, l.getInput(), l.getWeight(), l.getBias(), {}, {},
                        {}, 0, 0);
@@ -295,7 +380,8 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
       return op.emitError() << "qtune-lower-to-gpu: '" << op.getName()
                             << "' has no GPU lowering yet (run qtune-fuse "
                                "first; supported: qtune.qweight, "
-                               "qtune.linear, qtune.fused_linear)";
+                               "qtune.linear, qtune.fused_linear, "
+                               "qtune.linear_t, qtune.weight_grad)";
     }
     if (failed(ok))
       return failure();

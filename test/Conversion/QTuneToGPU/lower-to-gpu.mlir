@@ -97,3 +97,30 @@ func.func @bad_schedule(%x: tensor<2x64xbf16>, %w: tensor<64x64xbf16>) -> tensor
   %y = qtune.linear %x, %w {qtune.schedule = array<i64: 24, 32, 32, 1, 2>} : tensor<2x64xbf16>, tensor<64x64xbf16> -> tensor<2x64xbf16>
   return %y : tensor<2x64xbf16>
 }
+
+// -----
+
+// Gradient GEMMs: g · W through a quantized weight reads the weight transposed
+// (dequantized at (n, k) of the N×K weight while K is the output); gᵀ · x
+// reads both operands transposed, reducing over all leading positions.
+!w = !qtune.qweight<64x32, #qtune.uniform<bits = 4, group = 32>>
+// CHECK-LABEL: func.func @gradients
+// CHECK: %[[DX:.*]] = memref.alloc() : memref<2x3x32xbf16>
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_0 blocks in (%{{.*}}, %{{.*}}, %{{.*}})
+// CHECK: %[[DW:.*]] = memref.alloc() : memref<64x32xbf16>
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_1
+// CHECK: return %[[DX]], %[[DW]]
+// g's rows are contiguous (async copies); gᵀ's are not (element loads).
+// CHECK: gpu.func @qtune_gemm_0(
+// CHECK: nvgpu.device_async_copy
+// CHECK: nvvm.mma.sync
+// CHECK: gpu.func @qtune_gemm_1(
+// CHECK-NOT: nvgpu.device_async_copy
+// CHECK: nvvm.mma.sync
+func.func @gradients(%g: tensor<2x3x64xbf16>, %x: tensor<2x3x32xbf16>, %c: tensor<64x4xi32>,
+                     %s: tensor<64x1xbf16>, %z: tensor<64x1xbf16>) -> (tensor<2x3x32xbf16>, tensor<64x32xbf16>) {
+  %w = qtune.qweight %c, %s, %z : tensor<64x4xi32>, tensor<64x1xbf16>, tensor<64x1xbf16> -> !w
+  %dx = qtune.linear_t %g, %w : tensor<2x3x64xbf16>, !w -> tensor<2x3x32xbf16>
+  %dw = qtune.weight_grad %g, %x : tensor<2x3x64xbf16>, tensor<2x3x32xbf16> -> tensor<64x32xbf16>
+  return %dx, %dw : tensor<2x3x32xbf16>, tensor<64x32xbf16>
+}

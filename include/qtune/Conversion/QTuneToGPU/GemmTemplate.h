@@ -44,6 +44,13 @@ struct GemmSpec {
   int64_t loraRank = 0;
   /// Factor applied to the product before bias and residual.
   double outputScale = 1.0;
+  /// X is stored transposed: element (m, k) at x[k · M + m] (weight gradients
+  /// read gᵀ this way). Staged by element loads.
+  bool transposeX = false;
+  /// The weight is stored transposed: element (n, k) of the product's B is
+  /// W[k, n] — a dense K×N matrix, or a quantized weight whose logical shape
+  /// is K×N, dequantized at (k, n) (input gradients g · W).
+  bool transposeW = false;
 };
 
 /// Kernel parameter order: x, weight component(s) (or the dense weight),
