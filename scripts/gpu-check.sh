@@ -17,6 +17,7 @@
 #   stage    the stage is complete; python has torch with CUDA
 #   forward  test/Integration/GPU/check_forward.py (random parameters + oracle)
 #   gradients  gradient kernels against the reference interpreter
+#   runtime  the runtime's unit tests (GPU cases: launches, OOM, bad launches)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
@@ -123,10 +124,18 @@ step_gradients() {
   return $rc
 }
 
+# The runtime's unit tests on a GPU: kernels launched from PTX and cubin,
+# dynamic shared memory, out of device memory and bad launches.
+step_runtime() {
+  [ -x "$stage/qtune-rt-unittests" ] || { echo "not staged: $stage/qtune-rt-unittests"; return 1; }
+  QTUNE_RUN="$stage/qtune-run" "$stage/qtune-rt-unittests" --gtest_brief=1
+}
+
 run_step gpu step_gpu || blocked="gpu"
 run_step stage step_stage || blocked="${blocked:-stage}"
 run_step forward step_forward
 run_step gradients step_gradients
+run_step runtime step_runtime
 
 # --- summary (printed last) --------------------------------------------------------------
 {

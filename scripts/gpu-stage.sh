@@ -116,6 +116,8 @@ snap="$(mktemp -d)"
 trap 'rm -rf "$snap"' EXIT
 cp "$tools/qtune-compile" "$tools/qtune-interp" "$snap/"
 cp "$qtune_run" "$snap/qtune-run"
+rt_tests="$(find "$build" -type f -name qtune-rt-unittests -perm -u+x 2>/dev/null | head -n 1 || true)"
+if [ -n "$rt_tests" ]; then cp "$rt_tests" "$snap/qtune-rt-unittests"; fi
 tools="$snap"
 qtune_run="$snap/qtune-run"
 
@@ -191,6 +193,13 @@ for entry in $(grep -o 'func\.func @[A-Za-z0-9_]*' "$grad_model" | sed 's/func\.
 done
 
 cp "$qtune_run" "$stage_abs/qtune-run"
+# The runtime's own tests: on a GPU they also launch kernels and check the
+# out-of-memory and bad-launch errors.
+if [ -x "$snap/qtune-rt-unittests" ]; then
+  cp "$snap/qtune-rt-unittests" "$stage_abs/qtune-rt-unittests"
+else
+  echo "gpu-stage: warning: no qtune-rt-unittests under $build (the runtime step will fail)"
+fi
 say "qtune-run's shared libraries"
 if command -v ldd >/dev/null; then
   ldd "$stage_abs/qtune-run" | sed 's/^/    /' || true

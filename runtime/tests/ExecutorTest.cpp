@@ -12,6 +12,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -379,10 +381,14 @@ TEST_F(ExecutorFileTest, BadLaunchArgumentsAreCaught) {
 
 // ---- qtune-run --------------------------------------------------------------------------------
 
-/// Runs qtune-run with `args`; returns the exit status, stdout+stderr in `out`.
+/// Runs qtune-run (the one built beside this test, or $QTUNE_RUN where the
+/// binaries were moved) with `args`; returns the exit status, stdout+stderr in
+/// `out`.
 int runTool(const std::string &args, std::string &out) {
   out.clear();
-  FILE *p = ::popen((std::string(QTUNE_RUN_PATH) + " " + args + " 2>&1").c_str(), "r");
+  const char *tool = std::getenv("QTUNE_RUN");
+  FILE *p = ::popen((std::string(tool ? tool : QTUNE_RUN_PATH) + " " + args + " 2>&1").c_str(),
+                    "r");
   if (!p)
     return -1;
   char buf[4096];
