@@ -339,6 +339,40 @@ public:
     return SmallVector<Value>(loop.getResults());
   }
 
+  /// Gradient of a float component: atomically adds acc · ∂w/∂c into the f32
+  /// gradient at the component element each (row, col) of dW depends on.
+  void gradientEpilogue(ArrayRef<Value> acc, ValueRange components, Value out) {
+    Value g = div(lane, 4), t = rem(lane, 4);
+    Value n = idx(spec.n);
+    for (int64_t i = 0; i < fragsM(); ++i)
+      for (int64_t j = 0; j < fragsN(); ++j)
+        for (int64_t h = 0; h < 2; ++h)
+          for (int64_t e = 0; e < 2; ++e) {
+            Value row = add(add(rowBase, mul(wm, idx(s.tileM / s.warpsM))),
+                            add(g, idx(i * 16 + h * 8)));
+            Value col = add(add(colBase, mul(wn, idx(s.tileN / s.warpsN))),
+                            add(mul(t, idx(2)), idx(j * 8 + e)));
+            Value v = acc[(i * fragsN() + j) * 4 + h * 2 + e];
+            auto inBounds =
+                scf::IfOp::create(b, both(lt(row, m), lt(col, n)), false);
+            OpBuilder::InsertionGuard guard(b);
+            b.setInsertionPointToStart(inBounds.thenBlock());
+            GlobalComponentAccess access(components);
+            // The weight is (rows = M of this product) × spec.n.
+            auto [d, index] = spec.gradFormat.emitDerivative(
+                b, b.getLoc(), row, col, spec.gradRows, spec.n, spec.gradComponent,
+                access);
+            Value term = arith::MulFOp::create(
+                b, arith::MulFOp::create(
+                       b, v,
+                       arith::ConstantOp::create(
+                           b, b.getF32FloatAttr(float(spec.outputScale)))),
+                d);
+            memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addf, term,
+                                        out, ValueRange{index});
+          }
+  }
+
   /// Scale, bias, residual, tail masks and bf16 stores.
   void epilogue(ArrayRef<Value> acc, Value bias, Value residual, Value y) {
     Value g = div(lane, 4), t = rem(lane, 4);
@@ -393,6 +427,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
       args.push_back(flat(t));
   else
     args.push_back(flat(bf16));
+  for (Type t : spec.gradComponentTypes)
+    args.push_back(flat(t));
   if (spec.hasBias)
     args.push_back(flat(bf16));
   if (spec.hasResidual)
@@ -401,7 +437,7 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
     args.push_back(flat(bf16)); // T
     args.push_back(flat(bf16)); // B
   }
-  args.push_back(flat(bf16)); // y
+  args.push_back(flat(spec.gradFormat ? builder.getF32Type() : bf16)); // y
   args.push_back(builder.getIndexType()); // M
 
   auto workgroup = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
@@ -426,6 +462,9 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   unsigned numWeight = spec.format ? spec.componentTypes.size() : 1;
   ValueRange weight = entry.getArguments().slice(a, numWeight);
   a += numWeight;
+  ValueRange gradComponents =
+      entry.getArguments().slice(a, spec.gradComponentTypes.size());
+  a += spec.gradComponentTypes.size();
   Value bias = spec.hasBias ? entry.getArgument(a++) : Value();
   Value residual = spec.hasResidual ? entry.getArgument(a++) : Value();
   Value loraT, loraB;
@@ -446,7 +485,10 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   if (spec.loraRank)
     acc = kb.segmentLoop({loraT, spec.loraRank, nullptr, ValueRange(&loraB, 1)},
                          acc);
-  kb.epilogue(acc, bias, residual, y);
+  if (spec.gradFormat)
+    kb.gradientEpilogue(acc, gradComponents, y);
+  else
+    kb.epilogue(acc, bias, residual, y);
   gpu::ReturnOp::create(b);
   return func;
 }

@@ -1,6 +1,7 @@
 //===- QTuneToGPU.cpp - lower qtune graphs to GPU kernels + host plan -------===//
 
 #include "qtune/Conversion/Passes.h"
+#include "qtune/Conversion/QTuneToGPU/ElementwiseKernels.h"
 #include "qtune/Conversion/QTuneToGPU/GemmTemplate.h"
 #include "qtune/Dialect/QTune/IR/QTuneOps.h"
 
@@ -63,6 +64,14 @@ private:
   LogicalResult lowerLinearT(OpBuilder &b, LinearTOp op);
   /// scale · gᵀ · x (weight gradient): both operands read transposed.
   LogicalResult lowerWeightGrad(OpBuilder &b, WeightGradOp op);
+  /// The gradient of one float component of a quantized weight: the weight
+  /// gradient GEMM with a per-element derivative epilogue that accumulates
+  /// atomically in f32 (zeroed first; converted to the component's type after).
+  LogicalResult lowerComponentGrad(OpBuilder &b, ComponentGradOp op);
+  /// Launches a per-element kernel over `n` elements.
+  void launchElementwise(OpBuilder &b, Location loc, StringRef key,
+                         function_ref<void(OpBuilder &, StringRef)> build,
+                         ValueRange buffers, int64_t n);
   /// Checks that every value is a statically shaped bf16 tensor.
   LogicalResult requireBF16(Operation *op, ArrayRef<Value> values);
 
@@ -109,6 +118,11 @@ FailureOr<SymbolRefAttr> Lowering::kernelFor(Operation *op,
   else
     os << "dense";
   for (Type t : spec.componentTypes)
+    os << "," << t;
+  if (spec.gradFormat)
+    os << "|grad " << spec.gradFormat << " c" << spec.gradComponent << " rows"
+       << spec.gradRows;
+  for (Type t : spec.gradComponentTypes)
     os << "," << t;
   os << "|b" << spec.hasBias << "r" << spec.hasResidual << "l" << spec.loraRank
      << "s" << spec.outputScale << "t" << spec.transposeX << spec.transposeW
@@ -323,6 +337,98 @@ LogicalResult Lowering::lowerWeightGrad(OpBuilder &b, WeightGradOp op) {
   return success();
 }
 
+void Lowering::launchElementwise(OpBuilder &b, Location loc, StringRef key,
+                                 function_ref<void(OpBuilder &, StringRef)> build,
+                                 ValueRange bufs, int64_t n) {
+  auto it = kernelCache.find(key);
+  SymbolRefAttr kernel;
+  if (it != kernelCache.end()) {
+    kernel = it->second;
+  } else {
+    std::string name = "qtune_elementwise_" + std::to_string(kernelCache.size());
+    OpBuilder kb = OpBuilder::atBlockEnd(kernels.getBody());
+    build(kb, name);
+    kernel = SymbolRefAttr::get(kernels.getNameAttr(),
+                                {FlatSymbolRefAttr::get(b.getContext(), name)});
+    kernelCache[key] = kernel;
+  }
+  auto c = [&](int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); };
+  SmallVector<Value> args;
+  for (Value buf : bufs)
+    args.push_back(flatView(b, loc, buf));
+  args.push_back(c(n));
+  gpu::LaunchFuncOp::create(
+      b, loc, kernel,
+      gpu::KernelDim3{c((n + kElementwiseThreads - 1) / kElementwiseThreads),
+                      c(1), c(1)},
+      gpu::KernelDim3{c(kElementwiseThreads), c(1), c(1)}, Value(), args);
+}
+
+LogicalResult Lowering::lowerComponentGrad(OpBuilder &b, ComponentGradOp op) {
+  if (failed(requireBF16(op, {op.getGrad(), op.getInput()})))
+    return failure();
+  QWeightOp q = qweights.lookup(op.getWeight());
+  if (!q)
+    return op.emitError("qtune-lower-to-gpu: the weight must come from a "
+                        "qtune.qweight of this function");
+  Location loc = op.getLoc();
+  auto resultType = op.getType();
+  Type element = resultType.getElementType();
+  int64_t numel = resultType.getNumElements();
+  QWeightType w = q.getType();
+  GemmSpec spec;
+  spec.n = w.getK();
+  spec.k = op.getGrad().getType().getNumElements() / w.getN();
+  spec.transposeX = true;
+  spec.transposeW = true;
+  spec.gradFormat = w.getFormat();
+  spec.gradComponent = op.getComponent();
+  spec.gradRows = w.getN();
+  SmallVector<Value> bufs;
+  for (Value v : {op.getGrad(), op.getInput()}) {
+    FailureOr<Value> buf = buffer(op, v);
+    if (failed(buf))
+      return failure();
+    bufs.push_back(*buf);
+  }
+  for (Value comp : q.getComponents()) {
+    spec.gradComponentTypes.push_back(
+        cast<RankedTensorType>(comp.getType()).getElementType());
+    FailureOr<Value> buf = buffer(op, comp);
+    if (failed(buf))
+      return failure();
+    bufs.push_back(*buf);
+  }
+  Type f32 = b.getF32Type();
+  Value result = memref::AllocOp::create(b, loc, bufferType(resultType));
+  Value acc = element.isF32()
+                  ? result
+                  : Value(memref::AllocOp::create(
+                        b, loc, MemRefType::get(resultType.getShape(), f32)));
+  launchElementwise(
+      b, loc, "fill:f32",
+      [&](OpBuilder &kb, StringRef name) {
+        buildFillZeroKernel(kb, kernels.getLoc(), name, f32);
+      },
+      ValueRange{acc}, numel);
+  bufs.push_back(acc);
+  if (failed(launch(b, op, spec, w.getN(), bufs)))
+    return failure();
+  if (!element.isF32()) {
+    std::string key;
+    llvm::raw_string_ostream os(key);
+    os << "convert:f32->" << element;
+    launchElementwise(
+        b, loc, key,
+        [&](OpBuilder &kb, StringRef name) {
+          buildConvertKernel(kb, kernels.getLoc(), name, f32, element);
+        },
+        ValueRange{acc, result}, numel);
+  }
+  buffers.map(op.getResult(), result);
+  return success();
+}
+
 LogicalResult Lowering::lowerFunction(func::FuncOp func) {
   if (func.isExternal())
     return success();
@@ -364,6 +470,8 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
       ok = lowerLinearT(b, lt);
     } else if (auto wg = dyn_cast<WeightGradOp>(op)) {
       ok = lowerWeightGrad(b, wg);
+    } else if (auto cg = dyn_cast<ComponentGradOp>(op)) {
+      ok = lowerComponentGrad(b, cg);
     } else if (auto l = dyn_cast<LinearOp>(op)) {
       ok = lowerLinear(b, l, l.getInput(), l.getWeight(), l.getBias(), {}, {},
                        {}, 0, 0);
@@ -381,7 +489,8 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
                             << "' has no GPU lowering yet (run qtune-fuse "
                                "first; supported: qtune.qweight, "
                                "qtune.linear, qtune.fused_linear, "
-                               "qtune.linear_t, qtune.weight_grad)";
+                               "qtune.linear_t, qtune.weight_grad, "
+                               "qtune.component_grad)";
     }
     if (failed(ok))
       return failure();

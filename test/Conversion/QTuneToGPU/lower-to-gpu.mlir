@@ -124,3 +124,26 @@ func.func @gradients(%g: tensor<2x3x64xbf16>, %x: tensor<2x3x32xbf16>, %c: tenso
   %dw = qtune.weight_grad %g, %x : tensor<2x3x64xbf16>, tensor<2x3x32xbf16> -> tensor<64x32xbf16>
   return %dx, %dw : tensor<2x3x32xbf16>, tensor<64x32xbf16>
 }
+
+// -----
+
+// PEQA scale gradient: zero an f32 accumulator, one GEMM (gᵀ · x) whose
+// epilogue multiplies by ∂w/∂s = q − z and adds atomically per group, then
+// convert to the scales' bf16. No N×K gradient buffer exists.
+!w = !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 32>>
+// CHECK-LABEL: func.func @peqa
+// CHECK: %[[R:.*]] = memref.alloc() : memref<64x4xbf16>
+// CHECK: %[[ACC:.*]] = memref.alloc() : memref<64x4xf32>
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_elementwise_0
+// CHECK-NOT: memref.alloc() : memref<64x128
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_1
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_elementwise_2
+// CHECK: return %[[R]]
+// CHECK: gpu.func @qtune_gemm_1(
+// CHECK: memref.atomic_rmw addf
+func.func @peqa(%g: tensor<8x64xbf16>, %x: tensor<8x128xbf16>, %c: tensor<64x16xi32>,
+                %s: tensor<64x4xbf16>, %z: tensor<64x4xbf16>) -> tensor<64x4xbf16> {
+  %w = qtune.qweight scale_only %c, %s, %z : tensor<64x16xi32>, tensor<64x4xbf16>, tensor<64x4xbf16> -> !w
+  %ds = qtune.component_grad %g, %x, %w {component = 1 : i64} : tensor<8x64xbf16>, tensor<8x128xbf16>, !w -> tensor<64x4xbf16>
+  return %ds : tensor<64x4xbf16>
+}

@@ -51,10 +51,21 @@ struct GemmSpec {
   /// W[k, n] — a dense K×N matrix, or a quantized weight whose logical shape
   /// is K×N, dequantized at (k, n) (input gradients g · W).
   bool transposeW = false;
+  /// Component-gradient epilogue (PEQA and other float components): the
+  /// product is dW (rows = the weight's N, columns = its K); each element is
+  /// multiplied by ∂w/∂component from `gradFormat.emitDerivative` and added
+  /// atomically into an f32 gradient of the component. The weight's
+  /// components follow the dense B operand among the kernel's arguments.
+  QuantFormatAttrInterface gradFormat;
+  llvm::SmallVector<mlir::Type> gradComponentTypes;
+  int64_t gradComponent = -1;
+  /// N of that weight: the rows of dW (the product's M, static here).
+  int64_t gradRows = 0;
 };
 
 /// Kernel parameter order: x, weight component(s) (or the dense weight),
-/// [bias], [residual], [T, B], y, M. Every tensor is a flat memref<?xT>.
+/// [gradient epilogue's weight components], [bias], [residual], [T, B], y, M.
+/// Every tensor is a flat memref<?xT>; y is f32 in the gradient epilogue.
 mlir::gpu::GPUFuncOp buildGemmKernel(mlir::OpBuilder &builder,
                                      mlir::Location loc, llvm::StringRef name,
                                      const GemmSpec &spec,

@@ -29,3 +29,28 @@ func.func @lora_grads(%g: tensor<130x1000xbf16> {qtune.name = "g"}, %x: tensor<1
   %dx = qtune.linear_t %dt, %a : tensor<130x8xbf16>, tensor<8x384xbf16> -> tensor<130x384xbf16>
   return %da, %db, %dx : tensor<8x384xbf16>, tensor<1000x8xbf16>, tensor<130x384xbf16>
 }
+!u4 = !qtune.qweight<1000x384, #qtune.uniform<bits = 4, group = 64>>
+!l3 = !qtune.qweight<1000x384, #qtune.lut<bits = 3, group = 128>>
+func.func @peqa_grads(%g: tensor<130x1000xbf16> {qtune.name = "g"}, %x: tensor<130x384xbf16> {qtune.name = "x"},
+                      %c: tensor<1000x48xi32> {qtune.name = "codes", qtune.role = #qtune.role<frozen>},
+                      %s: tensor<1000x6xbf16> {qtune.name = "scales", qtune.role = #qtune.role<frozen>},
+                      %z: tensor<1000x6xbf16> {qtune.name = "zeros", qtune.role = #qtune.role<frozen>},
+                      %c4: tensor<1000x48xi32> {qtune.name = "nf4_codes", qtune.role = #qtune.role<frozen>},
+                      %ac: tensor<1000x2xi32> {qtune.name = "absmax_codes", qtune.role = #qtune.role<frozen>},
+                      %as: tensor<1000x2xf32> {qtune.name = "absmax_scales", qtune.role = #qtune.role<frozen>},
+                      %ao: tensor<1xf32> {qtune.name = "absmax_offset", qtune.role = #qtune.role<frozen>},
+                      %c3: tensor<1000x36xi32> {qtune.name = "lut_codes", qtune.role = #qtune.role<frozen>},
+                      %t: tensor<1000x3x8xf32> {qtune.name = "table", qtune.role = #qtune.role<frozen>})
+    -> (tensor<1000x6xbf16> {qtune.name = "d_scales"}, tensor<1000x6xbf16> {qtune.name = "d_zeros"},
+        tensor<1000x2xf32> {qtune.name = "d_absmax_scales"}, tensor<1xf32> {qtune.name = "d_absmax_offset"},
+        tensor<1000x3x8xf32> {qtune.name = "d_table"}) {
+  %w = qtune.qweight %c, %s, %z : tensor<1000x48xi32>, tensor<1000x6xbf16>, tensor<1000x6xbf16> -> !u4
+  %ds = qtune.component_grad %g, %x, %w {component = 1 : i64} : tensor<130x1000xbf16>, tensor<130x384xbf16>, !u4 -> tensor<1000x6xbf16>
+  %dz = qtune.component_grad %g, %x, %w {component = 2 : i64} : tensor<130x1000xbf16>, tensor<130x384xbf16>, !u4 -> tensor<1000x6xbf16>
+  %v = qtune.qweight %c4, %ac, %as, %ao : tensor<1000x48xi32>, tensor<1000x2xi32>, tensor<1000x2xf32>, tensor<1xf32> -> !n4
+  %das = qtune.component_grad %g, %x, %v {component = 2 : i64} : tensor<130x1000xbf16>, tensor<130x384xbf16>, !n4 -> tensor<1000x2xf32>
+  %dao = qtune.component_grad %g, %x, %v {component = 3 : i64} : tensor<130x1000xbf16>, tensor<130x384xbf16>, !n4 -> tensor<1xf32>
+  %l = qtune.qweight %c3, %t : tensor<1000x36xi32>, tensor<1000x3x8xf32> -> !l3
+  %dt = qtune.component_grad %g, %x, %l {component = 1 : i64} : tensor<130x1000xbf16>, tensor<130x384xbf16>, !l3 -> tensor<1000x3x8xf32>
+  return %ds, %dz, %das, %dao, %dt : tensor<1000x6xbf16>, tensor<1000x6xbf16>, tensor<1000x2xf32>, tensor<1xf32>, tensor<1000x3x8xf32>
+}

@@ -73,6 +73,18 @@ def QuantFormatAttrInterface : AttrInterface<"QuantFormatAttrInterface"> {
       (ins "::mlir::OpBuilder &":$b, "::mlir::Location":$loc,
            "::mlir::Value":$row, "::mlir::Value":$col, "int64_t":$n,
            "int64_t":$k, "::qtune::ComponentAccess &":$access)>,
+    InterfaceMethod<[{
+        Emits IR for the derivative of the dequantized weight at (`row`,
+        `col`) with respect to float component `component`: returns the f32
+        value ∂w[row, col]/∂c[i] and the flat index i of the one element of the
+        component it depends on (every format's weight element depends on one
+        element of each float component). Kernels reduce gradients with it;
+        it must agree with `dequantizeVJP`.
+      }], "std::pair<::mlir::Value, ::mlir::Value>", "emitDerivative",
+      (ins "::mlir::OpBuilder &":$b, "::mlir::Location":$loc,
+           "::mlir::Value":$row, "::mlir::Value":$col, "int64_t":$n,
+           "int64_t":$k, "unsigned":$component,
+           "::qtune::ComponentAccess &":$access)>,
   ];
 }
 

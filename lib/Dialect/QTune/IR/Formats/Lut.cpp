@@ -155,18 +155,34 @@ HostTensor LutFormatAttr::dequantizeVJP(int64_t n, int64_t k, unsigned index,
   return result;
 }
 
-Value LutFormatAttr::emitDequant(OpBuilder &b, Location loc, Value row,
-                                 Value col, int64_t n, int64_t k,
-                                 ComponentAccess &access) const {
-  unsigned bits = getBits();
+namespace {
+/// Flat index into the table component of the entry that (row, col) reads:
+/// its code, offset by its table when there is one per group.
+Value emitTableIndex(LutFormatAttr f, OpBuilder &b, Location loc, Value row,
+                     Value col, int64_t k, ComponentAccess &access) {
+  unsigned bits = f.getBits();
   Value q = access.loadCode(b, loc, 0, row, col, bits,
                             packedWordsPerRow(k, bits));
   Value index = arith::IndexCastUIOp::create(b, loc, b.getIndexType(), q);
-  if (getGroup() != 0) {
-    Value table = groupIndex(b, loc, row, col, getGroup(), k / getGroup());
-    Value base = arith::MulIOp::create(b, loc, table,
-                                       indexConst(b, loc, int64_t(1) << bits));
-    index = arith::AddIOp::create(b, loc, base, index);
-  }
-  return access.loadFloat(b, loc, 1, index);
+  if (f.getGroup() == 0)
+    return index;
+  Value table = groupIndex(b, loc, row, col, f.getGroup(), k / f.getGroup());
+  Value base = arith::MulIOp::create(b, loc, table,
+                                     indexConst(b, loc, int64_t(1) << bits));
+  return arith::AddIOp::create(b, loc, base, index);
+}
+} // namespace
+
+Value LutFormatAttr::emitDequant(OpBuilder &b, Location loc, Value row,
+                                 Value col, int64_t n, int64_t k,
+                                 ComponentAccess &access) const {
+  return access.loadFloat(b, loc, 1, emitTableIndex(*this, b, loc, row, col, k, access));
+}
+
+std::pair<Value, Value> LutFormatAttr::emitDerivative(
+    OpBuilder &b, Location loc, Value row, Value col, int64_t n, int64_t k,
+    unsigned component, ComponentAccess &access) const {
+  // ∂w/∂table[t, j] = 1 for the entry j = q of the table t serving (row, col).
+  return {f32Const(b, loc, 1.0),
+          emitTableIndex(*this, b, loc, row, col, k, access)};
 }

@@ -222,3 +222,24 @@ Value NF4FormatAttr::emitDequant(OpBuilder &b, Location loc, Value row,
   }
   return arith::MulFOp::create(b, loc, absmax, value);
 }
+
+std::pair<Value, Value> NF4FormatAttr::emitDerivative(
+    OpBuilder &b, Location loc, Value row, Value col, int64_t n, int64_t k,
+    unsigned component, ComponentAccess &access) const {
+  int64_t bs = getBlock(), nb = getNumBlocks(k);
+  Value q = access.loadCode(b, loc, 0, row, col, 4, packedWordsPerRow(k, 4));
+  Value value = selectFromTable(b, loc, q, getTable());
+  if (!getDoubleQuant()) // ∂w/∂absmax = NF4[q]
+    return {value, groupIndex(b, loc, row, col, bs, nb)};
+  if (component == 3) // ∂w/∂offset = NF4[q]
+    return {value, indexConst(b, loc, 0)};
+  // ∂w/∂s2 = NF4[q] · (c − 128)
+  int64_t dq = getDqBlock(), spr = (nb + dq - 1) / dq;
+  Value block = arith::DivUIOp::create(b, loc, col, indexConst(b, loc, bs));
+  Value c = codeToF32(b, loc,
+                      access.loadCode(b, loc, 1, row, block, 8,
+                                      packedWordsPerRow(nb, 8)));
+  Value centered = arith::SubFOp::create(b, loc, c, f32Const(b, loc, 128.0));
+  return {arith::MulFOp::create(b, loc, value, centered),
+          groupIndex(b, loc, row, block, dq, spr)};
+}

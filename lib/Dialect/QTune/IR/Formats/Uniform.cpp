@@ -154,3 +154,20 @@ Value UniformFormatAttr::emitDequant(OpBuilder &b, Location loc, Value row,
   Value sz = arith::MulFOp::create(b, loc, s, z);
   return arith::SubFOp::create(b, loc, arith::MulFOp::create(b, loc, q, s), sz);
 }
+
+std::pair<Value, Value> UniformFormatAttr::emitDerivative(
+    OpBuilder &b, Location loc, Value row, Value col, int64_t n, int64_t k,
+    unsigned component, ComponentAccess &access) const {
+  unsigned bits = getBits();
+  int64_t gs = getGroupSize(k);
+  Value gi = groupIndex(b, loc, row, col, gs, k / gs);
+  if (component == 2) // ∂w/∂z = −s
+    return {arith::NegFOp::create(b, loc, access.loadFloat(b, loc, 1, gi)), gi};
+  // ∂w/∂s = q − z
+  Value q = codeToF32(b, loc,
+                      access.loadCode(b, loc, 0, row, col, bits,
+                                      packedWordsPerRow(k, bits)));
+  Value z = getSymmetric() ? f32Const(b, loc, double(1u << (bits - 1)))
+                           : access.loadFloat(b, loc, 2, gi);
+  return {arith::SubFOp::create(b, loc, q, z), gi};
+}
