@@ -339,9 +339,10 @@ public:
     return SmallVector<Value>(loop.getResults());
   }
 
-  /// Gradient of a float component: atomically adds acc · ∂w/∂c into the f32
-  /// gradient at the component element each (row, col) of dW depends on.
-  void gradientEpilogue(ArrayRef<Value> acc, ValueRange components, Value out) {
+  /// Calls fn(row, col, value) for every accumulator element inside the M×N
+  /// output, inside a guard that masks the tails.
+  void forEachOutput(ArrayRef<Value> acc,
+                     function_ref<void(Value, Value, Value)> fn) {
     Value g = div(lane, 4), t = rem(lane, 4);
     Value n = idx(spec.n);
     for (int64_t i = 0; i < fragsM(); ++i)
@@ -357,53 +358,46 @@ public:
                 scf::IfOp::create(b, both(lt(row, m), lt(col, n)), false);
             OpBuilder::InsertionGuard guard(b);
             b.setInsertionPointToStart(inBounds.thenBlock());
-            GlobalComponentAccess access(components);
-            // The weight is (rows = M of this product) × spec.n.
-            auto [d, index] = spec.gradFormat.emitDerivative(
-                b, b.getLoc(), row, col, spec.gradRows, spec.n, spec.gradComponent,
-                access);
-            Value term = arith::MulFOp::create(
-                b, arith::MulFOp::create(
-                       b, v,
-                       arith::ConstantOp::create(
-                           b, b.getF32FloatAttr(float(spec.outputScale)))),
-                d);
-            memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addf, term,
-                                        out, ValueRange{index});
+            fn(row, col, v);
           }
+  }
+
+  /// Gradient of a float component: atomically adds acc · ∂w/∂c into the f32
+  /// gradient at the component element each (row, col) of dW depends on.
+  void gradientEpilogue(ArrayRef<Value> acc, ValueRange components, Value out) {
+    Value scale = arith::ConstantOp::create(
+        b, b.getF32FloatAttr(float(spec.outputScale)));
+    forEachOutput(acc, [&](Value row, Value col, Value v) {
+      GlobalComponentAccess access(components);
+      // The weight is spec.gradRows × spec.n.
+      auto [d, index] = spec.gradFormat.emitDerivative(
+          b, b.getLoc(), row, col, spec.gradRows, spec.n, spec.gradComponent,
+          access);
+      Value term =
+          arith::MulFOp::create(b, arith::MulFOp::create(b, v, scale), d);
+      memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addf, term, out,
+                                  ValueRange{index});
+    });
   }
 
   /// Scale, bias, residual, tail masks and bf16 stores.
   void epilogue(ArrayRef<Value> acc, Value bias, Value residual, Value y) {
-    Value g = div(lane, 4), t = rem(lane, 4);
     Value n = idx(spec.n);
     Value scale = arith::ConstantOp::create(
         b, b.getF32FloatAttr(float(spec.outputScale)));
-    for (int64_t i = 0; i < fragsM(); ++i)
-      for (int64_t j = 0; j < fragsN(); ++j)
-        for (int64_t h = 0; h < 2; ++h)
-          for (int64_t e = 0; e < 2; ++e) {
-            Value row = add(add(rowBase, mul(wm, idx(s.tileM / s.warpsM))),
-                            add(g, idx(i * 16 + h * 8)));
-            Value col = add(add(colBase, mul(wn, idx(s.tileN / s.warpsN))),
-                            add(mul(t, idx(2)), idx(j * 8 + e)));
-            Value v = acc[(i * fragsN() + j) * 4 + h * 2 + e];
-            if (spec.outputScale != 1.0)
-              v = arith::MulFOp::create(b, v, scale);
-            auto inBounds =
-                scf::IfOp::create(b, both(lt(row, m), lt(col, n)), false);
-            OpBuilder::InsertionGuard guard(b);
-            b.setInsertionPointToStart(inBounds.thenBlock());
-            Value flatIdx = add(mul(row, n), col);
-            if (bias)
-              v = arith::AddFOp::create(
-                  b, v, extToF32(memref::LoadOp::create(b, bias, col)));
-            if (residual)
-              v = arith::AddFOp::create(
-                  b, v, extToF32(memref::LoadOp::create(b, residual, flatIdx)));
-            memref::StoreOp::create(
-                b, arith::TruncFOp::create(b, b.getBF16Type(), v), y, flatIdx);
-          }
+    forEachOutput(acc, [&](Value row, Value col, Value v) {
+      if (spec.outputScale != 1.0)
+        v = arith::MulFOp::create(b, v, scale);
+      Value flatIdx = add(mul(row, n), col);
+      if (bias)
+        v = arith::AddFOp::create(b, v,
+                                  extToF32(memref::LoadOp::create(b, bias, col)));
+      if (residual)
+        v = arith::AddFOp::create(
+            b, v, extToF32(memref::LoadOp::create(b, residual, flatIdx)));
+      memref::StoreOp::create(b, arith::TruncFOp::create(b, b.getBF16Type(), v),
+                              y, flatIdx);
+    });
   }
 
 private:

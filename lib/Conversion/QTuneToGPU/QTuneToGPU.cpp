@@ -72,6 +72,13 @@ private:
   void launchElementwise(OpBuilder &b, Location loc, StringRef key,
                          function_ref<void(OpBuilder &, StringRef)> build,
                          ValueRange buffers, int64_t n);
+  /// Appends the weight's buffers (its components, or the dense weight) to
+  /// `bufs` and records its format and component types in `spec`.
+  LogicalResult addWeight(Operation *op, Value weight, GemmSpec &spec,
+                          SmallVectorImpl<Value> &bufs);
+  /// Appends the buffers of `values` to `bufs`.
+  LogicalResult addBuffers(Operation *op, ValueRange values,
+                           SmallVectorImpl<Value> &bufs);
   /// Checks that every value is a statically shaped bf16 tensor.
   LogicalResult requireBF16(Operation *op, ArrayRef<Value> values);
 
@@ -206,27 +213,15 @@ LogicalResult Lowering::lowerLinear(OpBuilder &b, Operation *op, Value input,
   GemmSpec spec;
   spec.n = n;
   spec.k = k;
-  if (auto q = qweights.lookup(weight)) {
-    spec.format = q.getType().getFormat();
-    for (Value comp : q.getComponents()) {
-      spec.componentTypes.push_back(
-          cast<RankedTensorType>(comp.getType()).getElementType());
-      FailureOr<Value> buf = buffer(op, comp);
-      if (failed(buf))
-        return failure();
-      bufs.push_back(*buf);
-    }
-  } else {
+  if (!qweights.lookup(weight)) {
     auto wType = dyn_cast<RankedTensorType>(weight.getType());
     if (!wType || !wType.getElementType().isBF16())
       return op->emitError() << "qtune-lower-to-gpu: a dense weight must be "
                                 "bf16, got "
                              << weight.getType();
-    FailureOr<Value> buf = buffer(op, weight);
-    if (failed(buf))
-      return failure();
-    bufs.push_back(*buf);
   }
+  if (failed(addWeight(op, weight, spec, bufs)))
+    return failure();
   for (Value v : {bias, residual}) {
     if (!v)
       continue;
@@ -263,6 +258,29 @@ LogicalResult Lowering::lowerLinear(OpBuilder &b, Operation *op, Value input,
   return success();
 }
 
+LogicalResult Lowering::addBuffers(Operation *op, ValueRange values,
+                                  SmallVectorImpl<Value> &bufs) {
+  for (Value v : values) {
+    FailureOr<Value> buf = buffer(op, v);
+    if (failed(buf))
+      return failure();
+    bufs.push_back(*buf);
+  }
+  return success();
+}
+
+LogicalResult Lowering::addWeight(Operation *op, Value weight, GemmSpec &spec,
+                                  SmallVectorImpl<Value> &bufs) {
+  QWeightOp q = qweights.lookup(weight);
+  if (!q)
+    return addBuffers(op, weight, bufs);
+  spec.format = q.getType().getFormat();
+  for (Value comp : q.getComponents())
+    spec.componentTypes.push_back(
+        cast<RankedTensorType>(comp.getType()).getElementType());
+  return addBuffers(op, q.getComponents(), bufs);
+}
+
 LogicalResult Lowering::requireBF16(Operation *op, ArrayRef<Value> values) {
   for (Value v : values) {
     auto t = dyn_cast<RankedTensorType>(v.getType());
@@ -292,22 +310,8 @@ LogicalResult Lowering::lowerLinearT(OpBuilder &b, LinearTOp op) {
   if (failed(gBuf))
     return failure();
   bufs.push_back(*gBuf);
-  if (auto q = qweights.lookup(op.getWeight())) {
-    spec.format = q.getType().getFormat();
-    for (Value comp : q.getComponents()) {
-      spec.componentTypes.push_back(
-          cast<RankedTensorType>(comp.getType()).getElementType());
-      FailureOr<Value> buf = buffer(op, comp);
-      if (failed(buf))
-        return failure();
-      bufs.push_back(*buf);
-    }
-  } else {
-    FailureOr<Value> buf = buffer(op, op.getWeight());
-    if (failed(buf))
-      return failure();
-    bufs.push_back(*buf);
-  }
+  if (failed(addWeight(op, op.getWeight(), spec, bufs)))
+    return failure();
   Value y = memref::AllocOp::create(b, op.getLoc(), bufferType(op.getType()));
   bufs.push_back(y);
   if (failed(launch(b, op, spec, g.getNumElements() / spec.k, bufs)))
@@ -385,20 +389,12 @@ LogicalResult Lowering::lowerComponentGrad(OpBuilder &b, ComponentGradOp op) {
   spec.gradComponent = op.getComponent();
   spec.gradRows = w.getN();
   SmallVector<Value> bufs;
-  for (Value v : {op.getGrad(), op.getInput()}) {
-    FailureOr<Value> buf = buffer(op, v);
-    if (failed(buf))
-      return failure();
-    bufs.push_back(*buf);
-  }
-  for (Value comp : q.getComponents()) {
+  if (failed(addBuffers(op, {op.getGrad(), op.getInput()}, bufs)) ||
+      failed(addBuffers(op, q.getComponents(), bufs)))
+    return failure();
+  for (Value comp : q.getComponents())
     spec.gradComponentTypes.push_back(
         cast<RankedTensorType>(comp.getType()).getElementType());
-    FailureOr<Value> buf = buffer(op, comp);
-    if (failed(buf))
-      return failure();
-    bufs.push_back(*buf);
-  }
   Type f32 = b.getF32Type();
   Value result = memref::AllocOp::create(b, loc, bufferType(resultType));
   Value acc = element.isF32()
