@@ -3,20 +3,27 @@
 //   qtune-run inspect model.qtb
 //   qtune-run forward model.qtb --inputs in.safetensors --params params.safetensors
 //                     --out out.safetensors [--entry forward] [--poison] [--time N]
+//   qtune-run train model.qtb --inputs batch.safetensors --params params.safetensors
+//                   --steps N --lr X --out trained.safetensors [--entry NAME]
+//                   [--warmup W] [--schedule constant|cosine] [--min-lr Y]
+//                   [--metrics FILE.jsonl] [--log-every K] [--device D]
 //
 // Any failure prints one line "qtune-run: error: ..." and exits with 1.
 //
 //===----------------------------------------------------------------------===//
 
+#include "qtune/runtime/AtomicFile.h"
 #include "qtune/runtime/Bundle.h"
 #include "qtune/runtime/Cuda.h"
 #include "qtune/runtime/Executor.h"
 #include "qtune/runtime/Safetensors.h"
+#include "qtune/runtime/Trainer.h"
 
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <set>
 
@@ -119,10 +126,13 @@ struct ForwardOptions {
 };
 
 /// Opens `path` (if the entry needs it) and checks that it holds every buffer
-/// in `ids` with the buffer's shape and a convertible dtype.
+/// in `ids` with the buffer's shape and a dtype `check` accepts (by default
+/// one Executor::upload converts).
 std::unique_ptr<st::File> openTensors(const Bundle &b, const std::string &entry,
                                       const std::vector<int> &ids, const std::string &path,
-                                      const char *what) {
+                                      const char *what,
+                                      bool (*check)(const Buffer &, const st::TensorInfo &,
+                                                    std::string &) = checkUpload) {
   if (ids.empty())
     return nullptr;
   if (path.empty())
@@ -152,7 +162,7 @@ std::unique_ptr<st::File> openTensors(const Bundle &b, const std::string &entry,
     fail(msg + ")");
   }
   for (int id : ids)
-    if (!checkUpload(b.buffers[id], *file->find(b.buffers[id].name), error))
+    if (!check(b.buffers[id], *file->find(b.buffers[id].name), error))
       fail(path + ": " + error);
   return file;
 }
@@ -242,6 +252,196 @@ void forward(const ForwardOptions &o) {
   }
 }
 
+// ---- train ---------------------------------------------------------------------------------
+
+struct TrainOptions {
+  std::string bundle, inputs, params, out, entry, metrics;
+  std::string schedule = "constant";
+  int64_t steps = 0;
+  double lr = std::nan("");
+  double minLr = 0;
+  int64_t warmup = 0;
+  int64_t logEvery = 0; ///< 0: about 20 lines per run
+  int device = 0;
+};
+
+/// "a, b, c" with at most `max` names, then "... and N more".
+std::string someNames(const Bundle &b, const std::vector<int> &ids, size_t max = 8) {
+  std::string s;
+  for (size_t i = 0; i < ids.size() && i < max; ++i)
+    s += (i ? ", " : "") + b.buffers[ids[i]].name;
+  if (ids.size() > max)
+    s += ", ... and " + std::to_string(ids.size() - max) + " more";
+  return s;
+}
+
+void train(const TrainOptions &o) {
+  // Everything that can be checked without a GPU comes first.
+  LrSchedule schedule;
+  auto kind = parseSchedule(o.schedule);
+  if (!kind)
+    fail("unknown --schedule '" + o.schedule + "' (expected constant or cosine)");
+  schedule.kind = *kind;
+  schedule.lr = o.lr;
+  schedule.minLr = o.minLr;
+  schedule.warmup = o.warmup;
+  schedule.steps = o.steps;
+  std::string error;
+  if (!checkSchedule(schedule, error))
+    fail(error);
+  if (o.minLr != 0 && schedule.kind != ScheduleKind::Cosine)
+    fail("--min-lr applies to --schedule cosine only");
+
+  auto b = load(o.bundle);
+  std::string name;
+  if (!selectTrainEntry(*b, o.entry, name, error))
+    fail(o.bundle + ": " + error);
+  TrainPlan plan;
+  if (!planTraining(*b, name, plan, error))
+    fail(o.bundle + ": " + error);
+  const Entry &entry = b->entries.at(name);
+
+  auto inputs = openTensors(*b, name, plan.batch, o.inputs, "inputs", checkLoad);
+  auto params = openTensors(*b, name, plan.required, o.params, "params", checkLoad);
+  if (!params && !o.params.empty()) { // only optimizer states: the file may still hold some
+    params = st::File::open(o.params, error);
+    if (!params)
+      fail(error);
+  }
+  std::vector<int> loadStates, zeroStates;
+  splitOptimizerStates(*b, plan, [&](const std::string &n) { return params && params->find(n); },
+                       loadStates, zeroStates);
+  for (int id : loadStates)
+    if (!checkLoad(b->buffers[id], *params->find(b->buffers[id].name), error))
+      fail(params->path() + ": " + error);
+
+  auto ex = Executor::create(*b, o.device, error);
+  if (!ex)
+    fail(error);
+  const cuda::Context &ctx = ex->context();
+  std::printf("device %d: %s (sm_%d), arena %s\n", ctx.ordinal(), ctx.name().c_str(),
+              ctx.computeCapability(), cuda::formatBytes(b->arenaBytes).c_str());
+
+  auto upload = [&](const std::vector<int> &ids, const st::File *file) {
+    for (int id : ids) {
+      const st::TensorInfo &t = *file->find(b->buffers[id].name);
+      if (!loadTensor(*ex, id, t, file->data(t), error))
+        fail(file->path() + ": " + error);
+    }
+  };
+  upload(plan.batch, inputs.get());
+  upload(plan.required, params.get());
+  upload(loadStates, params.get());
+  for (int id : zeroStates) // the arena starts zeroed; say it explicitly all the same
+    if (!ex->fill(id, 0, error))
+      fail(error);
+
+  std::printf("entry '%s': %zu launches; %zu batch inputs, %zu params (%zu optimizer states)%s\n",
+              name.c_str(), entry.launches.size(), plan.batch.size(), plan.saved.size(),
+              plan.optimizerStates.size(), plan.step >= 0 ? "; step input" : "");
+  if (!plan.optimizerStates.empty()) {
+    if (!zeroStates.empty())
+      std::printf("optimizer state: %zu tensors start at zero (%s)\n", zeroStates.size(),
+                  someNames(*b, zeroStates).c_str());
+    if (!loadStates.empty()) {
+      std::printf("optimizer state: %zu tensors loaded from %s\n", loadStates.size(),
+                  params->path().c_str());
+      auto it = params->metadata().find("steps");
+      if (it != params->metadata().end())
+        std::printf("note: %s was written after %s steps; step numbers restart at 1\n",
+                    params->path().c_str(), it->second.c_str());
+    }
+  }
+  if (!plan.otherOutputs.empty())
+    std::printf("note: outputs %s are neither 'loss' nor params; they are not saved\n",
+                someNames(*b, plan.otherOutputs).c_str());
+  std::printf("training %lld steps, lr %.3e, schedule %s", static_cast<long long>(o.steps), o.lr,
+              o.schedule.c_str());
+  if (schedule.kind == ScheduleKind::Cosine)
+    std::printf(" (min lr %.3e)", o.minLr);
+  if (o.warmup > 0)
+    std::printf(", warmup %lld", static_cast<long long>(o.warmup));
+  std::printf("\n");
+  std::fflush(stdout);
+
+  const int64_t logEvery = o.logEvery > 0 ? o.logEvery : std::max<int64_t>(1, (o.steps + 19) / 20);
+  std::vector<StepRecord> records; // every step for --metrics; otherwise none
+  if (!o.metrics.empty())
+    records.reserve(static_cast<size_t>(o.steps));
+  StepRecord first, last;
+  auto writeMetrics = [&]() -> std::string {
+    if (o.metrics.empty())
+      return "";
+    const std::string text = metricsJsonl(records);
+    std::string why;
+    if (!writeFileAtomically(o.metrics, {text}, why))
+      return o.metrics + ": " + why;
+    return "";
+  };
+
+  TrainLoop loop(*ex, plan, schedule);
+  const auto start = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  for (int64_t t = 1; t <= o.steps; ++t) {
+    StepRecord r;
+    const bool ok = loop.step(t, r, error);
+    if (!ok && r.step == t && !std::isfinite(r.loss)) { // diverged: keep the curve for a look
+      if (!o.metrics.empty())
+        records.push_back(r);
+      const std::string metricsError = writeMetrics();
+      fail(error + "; stopped without writing " + o.out +
+           (o.metrics.empty() ? ""
+            : metricsError.empty()
+                ? " (the loss curve up to it is in " + o.metrics + ")"
+                : " (and the loss curve could not be written: " + metricsError + ")"));
+    }
+    if (!ok)
+      fail(error);
+    if (!o.metrics.empty())
+      records.push_back(r);
+    if (t == 1)
+      first = r;
+    last = r;
+    if (t % logEvery == 0 || t == o.steps) {
+      std::printf("%s\n", progressLine(r, o.steps, elapsed()).c_str());
+      std::fflush(stdout);
+    }
+  }
+  const double seconds = elapsed();
+
+  std::vector<st::OwnedTensor> outs;
+  for (int id : plan.saved) {
+    const Buffer &buf = b->buffers[id];
+    st::OwnedTensor t{buf.name, buf.dtype, buf.shape, {}};
+    if (!ex->downloadRaw(id, t.bytes, error))
+      fail(error);
+    outs.push_back(std::move(t));
+  }
+  if (!st::write(o.out, outs, {{"entry", name}, {"steps", std::to_string(o.steps)}}, error))
+    fail(error);
+  const std::string metricsError = writeMetrics();
+  if (!metricsError.empty())
+    fail(metricsError + " (" + o.out + " was written)");
+
+  char wall[64];
+  if (seconds < 1)
+    std::snprintf(wall, sizeof wall, "%.1f ms", seconds * 1e3);
+  else
+    std::snprintf(wall, sizeof wall, "%.3f s", seconds);
+  std::printf("trained '%s' for %lld steps in %s (%.1f steps/s); loss %s (step 1) -> %s (step "
+              "%lld)\n",
+              name.c_str(), static_cast<long long>(o.steps), wall,
+              seconds > 0 ? static_cast<double>(o.steps) / seconds : 0.0,
+              formatLoss(first.loss).c_str(), formatLoss(last.loss).c_str(),
+              static_cast<long long>(o.steps));
+  std::printf("wrote %s: %zu tensors (%s)\n", o.out.c_str(), outs.size(),
+              outs.empty() ? "none" : someNames(*b, plan.saved).c_str());
+  if (!o.metrics.empty())
+    std::printf("wrote %s: %zu steps\n", o.metrics.c_str(), records.size());
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -266,6 +466,33 @@ int main(int argc, char **argv) {
   forwardCmd->add_option("--device", fo.device, "CUDA device ordinal (default: 0)")
       ->check(CLI::NonNegativeNumber);
 
+  TrainOptions to;
+  CLI::App *trainCmd =
+      app.add_subcommand("train", "Run a bundle's train-step entry for N steps on the GPU");
+  trainCmd->add_option("bundle", to.bundle, "Bundle file (.qtb)")->required();
+  trainCmd->add_option("--inputs", to.inputs,
+                       "Safetensors file with the batch (every input but lr and step)");
+  trainCmd->add_option("--params", to.params,
+                       "Safetensors file with the frozen and trainable params (and optimizer "
+                       "states to resume from)");
+  trainCmd->add_option("--steps", to.steps, "Number of steps")->required();
+  trainCmd->add_option("--lr", to.lr, "Peak learning rate")->required();
+  trainCmd->add_option("--out", to.out, "Safetensors file to write the trained params to")
+      ->required();
+  trainCmd->add_option("--entry", to.entry,
+                       "Entry to run (default: the one entry named *_train_step)");
+  trainCmd->add_option("--warmup", to.warmup, "Linear warmup steps (default: 0)");
+  trainCmd->add_option("--schedule", to.schedule, "constant or cosine (default: constant)");
+  trainCmd->add_option("--min-lr", to.minLr,
+                       "Learning rate of the last step with --schedule cosine (default: 0)");
+  trainCmd->add_option("--metrics", to.metrics,
+                       "Write one JSON object per step to this file (.jsonl)");
+  trainCmd->add_option("--log-every", to.logEvery,
+                       "Print a progress line every K steps (default: about 20 lines)")
+      ->check(CLI::PositiveNumber);
+  trainCmd->add_option("--device", to.device, "CUDA device ordinal (default: 0)")
+      ->check(CLI::NonNegativeNumber);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp &e) {
@@ -277,6 +504,8 @@ int main(int argc, char **argv) {
   try {
     if (*inspectCmd)
       inspect(inspectPath);
+    else if (*trainCmd)
+      train(to);
     else
       forward(fo);
   } catch (const Failure &f) {
