@@ -12,7 +12,9 @@ writes OUT_DIR/forward_layer.json.
 import argparse, json, math, os, re, subprocess, sys
 import torch
 import triton.testing as tt
-from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qlayer import QLayer  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("bundle"); p.add_argument("qtune_run"); p.add_argument("out")
@@ -20,9 +22,8 @@ p.add_argument("--n", type=int, default=4096); p.add_argument("--k", type=int, d
 p.add_argument("--m", default="1,16,128,2048,8192"); p.add_argument("--iters", type=int, default=50)
 p.add_argument("--qtune-only", action="store_true", help="skip the peers (schedule experiments)")
 a = p.parse_args()
-N, K, R, G, alpha = a.n, a.k, 16, 128, 32.0
+N, K = a.n, a.k
 dev = "cuda"
-torch.manual_seed(0)
 os.makedirs(a.out, exist_ok=True)
 
 
@@ -30,32 +31,9 @@ def bench(fn):
     return tt.do_bench(fn, warmup=25, rep=200, return_mode="median") * 1e3  # us
 
 
-# Weights: RTN INT4 g128 of a random matrix, packed low nibble first (qtune's
-# canonical packing: 8 codes per 32-bit word, element k at bits 4k..4k+3).
-Wfp = torch.randn(N, K, device=dev) * 0.02
-Wg = Wfp.view(N, K // G, G)
-wmin = Wg.amin(-1, keepdim=True).clamp(max=0); wmax = Wg.amax(-1, keepdim=True).clamp(min=0)
-scale = ((wmax - wmin) / 15).clamp(min=1e-8)
-zero = torch.round(-wmin / scale).clamp(0, 15)
-q = torch.clamp(torch.round(Wg / scale) + zero, 0, 15).to(torch.int32).view(N, K)
-words = torch.zeros(N, K // 8, dtype=torch.int64, device=dev)
-for j in range(8):
-    words |= q[:, j::8].to(torch.int64) << (4 * j)
-codes = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
-scale_b = scale.squeeze(-1).to(torch.bfloat16); zero_b = zero.squeeze(-1).to(torch.bfloat16)
-A = (torch.randn(R, K, device=dev) / math.sqrt(K)).to(torch.bfloat16)
-B = (torch.randn(N, R, device=dev) * 0.01).to(torch.bfloat16)
-params = os.path.join(a.out, "layer_params.safetensors")
-save_file({"codes": codes.contiguous(), "scales": scale_b.contiguous(), "zeros": zero_b.contiguous(),
-           "lora_A": A.contiguous(), "lora_B": B.contiguous()}, params)
-
-packed = (q[:, 0::2] | (q[:, 1::2] << 4)).to(torch.uint8).contiguous()
-
-
-def dequant():
-    lo = packed & 0xF; hi = packed >> 4
-    qq = torch.stack([lo, hi], dim=-1).view(N, K).to(torch.bfloat16)
-    return ((qq.view(N, K // G, G) - zero_b.unsqueeze(-1)) * scale_b.unsqueeze(-1)).view(N, K)
+layer = QLayer(N, K, a.out)
+R, G, alpha, A, B, q, scale, zero = layer.R, layer.G, layer.alpha, layer.A, layer.B, layer.q, layer.scale, layer.zero
+params, dequant = layer.params, layer.dequant
 
 
 def eager(x):

@@ -2,7 +2,12 @@
 """Writes the benchmark layer as qtune IR: an INT4 group-128 asymmetric weight
 with a rank-16 LoRA adapter (alpha 32), one function per batch size M.
 
-    layer_model.py OUT.mlir [--n 4096] [--k 4096] [--m 1,16,128,2048,8192]
+    layer_model.py OUT.mlir [--n 4096] [--k 4096] [--m 1,16,128,2048,8192] [--loss]
+
+With --loss each function (loss_mM) returns the MSE against a `target` input
+and the input x is marked trainable, so qtune-autodiff derives what a layer
+inside a model computes in backward: dx (through the frozen quantized weight
+and the adapter), dA and dB.
 """
 import argparse
 
@@ -14,24 +19,32 @@ def main():
     p.add_argument("--k", type=int, default=4096)
     p.add_argument("--m", default="1,16,128,2048,8192")
     p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--loss", action="store_true")
     a = p.parse_args()
     n, k, r, g = a.n, a.k, a.rank, 128
     w = f"!qtune.qweight<{n}x{k}, #qtune.uniform<bits = 4, group = {g}>>"
     funcs = []
     for m in [int(v) for v in a.m.split(",")]:
-        funcs.append(f"""func.func @forward_m{m}(
-    %x: tensor<{m}x{k}xbf16> {{qtune.name = "x", qtune.role = #qtune.role<input>}},
+        x_role = "trainable" if a.loss else "input"
+        name = f"loss_m{m}" if a.loss else f"forward_m{m}"
+        target = (f""",\n    %t: tensor<{m}x{n}xbf16> {{qtune.name = "target", qtune.role = #qtune.role<input>}}"""
+                  if a.loss else "")
+        result = "tensor<f32>" if a.loss else f"""tensor<{m}x{n}xbf16> {{qtune.name = "y"}}"""
+        ret = (f"""%l = qtune.mse_loss %o, %t : tensor<{m}x{n}xbf16>, tensor<{m}x{n}xbf16> -> tensor<f32>
+  return %l : tensor<f32>""" if a.loss else f"return %o : tensor<{m}x{n}xbf16>")
+        funcs.append(f"""func.func @{name}(
+    %x: tensor<{m}x{k}xbf16> {{qtune.name = "x", qtune.role = #qtune.role<{x_role}>}},
     %c: tensor<{n}x{k // 8}xi32> {{qtune.name = "codes", qtune.role = #qtune.role<frozen>}},
     %s: tensor<{n}x{k // g}xbf16> {{qtune.name = "scales", qtune.role = #qtune.role<frozen>}},
     %z: tensor<{n}x{k // g}xbf16> {{qtune.name = "zeros", qtune.role = #qtune.role<frozen>}},
     %a: tensor<{r}x{k}xbf16> {{qtune.name = "lora_A", qtune.role = #qtune.role<trainable>}},
-    %b: tensor<{n}x{r}xbf16> {{qtune.name = "lora_B", qtune.role = #qtune.role<trainable>}})
-    -> (tensor<{m}x{n}xbf16> {{qtune.name = "y"}}) {{
+    %b: tensor<{n}x{r}xbf16> {{qtune.name = "lora_B", qtune.role = #qtune.role<trainable>}}{target})
+    -> ({result}) {{
   %w = qtune.qweight %c, %s, %z : tensor<{n}x{k // 8}xi32>, tensor<{n}x{k // g}xbf16>, tensor<{n}x{k // g}xbf16> -> {w}
   %y = qtune.linear %x, %w : tensor<{m}x{k}xbf16>, {w} -> tensor<{m}x{n}xbf16>
   %d = qtune.lora %x, %a, %b {{alpha = {2.0 * r} : f64, rank = {r} : i64}} : tensor<{m}x{k}xbf16>, tensor<{r}x{k}xbf16>, tensor<{n}x{r}xbf16> -> tensor<{m}x{n}xbf16>
   %o = arith.addf %y, %d : tensor<{m}x{n}xbf16>
-  return %o : tensor<{m}x{n}xbf16>
+  {ret}
 }}
 """)
     with open(a.out, "w") as f:

@@ -11,18 +11,23 @@
 # non-zero when any step fails. Extra options (after --, or in
 # QTUNE_FORWARD_ARGS) go to check_forward.py, e.g. --filter REGEX, --ms 1,7,
 # --shard 0/2, --jobs 4, --timeout 300. PYTHON selects the interpreter (python3).
+# QTUNE_SKIP="forward bench" skips the steps named (reported as skipped).
 #
 # Steps, in order (a failed step before `forward` skips the rest):
 #   gpu      nvidia-smi answers and lists a GPU
 #   stage    the stage is complete; python has torch with CUDA
 #   forward  test/Integration/GPU/check_forward.py (random parameters + oracle)
 #   gradients  gradient kernels against the reference interpreter
+#   train    200-step layer regressions (LoRA, PEQA, ...) against the interpreter's runs
+#   peft     LoRA gradients against PEFT over the dequantized weight (bf16)
+#   bench    bench/train_layer.py: forward+backward beside eager and torch.compile
+#            (QTUNE_SKIP=bench skips it)
 #   runtime  the runtime's unit tests (GPU cases: launches, OOM, bad launches)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
-  sed -n '2,19p' "$0"
+  sed -n '2,27p' "$0"
   exit 2
 fi
 out="$1"; shift
@@ -35,6 +40,7 @@ if [ -n "${QTUNE_FORWARD_ARGS:-}" ]; then
   extra+=("${more[@]}")
 fi
 python="${PYTHON:-python3}"
+here="test/Integration/GPU"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 export PYTHONUNBUFFERED=1
@@ -48,6 +54,10 @@ run_step() {
   local log="$out/$name.log" t0 rc
   if [ -n "$blocked" ]; then
     names+=("$name"); results+=("skipped (after $blocked failed)"); secs+=(0)
+    return 0
+  fi
+  if [[ " ${QTUNE_SKIP:-} " == *" $name "* ]]; then
+    names+=("$name"); results+=("skipped (QTUNE_SKIP)"); secs+=(0)
     return 0
   fi
   printf '\n===== step %s: %s\n' "$name" "$*"
@@ -124,6 +134,38 @@ step_gradients() {
   return $rc
 }
 
+# Train steps: `qtune-run train` runs each staged layer_train_step entry and
+# check_train.py compares its loss curve with the reference interpreter's.
+step_train() {
+  local t="$stage/train" rc=0 name lr steps
+  [ -f "$t/cases.txt" ] || { echo "no train cases staged in $t"; return 1; }
+  while read -r name lr steps; do
+    echo "-- $name (lr $lr, $steps steps)"
+    mkdir -p "$out/train/$name"
+    "$stage/qtune-run" train "$t/$name/model.qtb" --inputs "$t/$name/inputs.safetensors" \
+      --params "$t/$name/params.safetensors" --steps "$steps" --lr "$lr" \
+      --metrics "$out/train/$name/metrics.jsonl" --out "$out/train/$name/trained.safetensors" ||
+      { rc=1; continue; }
+    "$python" "$here/check_train.py" --name "$name" --metrics "$out/train/$name/metrics.jsonl" \
+      --ref-losses "$t/$name/ref_losses.json" --trained "$out/train/$name/trained.safetensors" \
+      --ref-params "$t/$name/ref_params.safetensors" --summary "$out/train/summary.jsonl" || rc=1
+  done < "$t/cases.txt"
+  return $rc
+}
+
+# Peer check: LoRA gradients of the layer against PEFT over the dequantized weight.
+step_peft() {
+  local d="$stage/peft"
+  "$python" "$here/check_peft.py" "$stage/qtune-run" "$d/model.qtb" "$d/inputs.safetensors" \
+    "$d/params.safetensors" "$out/peft"
+}
+
+# Figures: forward+backward of the INT4 + LoRA layer beside PyTorch eager and
+# torch.compile (bench/train_layer.py); not a pass/fail check of speed.
+step_bench() {
+  "$python" bench/train_layer.py "$stage/bench/train_layer.qtb" "$stage/qtune-run" "$out/bench"
+}
+
 # The runtime's unit tests on a GPU: kernels launched from PTX and cubin,
 # dynamic shared memory, out of device memory and bad launches.
 step_runtime() {
@@ -135,6 +177,9 @@ run_step gpu step_gpu || blocked="gpu"
 run_step stage step_stage || blocked="${blocked:-stage}"
 run_step forward step_forward
 run_step gradients step_gradients
+run_step train step_train
+run_step peft step_peft
+run_step bench step_bench
 run_step runtime step_runtime
 
 # --- summary (printed last) --------------------------------------------------------------

@@ -16,7 +16,9 @@
 #
 # Layout: STAGE_DIR/qtune-run, STAGE_DIR/stage.json, STAGE_DIR/cases/{cases.json,
 # NAME.mlir, NAME.qtb, oracle.json, oracle/NAME/*.safetensors},
-# STAGE_DIR/logs/compile/NAME.log (failed compiles only).
+# STAGE_DIR/logs/compile/NAME.log (failed compiles only), STAGE_DIR/gradients/,
+# STAGE_DIR/train/{cases.txt, NAME/{model.qtb, inputs.safetensors,
+# params.safetensors, ref_losses.json, ref_params.safetensors}}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -95,7 +97,7 @@ if [ "$build_step" = 1 ]; then
   fi
   cmake --build "$build"
 fi
-for tool in qtune-compile qtune-interp; do
+for tool in qtune-compile qtune-interp qtune-opt; do
   if [ ! -x "$tools/$tool" ]; then
     echo "gpu-stage: error: $tools/$tool is missing (build it, or give --tools-dir)" >&2
     exit 2
@@ -114,7 +116,7 @@ fi
 # away mid-run, and every case is compiled by the same compiler.
 snap="$(mktemp -d)"
 trap 'rm -rf "$snap"' EXIT
-cp "$tools/qtune-compile" "$tools/qtune-interp" "$snap/"
+cp "$tools/qtune-compile" "$tools/qtune-interp" "$tools/qtune-opt" "$snap/"
 cp "$qtune_run" "$snap/qtune-run"
 rt_tests="$(find "$build" -type f -name qtune-rt-unittests -perm -u+x 2>/dev/null | head -n 1 || true)"
 if [ -n "$rt_tests" ]; then cp "$rt_tests" "$snap/qtune-rt-unittests"; fi
@@ -191,6 +193,42 @@ for entry in $(grep -o 'func\.func @[A-Za-z0-9_]*' "$grad_model" | sed 's/func\.
     --dump-inputs "$grads/$entry.in.safetensors" --out "$grads/$entry.ref.safetensors"
   echo "$entry" >> "$grads/entries.txt"
 done
+
+say "train steps: bundles, data and the reference interpreter's runs"
+train="$stage_abs/train"
+rm -rf "$train"
+mkdir -p "$train"
+: > "$train/cases.txt"
+grep -v '^#' "$here/train_cases.txt" | while read -r name model data lr steps opts; do
+  [ -n "$name" ] || continue
+  d="$train/$name"
+  mkdir -p "$d"
+  python3 "$here/make_train_data.py" "$data" "$d"
+  "$tools/qtune-compile" "$here/Inputs/$model" --train --optimizer-options "$opts" \
+    -o "$d/model.qtb" --target "$target"
+  "$tools/qtune-opt" "$here/Inputs/$model" -qtune-autodiff -qtune-optimizer="$opts" \
+    -o "$d/train.mlir"
+  "$tools/qtune-interp" "$d/train.mlir" --entry layer_train_step \
+    --inputs "$d/all.safetensors" --steps "$steps" --lr "$lr" \
+    --losses "$d/ref_losses.json" --out "$d/ref_params.safetensors"
+  rm -f "$d/all.safetensors" "$d/train.mlir"
+  echo "$name $lr $steps" >> "$train/cases.txt"
+done
+
+say "peer check data (LoRA gradients against PEFT)"
+mkdir -p "$stage_abs/peft"
+python3 "$here/make_train_data.py" lora "$stage_abs/peft" --random-b --seed 5
+rm -f "$stage_abs/peft/all.safetensors"
+cp "$train/lora_adamw/model.qtb" "$stage_abs/peft/model.qtb"
+
+say "benchmark bundles (bench/: forward+backward of the INT4 + LoRA layer)"
+mkdir -p "$stage_abs/bench"
+python3 bench/layer_model.py "$stage_abs/bench/train_layer.mlir" --loss --m 16,2048,8192
+"$tools/qtune-opt" "$stage_abs/bench/train_layer.mlir" -qtune-autodiff \
+  -o "$stage_abs/bench/train_layer.grad.mlir"
+"$tools/qtune-compile" "$stage_abs/bench/train_layer.grad.mlir" -o "$stage_abs/bench/train_layer.qtb" \
+  --target "$target"
+rm -f "$stage_abs/bench/"*.mlir
 
 cp "$qtune_run" "$stage_abs/qtune-run"
 # The runtime's own tests: on a GPU they also launch kernels and check the

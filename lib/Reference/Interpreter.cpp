@@ -477,7 +477,8 @@ LogicalResult Evaluator::eval(Operation *op) {
               (m.data[i] / c1) / (std::sqrt(v.data[i] / c2) + eps) + wd * p.data[i];
           p.data[i] -= lr * update;
         }
-        set(a.getNewParam(), std::move(p));
+        // Parameters are stored in their own type between steps.
+        set(a.getNewParam(), rounded(std::move(p), a.getNewParam().getType()));
         set(a.getNewM(), rounded(std::move(m), a.getNewM().getType()));
         set(a.getNewV(), rounded(std::move(v), a.getNewV().getType()));
         return success();
@@ -519,7 +520,7 @@ LogicalResult Evaluator::eval(Operation *op) {
         } else {
           set(l.getNewM(), rounded(std::move(m), l.getNewM().getType()));
         }
-        set(l.getNewParam(), std::move(p));
+        set(l.getNewParam(), rounded(std::move(p), l.getNewParam().getType()));
         return success();
       })
       .Case<FusedLinearOp>([&](FusedLinearOp f) {

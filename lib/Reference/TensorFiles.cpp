@@ -69,13 +69,19 @@ st::DType dtypeFor(Type elementType, bool floatsAsF32) {
 LogicalResult
 readTensors(const std::string &path,
             ArrayRef<std::pair<std::string, RankedTensorType>> wanted,
-            std::vector<HostTensor> &out, std::string &error) {
+            std::vector<HostTensor> &out, std::string &error,
+            function_ref<bool(StringRef)> zeroIfMissing) {
   std::unique_ptr<st::File> file = st::File::open(path, error);
   if (!file)
     return failure();
   out.clear();
   for (const auto &[name, type] : wanted) {
     const st::TensorInfo *info = file->find(name);
+    if (!info && zeroIfMissing && zeroIfMissing(name)) {
+      out.push_back(HostTensor(std::vector<int64_t>(type.getShape().begin(),
+                                                    type.getShape().end())));
+      continue;
+    }
     if (!info) {
       std::string have;
       for (const st::TensorInfo &t : file->tensors())

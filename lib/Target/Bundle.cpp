@@ -196,6 +196,18 @@ LogicalResult EntryBuilder::build(func::FuncOp func) {
     std::string name = "out" + std::to_string(i);
     if (auto n = func.getResultAttrOfType<StringAttr>(i, QTuneDialect::kNameAttrName))
       name = n.str();
+    // A parameter or state updated in place is returned as its argument.
+    if (auto arg = dyn_cast<BlockArgument>(v)) {
+      auto updates =
+          func.getResultAttrOfType<IntegerAttr>(i, QTuneDialect::kUpdatesAttrName);
+      if (!updates || updates.getInt() != arg.getArgNumber())
+        return ret.emitError()
+               << "bundle: result #" << i << " returns argument #"
+               << arg.getArgNumber() << " without '"
+               << QTuneDialect::kUpdatesAttrName << " = "
+               << arg.getArgNumber() << "'";
+      continue;
+    }
     if (!v.getDefiningOp<memref::AllocOp>() || resultNames.count(v))
       return ret.emitError() << "bundle: result #" << i
                              << " must be a distinct buffer the function "

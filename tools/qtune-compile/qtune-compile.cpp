@@ -72,6 +72,15 @@ static cl::opt<int64_t> warpsN("warps-n",
                                cl::desc("Warps along N per block (0: by M)"),
                                cl::init(0));
 static cl::opt<bool> quiet("quiet", cl::desc("No summary on stderr"));
+static cl::opt<bool> train(
+    "train",
+    cl::desc("Also derive the training entries: qtune-autodiff makes "
+             "<fn>_grad from every function returning a scalar loss, and "
+             "qtune-optimizer makes <fn>_train_step from it"));
+static cl::opt<std::string> optimizerOptions(
+    "optimizer-options",
+    cl::desc("Options of qtune-optimizer with --train, e.g. "
+             "\"optimizer=lion momentum=int8 block=256 max-grad-norm=1.0\""));
 
 static int fail(const Twine &message) {
   llvm::WithColor::error(llvm::errs(), "qtune-compile") << message << "\n";
@@ -91,6 +100,7 @@ static std::string defaultCudaPath() {
 int main(int argc, char **argv) {
   llvm::InitLLVM y(argc, argv);
   registerAllPasses();
+  qtune::registerQTunePasses();
   registerPassManagerCLOptions();
   registerMLIRContextCLOptions();
   cl::ParseCommandLineOptions(argc, argv,
@@ -119,6 +129,13 @@ int main(int argc, char **argv) {
   PassManager pm(&context);
   if (failed(applyPassManagerCLOptions(pm)))
     return fail("bad pass manager options");
+  if (!optimizerOptions.empty() && !train)
+    return fail("--optimizer-options needs --train");
+  if (train &&
+      failed(parsePassPipeline("qtune-autodiff,qtune-optimizer{" +
+                                   optimizerOptions + "}",
+                               pm)))
+    return fail("bad --optimizer-options '" + optimizerOptions + "'");
   pm.addPass(qtune::createQTuneFuse());
   qtune::QTuneLowerToGPUOptions lowerOptions;
   lowerOptions.chip = target;

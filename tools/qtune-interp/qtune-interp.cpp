@@ -2,6 +2,8 @@
 //
 //   qtune-interp model.mlir --entry NAME --inputs in.safetensors
 //                --out out.safetensors [--print]
+//   qtune-interp model.mlir --entry layer_train_step --inputs in.safetensors
+//                --steps N --lr X --losses losses.json --out trained.safetensors
 //
 // Parses and verifies the module, reads one tensor per argument of the entry
 // function (named by its `qtune.name` attribute, else argN), evaluates it in
@@ -16,14 +18,17 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
 #include "qtune/Dialect/QTune/IR/FormatUtils.h"
+#include "qtune/Dialect/QTune/IR/QTuneAttrs.h"
 #include "qtune/Dialect/QTune/IR/QTuneDialect.h"
 #include "qtune/Reference/Interpreter.h"
 #include "qtune/Reference/TensorFiles.h"
 #include "mlir/Support/FileUtilities.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -53,6 +58,18 @@ static cl::opt<std::string> outFile("out",
                                     cl::desc("safetensors file for the results"));
 static cl::opt<bool> printResults("print",
                                   cl::desc("Print the results on stdout"));
+static cl::opt<unsigned> trainSteps(
+    "steps",
+    cl::desc("Run a train-step entry this many times: its arguments `lr` and "
+             "`step` are set each time (step from 1), every result marked "
+             "qtune.updates replaces the argument it names, and absent "
+             "optimizer states start at zero"),
+    cl::init(0));
+static cl::opt<double> learningRate("lr", cl::desc("Learning rate for --steps"),
+                                    cl::init(0));
+static cl::opt<std::string> lossesFile(
+    "losses", cl::desc("With --steps: write the loss of every step to this "
+                       "file as a JSON array"));
 
 static int fail(const Twine &message) {
   llvm::WithColor::error(llvm::errs(), "qtune-interp") << message << "\n";
@@ -158,9 +175,23 @@ int main(int argc, char **argv) {
     wanted.push_back({qtune::ref::argumentName(func, i), rt});
   }
 
+  // In training mode lr, step and optimizer states need not be in the file.
+  auto supplied = [&](StringRef name) {
+    if (!trainSteps)
+      return false;
+    if (name == "lr" || name == "step")
+      return true;
+    for (unsigned i = 0; i < func.getNumArguments(); ++i)
+      if (qtune::ref::argumentName(func, i) == name)
+        if (auto role = func.getArgAttrOfType<qtune::RoleAttr>(
+                i, qtune::QTuneDialect::kRoleAttrName))
+          return role.getValue() == qtune::Role::optimizer_state;
+    return false;
+  };
   std::vector<qtune::HostTensor> args;
   if (!inputsFile.empty()) {
-    if (failed(qtune::ref::readTensors(inputsFile, wanted, args, error)))
+    if (failed(qtune::ref::readTensors(inputsFile, wanted, args, error,
+                                       supplied)))
       return fail(error);
   } else {
     std::mt19937_64 rng(randomSeed);
@@ -187,7 +218,62 @@ int main(int argc, char **argv) {
       return fail(error);
   }
 
-  FailureOr<std::vector<qtune::HostTensor>> results = qtune::ref::run(func, args);
+  FailureOr<std::vector<qtune::HostTensor>> results;
+  if (trainSteps) {
+    if (!(learningRate >= 0) || !std::isfinite(learningRate))
+      return fail("--lr must be a finite non-negative number");
+    int lrArg = -1, stepArg = -1, lossResult = -1;
+    for (unsigned i = 0; i < func.getNumArguments(); ++i) {
+      std::string name = qtune::ref::argumentName(func, i);
+      if (name == "lr")
+        lrArg = i;
+      else if (name == "step")
+        stepArg = i;
+    }
+    SmallVector<std::pair<unsigned, unsigned>> updates; // result -> argument
+    for (unsigned i = 0; i < func.getNumResults(); ++i) {
+      if (qtune::ref::resultName(func, i) == "loss")
+        lossResult = i;
+      if (auto u = func.getResultAttrOfType<IntegerAttr>(
+              i, qtune::QTuneDialect::kUpdatesAttrName))
+        updates.push_back({i, unsigned(u.getInt())});
+    }
+    if (lrArg < 0 || lossResult < 0 || updates.empty())
+      return fail("--steps needs a train-step entry (an `lr` argument, a "
+                  "`loss` result and results marked qtune.updates); '" +
+                  func.getSymName() + "' is not one");
+    std::vector<double> losses;
+    for (unsigned step = 1; step <= trainSteps; ++step) {
+      args[lrArg].data.assign(1, learningRate);
+      if (stepArg >= 0)
+        args[stepArg].data.assign(1, double(step));
+      results = qtune::ref::run(func, args);
+      if (failed(results))
+        return fail("evaluation of '" + func.getSymName() + "' failed at step " +
+                    Twine(step));
+      double loss = (*results)[lossResult].data[0];
+      if (!std::isfinite(loss))
+        return fail("the loss is not finite at step " + Twine(step));
+      losses.push_back(loss);
+      for (auto [r, a] : updates)
+        args[a] = (*results)[r];
+    }
+    if (!lossesFile.empty()) {
+      std::string text = "[";
+      for (size_t i = 0; i < losses.size(); ++i)
+        text += (i ? ", " : "") + llvm::formatv("{0:e9}", losses[i]).str();
+      auto out = openOutputFile(lossesFile, &error);
+      if (!out)
+        return fail(error);
+      out->os() << text << "]\n";
+      out->keep();
+    }
+    llvm::errs() << llvm::format("qtune-interp: %u steps, loss %.6g -> %.6g\n",
+                                 unsigned(trainSteps), losses.front(),
+                                 losses.back());
+  } else {
+    results = qtune::ref::run(func, args);
+  }
   if (failed(results))
     return fail("evaluation of '" + func.getSymName() + "' failed");
 

@@ -22,11 +22,13 @@ struct NamedTensor {
 /// Reads the requested tensors of one safetensors file. Each must exist, have
 /// its type's shape and a dtype that stores the element type exactly (i32 accepts
 /// I32 and U32) and, for floats, hold only finite values. On failure `error`
-/// names the file, the tensor and what differs.
+/// names the file, the tensor and what differs. A tensor for which
+/// `zeroIfMissing(name)` holds may be absent; it reads as zeros.
 mlir::LogicalResult
 readTensors(const std::string &path,
             llvm::ArrayRef<std::pair<std::string, mlir::RankedTensorType>> wanted,
-            std::vector<HostTensor> &out, std::string &error);
+            std::vector<HostTensor> &out, std::string &error,
+            llvm::function_ref<bool(llvm::StringRef)> zeroIfMissing = nullptr);
 
 /// Writes tensors atomically; floats as F32 (`floatsAsF32`) or as their own
 /// element type, integers as I32/I64.

@@ -1,77 +1,195 @@
-//===- ElementwiseKernels.cpp - small per-element GPU kernels ---------------===//
+//===- ElementwiseKernels.cpp - per-element and reduction GPU kernels -------===//
 
 #include "qtune/Conversion/QTuneToGPU/ElementwiseKernels.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
-#include "mlir/IR/ImplicitLocOpBuilder.h"
 
 using namespace mlir;
 
 namespace qtune {
 
 namespace {
-MemRefType flat(Type element) {
-  return MemRefType::get({ShapedType::kDynamic}, element);
-}
+constexpr int64_t kWarps = kElementwiseThreads / 32;
 
-/// A kernel over `args` whose body runs `body(i)` for the global thread index
-/// i when i < n (the last argument).
-gpu::GPUFuncOp buildPerElement(OpBuilder &builder, Location loc, StringRef name,
-                               ArrayRef<Type> args,
-                               function_ref<void(ImplicitLocOpBuilder &,
-                                                 Block &, Value)>
-                                   body) {
+Value globalIndex(ImplicitLocOpBuilder &b) {
+  return arith::AddIOp::create(
+      b,
+      arith::MulIOp::create(b, gpu::BlockIdOp::create(b, gpu::Dimension::x),
+                            arith::ConstantIndexOp::create(b, kElementwiseThreads)),
+      gpu::ThreadIdOp::create(b, gpu::Dimension::x));
+}
+} // namespace
+
+gpu::GPUFuncOp
+buildKernel(OpBuilder &builder, Location loc, StringRef name,
+            ArrayRef<Type> args, TypeRange workgroup,
+            function_ref<void(ImplicitLocOpBuilder &, ValueRange, ValueRange)>
+                body) {
   SmallVector<Type> types(args);
   types.push_back(builder.getIndexType());
   auto func = gpu::GPUFuncOp::create(
       builder, loc, name, FunctionType::get(builder.getContext(), types, {}),
-      TypeRange{}, TypeRange{});
+      workgroup, TypeRange{});
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
   func.setKnownBlockSizeAttr(builder.getDenseI32ArrayAttr(
       {int32_t(kElementwiseThreads), 1, 1}));
   Block &entry = func.getBody().front();
   ImplicitLocOpBuilder b(loc, builder.getContext());
   b.setInsertionPointToStart(&entry);
-  Value i = arith::AddIOp::create(
-      b,
-      arith::MulIOp::create(b, gpu::BlockIdOp::create(b, gpu::Dimension::x),
-                            arith::ConstantIndexOp::create(b, kElementwiseThreads)),
-      gpu::ThreadIdOp::create(b, gpu::Dimension::x));
-  Value n = entry.getArguments().back();
-  auto inRange = scf::IfOp::create(
-      b, arith::CmpIOp::create(b, arith::CmpIPredicate::ult, i, n), false);
-  b.setInsertionPointToStart(inRange.thenBlock());
-  body(b, entry, i);
+  body(b, entry.getArguments().take_front(func.getFunctionType().getNumInputs()),
+       func.getWorkgroupAttributions());
   b.setInsertionPointToEnd(&entry);
   gpu::ReturnOp::create(b);
   return func;
 }
-} // namespace
 
-gpu::GPUFuncOp buildFillZeroKernel(OpBuilder &b, Location loc, StringRef name,
-                                   Type element) {
-  return buildPerElement(
-      b, loc, name, {flat(element)},
-      [&](ImplicitLocOpBuilder &ib, Block &entry, Value i) {
-        Value zero = arith::ConstantOp::create(ib, ib.getZeroAttr(element));
-        memref::StoreOp::create(ib, zero, entry.getArgument(0), ValueRange{i});
+MemRefType flatMemRef(Type element) {
+  return MemRefType::get({ShapedType::kDynamic}, element);
+}
+
+Value toF32(ImplicitLocOpBuilder &b, Value v) {
+  unsigned w = v.getType().getIntOrFloatBitWidth();
+  if (v.getType().isF32())
+    return v;
+  return w < 32 ? Value(arith::ExtFOp::create(b, b.getF32Type(), v))
+                : Value(arith::TruncFOp::create(b, b.getF32Type(), v));
+}
+
+Value fromF32(ImplicitLocOpBuilder &b, Value v, Type to) {
+  if (to.isF32())
+    return v;
+  return to.getIntOrFloatBitWidth() < 32
+             ? Value(arith::TruncFOp::create(b, to, v))
+             : Value(arith::ExtFOp::create(b, to, v));
+}
+
+gpu::GPUFuncOp buildPerElementKernel(
+    OpBuilder &builder, Location loc, StringRef name, ArrayRef<Type> args,
+    function_ref<void(ImplicitLocOpBuilder &, ValueRange, Value)> body) {
+  return buildKernel(
+      builder, loc, name, args, {},
+      [&](ImplicitLocOpBuilder &b, ValueRange arguments, ValueRange) {
+        Value i = globalIndex(b);
+        auto inRange = scf::IfOp::create(
+            b,
+            arith::CmpIOp::create(b, arith::CmpIPredicate::ult, i,
+                                  arguments.back()),
+            false);
+        b.setInsertionPointToStart(inRange.thenBlock());
+        body(b, arguments.drop_back(), i);
+      });
+}
+
+Value blockReduce(ImplicitLocOpBuilder &b, Value v, bool max, Value scratch) {
+  auto combine = [&](Value x, Value y) -> Value {
+    return max ? Value(arith::MaximumFOp::create(b, x, y))
+               : Value(arith::AddFOp::create(b, x, y));
+  };
+  auto warpReduce = [&](Value x) {
+    for (int32_t offset = 16; offset > 0; offset /= 2)
+      x = combine(x, gpu::ShuffleOp::create(b, x, offset, 32,
+                                            gpu::ShuffleMode::XOR)
+                         .getShuffleResult());
+    return x;
+  };
+  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  Value c32 = arith::ConstantIndexOp::create(b, 32);
+  Value c0 = arith::ConstantIndexOp::create(b, 0);
+  Value warp = arith::DivUIOp::create(b, tid, c32);
+  Value lane = arith::RemUIOp::create(b, tid, c32);
+  v = warpReduce(v);
+  // The previous reduction's readers are done before scratch is rewritten.
+  gpu::BarrierOp::create(b);
+  auto first = scf::IfOp::create(
+      b, arith::CmpIOp::create(b, arith::CmpIPredicate::eq, lane, c0), false);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(first.thenBlock());
+    memref::StoreOp::create(b, v, scratch, ValueRange{warp});
+  }
+  gpu::BarrierOp::create(b);
+  // Every warp reduces the per-warp partials (lanes past the warp count
+  // contribute the identity), so every thread ends with the total.
+  Value identity = arith::ConstantOp::create(
+      b, b.getF32FloatAttr(max ? -std::numeric_limits<float>::infinity() : 0.f));
+  Value inWarps = arith::CmpIOp::create(
+      b, arith::CmpIPredicate::ult, lane, arith::ConstantIndexOp::create(b, kWarps));
+  auto partial = scf::IfOp::create(b, b.getF32Type(), inWarps, true);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(partial.thenBlock());
+    scf::YieldOp::create(
+        b, ValueRange{memref::LoadOp::create(b, scratch, ValueRange{lane})});
+    b.setInsertionPointToStart(partial.elseBlock());
+    scf::YieldOp::create(b, identity);
+  }
+  return warpReduce(partial.getResult(0));
+}
+
+gpu::GPUFuncOp buildSumKernel(
+    OpBuilder &builder, Location loc, StringRef name, ArrayRef<Type> args,
+    function_ref<Value(ImplicitLocOpBuilder &, ValueRange, Value)> value) {
+  SmallVector<Type> types(args);
+  types.push_back(flatMemRef(builder.getF32Type()));
+  auto workgroup = gpu::AddressSpaceAttr::get(builder.getContext(),
+                                              gpu::AddressSpace::Workgroup);
+  auto scratchType = MemRefType::get({kWarps}, builder.getF32Type(),
+                                     MemRefLayoutAttrInterface(), workgroup);
+  return buildKernel(
+      builder, loc, name, types, scratchType,
+      [&](ImplicitLocOpBuilder &b, ValueRange arguments, ValueRange workgroup) {
+        Value i = globalIndex(b);
+        Value n = arguments.back();
+        ValueRange inputs = arguments.drop_back(2);
+        Value out = arguments[arguments.size() - 2];
+        auto term = scf::IfOp::create(
+            b, b.getF32Type(),
+            arith::CmpIOp::create(b, arith::CmpIPredicate::ult, i, n), true);
+        {
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPointToStart(term.thenBlock());
+          scf::YieldOp::create(b, value(b, inputs, i));
+          b.setInsertionPointToStart(term.elseBlock());
+          scf::YieldOp::create(
+              b, ValueRange{arith::ConstantOp::create(b, b.getF32FloatAttr(0))});
+        }
+        Value total =
+            blockReduce(b, term.getResult(0), /*max=*/false, workgroup[0]);
+        Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+        auto leader = scf::IfOp::create(
+            b,
+            arith::CmpIOp::create(b, arith::CmpIPredicate::eq, tid,
+                                  arith::ConstantIndexOp::create(b, 0)),
+            false);
+        b.setInsertionPointToStart(leader.thenBlock());
+        memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addf, total, out,
+                                    ValueRange{arith::ConstantIndexOp::create(b, 0)});
+      });
+}
+
+gpu::GPUFuncOp buildFillKernel(OpBuilder &b, Location loc, StringRef name,
+                               Type element, double value) {
+  return buildPerElementKernel(
+      b, loc, name, {flatMemRef(element)},
+      [&](ImplicitLocOpBuilder &ib, ValueRange args, Value i) {
+        TypedAttr attr = isa<FloatType>(element)
+                             ? TypedAttr(ib.getFloatAttr(element, value))
+                             : TypedAttr(ib.getIntegerAttr(element, int64_t(value)));
+        Value v = arith::ConstantOp::create(ib, attr);
+        memref::StoreOp::create(ib, v, args[0], ValueRange{i});
       });
 }
 
 gpu::GPUFuncOp buildConvertKernel(OpBuilder &b, Location loc, StringRef name,
                                   Type from, Type to) {
-  return buildPerElement(
-      b, loc, name, {flat(from), flat(to)},
-      [&](ImplicitLocOpBuilder &ib, Block &entry, Value i) {
-        Value v = memref::LoadOp::create(ib, entry.getArgument(0), ValueRange{i});
-        unsigned fw = from.getIntOrFloatBitWidth(), tw = to.getIntOrFloatBitWidth();
-        if (fw > tw)
-          v = arith::TruncFOp::create(ib, to, v);
-        else if (fw < tw)
-          v = arith::ExtFOp::create(ib, to, v);
-        memref::StoreOp::create(ib, v, entry.getArgument(1), ValueRange{i});
+  return buildPerElementKernel(
+      b, loc, name, {flatMemRef(from), flatMemRef(to)},
+      [&](ImplicitLocOpBuilder &ib, ValueRange args, Value i) {
+        Value v = memref::LoadOp::create(ib, args[0], ValueRange{i});
+        memref::StoreOp::create(ib, fromF32(ib, toF32(ib, v), to), args[1],
+                                ValueRange{i});
       });
 }
 

@@ -3,10 +3,12 @@
 #include "qtune/Conversion/Passes.h"
 #include "qtune/Conversion/QTuneToGPU/ElementwiseKernels.h"
 #include "qtune/Conversion/QTuneToGPU/GemmTemplate.h"
+#include "qtune/Conversion/QTuneToGPU/TrainingKernels.h"
 #include "qtune/Dialect/QTune/IR/QTuneOps.h"
 
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/SymbolTable.h"
+#include "llvm/Support/Format.h"
 
 namespace qtune {
 #define GEN_PASS_DEF_QTUNELOWERTOGPU
@@ -40,6 +42,25 @@ GemmSchedule chooseSchedule(int64_t m, const GemmSchedule &given) {
   return s;
 }
 
+/// A cache key naming a kernel kind and the element types it was built for.
+std::string kernelKey(StringRef kind, ArrayRef<Type> types,
+                      ArrayRef<double> constants = {}) {
+  std::string key;
+  llvm::raw_string_ostream os(key);
+  os << kind;
+  for (Type t : types)
+    os << ":" << t;
+  for (double c : constants)
+    os << ":" << llvm::format("%.17g", c);
+  return key;
+}
+
+Type elementOf(Value v) { return getElementTypeOrSelf(v.getType()); }
+
+int64_t numElements(Value v) {
+  return cast<ShapedType>(v.getType()).getNumElements();
+}
+
 class Lowering {
 public:
   Lowering(ModuleOp module, gpu::GPUModuleOp kernels, GemmSchedule schedule)
@@ -68,10 +89,25 @@ private:
   /// gradient GEMM with a per-element derivative epilogue that accumulates
   /// atomically in f32 (zeroed first; converted to the component's type after).
   LogicalResult lowerComponentGrad(OpBuilder &b, ComponentGradOp op);
-  /// Launches a per-element kernel over `n` elements.
+  /// Launches a per-element kernel over `n` elements (`blocks` thread
+  /// blocks, by default one thread per element), building it on first use.
   void launchElementwise(OpBuilder &b, Location loc, StringRef key,
                          function_ref<void(OpBuilder &, StringRef)> build,
-                         ValueRange buffers, int64_t n);
+                         ValueRange buffers, int64_t n, int64_t blocks = 0);
+  /// A new buffer of `type` with every element `value`.
+  Value filled(OpBuilder &b, Location loc, MemRefType type, double value);
+  /// A zeroed f32 buffer of `shape`.
+  Value zeroedF32(OpBuilder &b, Location loc, ArrayRef<int64_t> shape);
+  LogicalResult lowerConstant(OpBuilder &b, arith::ConstantOp op);
+  LogicalResult lowerMseLoss(OpBuilder &b, MseLossOp op);
+  LogicalResult lowerMseLossGrad(OpBuilder &b, MseLossGradOp op);
+  LogicalResult lowerAdd(OpBuilder &b, arith::AddFOp op);
+  LogicalResult lowerClip(OpBuilder &b, ClipGradNormOp op);
+  /// Optimizer steps update their parameter and state buffers in place: each
+  /// must be a function argument that no later op reads.
+  LogicalResult requireInPlace(Operation *op, ValueRange updated);
+  LogicalResult lowerAdamW(OpBuilder &b, AdamWOp op);
+  LogicalResult lowerLion(OpBuilder &b, LionOp op);
   /// Appends the weight's buffers (its components, or the dense weight) to
   /// `bufs` and records its format and component types in `spec`.
   LogicalResult addWeight(Operation *op, Value weight, GemmSpec &spec,
@@ -97,7 +133,11 @@ MemRefType bufferType(RankedTensorType t) {
 Value Lowering::flatView(OpBuilder &b, Location loc, Value buffer) {
   auto type = cast<MemRefType>(buffer.getType());
   Value flat = buffer;
-  if (type.getRank() != 1) {
+  if (type.getRank() == 0) {
+    flat = memref::ExpandShapeOp::create(
+        b, loc, MemRefType::get({1}, type.getElementType()), buffer,
+        ArrayRef<ReassociationIndices>{});
+  } else if (type.getRank() != 1) {
     ReassociationIndices all;
     for (int64_t i = 0; i < type.getRank(); ++i)
       all.push_back(i);
@@ -343,7 +383,7 @@ LogicalResult Lowering::lowerWeightGrad(OpBuilder &b, WeightGradOp op) {
 
 void Lowering::launchElementwise(OpBuilder &b, Location loc, StringRef key,
                                  function_ref<void(OpBuilder &, StringRef)> build,
-                                 ValueRange bufs, int64_t n) {
+                                 ValueRange bufs, int64_t n, int64_t blocks) {
   auto it = kernelCache.find(key);
   SymbolRefAttr kernel;
   if (it != kernelCache.end()) {
@@ -361,10 +401,10 @@ void Lowering::launchElementwise(OpBuilder &b, Location loc, StringRef key,
   for (Value buf : bufs)
     args.push_back(flatView(b, loc, buf));
   args.push_back(c(n));
+  if (!blocks)
+    blocks = (n + kElementwiseThreads - 1) / kElementwiseThreads;
   gpu::LaunchFuncOp::create(
-      b, loc, kernel,
-      gpu::KernelDim3{c((n + kElementwiseThreads - 1) / kElementwiseThreads),
-                      c(1), c(1)},
+      b, loc, kernel, gpu::KernelDim3{c(blocks), c(1), c(1)},
       gpu::KernelDim3{c(kElementwiseThreads), c(1), c(1)}, Value(), args);
 }
 
@@ -396,17 +436,11 @@ LogicalResult Lowering::lowerComponentGrad(OpBuilder &b, ComponentGradOp op) {
     spec.gradComponentTypes.push_back(
         cast<RankedTensorType>(comp.getType()).getElementType());
   Type f32 = b.getF32Type();
-  Value result = memref::AllocOp::create(b, loc, bufferType(resultType));
-  Value acc = element.isF32()
-                  ? result
-                  : Value(memref::AllocOp::create(
-                        b, loc, MemRefType::get(resultType.getShape(), f32)));
-  launchElementwise(
-      b, loc, "fill:f32",
-      [&](OpBuilder &kb, StringRef name) {
-        buildFillZeroKernel(kb, kernels.getLoc(), name, f32);
-      },
-      ValueRange{acc}, numel);
+  Value acc = zeroedF32(b, loc, resultType.getShape());
+  Value result = element.isF32()
+                     ? acc
+                     : Value(memref::AllocOp::create(b, loc,
+                                                     bufferType(resultType)));
   bufs.push_back(acc);
   if (failed(launch(b, op, spec, w.getN(), bufs)))
     return failure();
@@ -422,6 +456,215 @@ LogicalResult Lowering::lowerComponentGrad(OpBuilder &b, ComponentGradOp op) {
         ValueRange{acc, result}, numel);
   }
   buffers.map(op.getResult(), result);
+  return success();
+}
+
+Value Lowering::filled(OpBuilder &b, Location loc, MemRefType type,
+                      double value) {
+  Value buf = memref::AllocOp::create(b, loc, type);
+  Type e = type.getElementType();
+  launchElementwise(
+      b, loc, kernelKey("fill", {e}, {value}),
+      [&](OpBuilder &kb, StringRef name) {
+        buildFillKernel(kb, kernels.getLoc(), name, e, value);
+      },
+      ValueRange{buf}, type.getNumElements());
+  return buf;
+}
+
+Value Lowering::zeroedF32(OpBuilder &b, Location loc, ArrayRef<int64_t> shape) {
+  return filled(b, loc, MemRefType::get(shape, b.getF32Type()), 0);
+}
+
+LogicalResult Lowering::lowerConstant(OpBuilder &b, arith::ConstantOp op) {
+  auto splat = dyn_cast<SplatElementsAttr>(op.getValue());
+  auto type = dyn_cast<RankedTensorType>(op.getType());
+  if (!splat || !type || !type.hasStaticShape())
+    return op.emitError("qtune-lower-to-gpu: only splat tensor constants "
+                        "have a GPU lowering");
+  double value = isa<FloatType>(type.getElementType())
+                     ? splat.getSplatValue<APFloat>().convertToDouble()
+                     : double(splat.getSplatValue<APInt>().getSExtValue());
+  buffers.map(op.getResult(), filled(b, op.getLoc(), bufferType(type), value));
+  return success();
+}
+
+LogicalResult Lowering::lowerMseLoss(OpBuilder &b, MseLossOp op) {
+  SmallVector<Value> bufs;
+  if (failed(addBuffers(op, {op.getPrediction(), op.getTarget()}, bufs)))
+    return failure();
+  Type p = elementOf(op.getPrediction()), t = elementOf(op.getTarget());
+  int64_t n = numElements(op.getPrediction());
+  Value loss = zeroedF32(b, op.getLoc(), {});
+  bufs.push_back(loss);
+  launchElementwise(
+      b, op.getLoc(), kernelKey("mse", {p, t}, {double(n)}),
+      [&](OpBuilder &kb, StringRef name) {
+        buildMseLossKernel(kb, kernels.getLoc(), name, p, t, n);
+      },
+      bufs, n);
+  buffers.map(op.getResult(), loss);
+  return success();
+}
+
+LogicalResult Lowering::lowerMseLossGrad(OpBuilder &b, MseLossGradOp op) {
+  SmallVector<Value> bufs;
+  if (failed(addBuffers(op, {op.getPrediction(), op.getTarget(), op.getGrad()},
+                        bufs)))
+    return failure();
+  Type p = elementOf(op.getPrediction()), t = elementOf(op.getTarget()),
+       r = elementOf(op.getResult());
+  int64_t n = numElements(op.getPrediction());
+  Value result = memref::AllocOp::create(
+      b, op.getLoc(), bufferType(cast<RankedTensorType>(op.getType())));
+  bufs.push_back(result);
+  launchElementwise(
+      b, op.getLoc(), kernelKey("mse_grad", {p, t, r}, {double(n)}),
+      [&](OpBuilder &kb, StringRef name) {
+        buildMseLossGradKernel(kb, kernels.getLoc(), name, p, t, r, n);
+      },
+      bufs, n);
+  buffers.map(op.getResult(), result);
+  return success();
+}
+
+LogicalResult Lowering::lowerAdd(OpBuilder &b, arith::AddFOp op) {
+  auto type = dyn_cast<RankedTensorType>(op.getType());
+  if (!type || !type.hasStaticShape())
+    return op.emitError() << "qtune-lower-to-gpu: arith.addf takes statically "
+                             "shaped tensors here, got "
+                          << op.getType();
+  SmallVector<Value> bufs;
+  if (failed(addBuffers(op, {op.getLhs(), op.getRhs()}, bufs)))
+    return failure();
+  Value result = memref::AllocOp::create(b, op.getLoc(), bufferType(type));
+  bufs.push_back(result);
+  Type e = type.getElementType();
+  launchElementwise(
+      b, op.getLoc(), kernelKey("add", {e}),
+      [&](OpBuilder &kb, StringRef name) {
+        buildAddKernel(kb, kernels.getLoc(), name, e);
+      },
+      bufs, type.getNumElements());
+  buffers.map(op.getResult(), result);
+  return success();
+}
+
+LogicalResult Lowering::lowerClip(OpBuilder &b, ClipGradNormOp op) {
+  Location loc = op.getLoc();
+  Value sumsq = zeroedF32(b, loc, {});
+  for (Value g : op.getGrads()) {
+    FailureOr<Value> buf = buffer(op, g);
+    if (failed(buf))
+      return failure();
+    Type e = elementOf(g);
+    launchElementwise(
+        b, loc, kernelKey("sumsq", {e}),
+        [&](OpBuilder &kb, StringRef name) {
+          buildSumSquaresKernel(kb, kernels.getLoc(), name, e);
+        },
+        ValueRange{*buf, sumsq}, numElements(g));
+  }
+  double maxNorm = op.getMaxNorm().convertToDouble();
+  for (auto [g, r] : llvm::zip(op.getGrads(), op.getResults())) {
+    Type e = elementOf(g);
+    Value result =
+        memref::AllocOp::create(b, loc, bufferType(cast<RankedTensorType>(r.getType())));
+    launchElementwise(
+        b, loc, kernelKey("clip", {e}, {maxNorm}),
+        [&](OpBuilder &kb, StringRef name) {
+          buildClipKernel(kb, kernels.getLoc(), name, e, maxNorm);
+        },
+        ValueRange{buffers.lookup(g), sumsq, result}, numElements(g));
+    buffers.map(r, result);
+  }
+  return success();
+}
+
+LogicalResult Lowering::requireInPlace(Operation *op, ValueRange updated) {
+  for (Value v : updated) {
+    if (!v)
+      continue;
+    auto arg = dyn_cast<BlockArgument>(v);
+    if (!arg || !isa<func::FuncOp>(arg.getOwner()->getParentOp()))
+      return op->emitError("qtune-lower-to-gpu: an optimizer updates its "
+                           "parameter and states in place, so each must be a "
+                           "function argument");
+    for (Operation *user : v.getUsers())
+      if (user != op && !isa<func::ReturnOp>(user) && op->isBeforeInBlock(user))
+        return op->emitError() << "qtune-lower-to-gpu: argument #"
+                               << arg.getArgNumber()
+                               << " is updated in place here but read after "
+                                  "the update by '"
+                               << user->getName() << "'";
+  }
+  return success();
+}
+
+LogicalResult Lowering::lowerAdamW(OpBuilder &b, AdamWOp op) {
+  if (failed(requireInPlace(op, {op.getParam(), op.getM(), op.getV()})))
+    return failure();
+  SmallVector<Value> bufs;
+  if (failed(addBuffers(op, {op.getParam(), op.getGrad(), op.getM(), op.getV(),
+                             op.getLr(), op.getStep()},
+                        bufs)))
+    return failure();
+  OptimizerHyper h{op.getBeta1().convertToDouble(),
+                   op.getBeta2().convertToDouble(),
+                   op.getEps().convertToDouble(),
+                   op.getWeightDecay().convertToDouble()};
+  Type p = elementOf(op.getParam()), g = elementOf(op.getGrad());
+  launchElementwise(
+      b, op.getLoc(),
+      kernelKey("adamw", {p, g}, {h.beta1, h.beta2, h.eps, h.weightDecay}),
+      [&](OpBuilder &kb, StringRef name) {
+        buildAdamWKernel(kb, kernels.getLoc(), name, p, g, h);
+      },
+      bufs, numElements(op.getParam()));
+  buffers.map(op.getNewParam(), bufs[0]);
+  buffers.map(op.getNewM(), bufs[2]);
+  buffers.map(op.getNewV(), bufs[3]);
+  return success();
+}
+
+LogicalResult Lowering::lowerLion(OpBuilder &b, LionOp op) {
+  if (failed(requireInPlace(op, {op.getParam(), op.getM(), op.getMScales()})))
+    return failure();
+  SmallVector<Value> bufs;
+  SmallVector<Value> operands{op.getParam(), op.getGrad(), op.getM()};
+  if (op.getMScales())
+    operands.push_back(op.getMScales());
+  operands.push_back(op.getLr());
+  if (failed(addBuffers(op, operands, bufs)))
+    return failure();
+  OptimizerHyper h{op.getBeta1().convertToDouble(),
+                   op.getBeta2().convertToDouble(), 0,
+                   op.getWeightDecay().convertToDouble()};
+  Type p = elementOf(op.getParam()), g = elementOf(op.getGrad()),
+       m = elementOf(op.getM());
+  int64_t n = numElements(op.getParam());
+  if (op.getMomentum() == StateFormat::int8) {
+    int64_t block = op.getBlock();
+    launchElementwise(
+        b, op.getLoc(),
+        kernelKey("lion_int8", {p, g},
+                  {h.beta1, h.beta2, h.weightDecay, double(block)}),
+        [&](OpBuilder &kb, StringRef name) {
+          buildLionInt8Kernel(kb, kernels.getLoc(), name, p, g, block, h);
+        },
+        bufs, n, (n + block - 1) / block);
+    buffers.map(op.getNewMScales(), bufs[3]);
+  } else {
+    launchElementwise(
+        b, op.getLoc(),
+        kernelKey("lion", {p, g, m}, {h.beta1, h.beta2, h.weightDecay}),
+        [&](OpBuilder &kb, StringRef name) {
+          buildLionKernel(kb, kernels.getLoc(), name, p, g, m, h);
+        },
+        bufs, n);
+  }
+  buffers.map(op.getNewParam(), bufs[0]);
+  buffers.map(op.getNewM(), bufs[2]);
   return success();
 }
 
@@ -468,6 +711,20 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
       ok = lowerWeightGrad(b, wg);
     } else if (auto cg = dyn_cast<ComponentGradOp>(op)) {
       ok = lowerComponentGrad(b, cg);
+    } else if (auto l = dyn_cast<MseLossOp>(op)) {
+      ok = lowerMseLoss(b, l);
+    } else if (auto l = dyn_cast<MseLossGradOp>(op)) {
+      ok = lowerMseLossGrad(b, l);
+    } else if (auto c = dyn_cast<arith::ConstantOp>(op)) {
+      ok = lowerConstant(b, c);
+    } else if (auto a = dyn_cast<arith::AddFOp>(op)) {
+      ok = lowerAdd(b, a);
+    } else if (auto c = dyn_cast<ClipGradNormOp>(op)) {
+      ok = lowerClip(b, c);
+    } else if (auto a = dyn_cast<AdamWOp>(op)) {
+      ok = lowerAdamW(b, a);
+    } else if (auto l = dyn_cast<LionOp>(op)) {
+      ok = lowerLion(b, l);
     } else if (auto l = dyn_cast<LinearOp>(op)) {
       ok = lowerLinear(b, l, l.getInput(), l.getWeight(), l.getBias(), {}, {},
                        {}, 0, 0);
@@ -486,7 +743,9 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
                                "first; supported: qtune.qweight, "
                                "qtune.linear, qtune.fused_linear, "
                                "qtune.linear_t, qtune.weight_grad, "
-                               "qtune.component_grad)";
+                               "qtune.component_grad, qtune.mse_loss(_grad), "
+                               "qtune.clip_grad_norm, qtune.adamw, "
+                               "qtune.lion, arith.addf)";
     }
     if (failed(ok))
       return failure();

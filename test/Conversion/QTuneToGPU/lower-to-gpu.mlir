@@ -132,9 +132,9 @@ func.func @gradients(%g: tensor<2x3x64xbf16>, %x: tensor<2x3x32xbf16>, %c: tenso
 // convert to the scales' bf16. No N×K gradient buffer exists.
 !w = !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 32>>
 // CHECK-LABEL: func.func @peqa
-// CHECK: %[[R:.*]] = memref.alloc() : memref<64x4xbf16>
 // CHECK: %[[ACC:.*]] = memref.alloc() : memref<64x4xf32>
 // CHECK: gpu.launch_func @qtune_kernels::@qtune_elementwise_0
+// CHECK: %[[R:.*]] = memref.alloc() : memref<64x4xbf16>
 // CHECK-NOT: memref.alloc() : memref<64x128
 // CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_1
 // CHECK: gpu.launch_func @qtune_kernels::@qtune_elementwise_2
@@ -146,4 +146,64 @@ func.func @peqa(%g: tensor<8x64xbf16>, %x: tensor<8x128xbf16>, %c: tensor<64x16x
   %w = qtune.qweight scale_only %c, %s, %z : tensor<64x16xi32>, tensor<64x4xbf16>, tensor<64x4xbf16> -> !w
   %ds = qtune.component_grad %g, %x, %w {component = 1 : i64} : tensor<8x64xbf16>, tensor<8x128xbf16>, !w -> tensor<64x4xbf16>
   return %ds : tensor<64x4xbf16>
+}
+
+// -----
+
+// A train step: the loss is summed per block into a zeroed scalar, the seed
+// gradient is a filled constant, clipping sums squares then scales, and the
+// optimizer updates its parameter and states in place (no allocation for
+// them; the results are the argument buffers). Int8 Lion momentum runs one
+// thread block per momentum block (2048 / 256 = 8).
+// CHECK-LABEL: func.func @step(
+// CHECK-SAME: %[[W:[a-z0-9]+]]: memref<32x64xbf16> {qtune.name = "w"
+// CHECK-SAME: %[[M:[a-z0-9]+]]: memref<32x64xi8>
+// CHECK-SAME: %[[MS:[a-z0-9]+]]: memref<8xf32>
+// CHECK: memref.alloc() : memref<4x32xbf16>
+// CHECK: %[[LOSS:.*]] = memref.alloc() : memref<f32>
+// CHECK-NOT: memref.alloc() : memref<32x64xbf16>
+// CHECK: %[[DW:.*]] = memref.alloc() : memref<32x64xbf16>
+// CHECK: %[[CLIPPED:.*]] = memref.alloc() : memref<32x64xbf16>
+// CHECK: gpu.launch_func @qtune_kernels::@[[CLIP:qtune_elementwise_[0-9]+]] blocks in (%c8
+// CHECK-NOT: memref.alloc
+// CHECK: %[[WF:.*]] = memref.cast %{{.*}} : memref<2048xbf16> to memref<?xbf16>
+// CHECK: gpu.launch_func @qtune_kernels::@[[LION:qtune_elementwise_[0-9]+]] blocks in (%c8
+// CHECK-SAME: args(%[[WF]] : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xi8>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xf32>
+// CHECK: return %[[LOSS]], %[[W]], %[[M]], %[[MS]]
+// The loss kernel: warp shuffles, one atomic add per block.
+// CHECK: gpu.func @qtune_elementwise_{{[0-9]+}}({{.*}}) workgroup(%{{.*}} : memref<8xf32, #gpu.address_space<workgroup>>) kernel
+// CHECK: gpu.shuffle  xor
+// CHECK: memref.atomic_rmw addf
+// CHECK: gpu.func @[[LION]](
+// CHECK: gpu.shuffle  xor
+// CHECK: arith.maximumf
+// CHECK: arith.fptosi {{.*}} : f32 to i8
+func.func @step(%x: tensor<4x64xbf16> {qtune.name = "x", qtune.role = #qtune.role<input>},
+                %t: tensor<4x32xbf16> {qtune.name = "t", qtune.role = #qtune.role<input>},
+                %w: tensor<32x64xbf16> {qtune.name = "w", qtune.role = #qtune.role<trainable>},
+                %m: tensor<32x64xi8> {qtune.name = "w.m", qtune.role = #qtune.role<optimizer_state>},
+                %ms: tensor<8xf32> {qtune.name = "w.m_scales", qtune.role = #qtune.role<optimizer_state>},
+                %lr: tensor<f32> {qtune.name = "lr", qtune.role = #qtune.role<input>})
+    -> (tensor<f32> {qtune.name = "loss"}, tensor<32x64xbf16> {qtune.name = "w", qtune.updates = 2 : i64},
+        tensor<32x64xi8> {qtune.name = "w.m", qtune.updates = 3 : i64}, tensor<8xf32> {qtune.name = "w.m_scales", qtune.updates = 4 : i64}) {
+  %one = arith.constant dense<1.0> : tensor<f32>
+  %y = qtune.linear %x, %w : tensor<4x64xbf16>, tensor<32x64xbf16> -> tensor<4x32xbf16>
+  %l = qtune.mse_loss %y, %t : tensor<4x32xbf16>, tensor<4x32xbf16> -> tensor<f32>
+  %g = qtune.mse_loss_grad %y, %t, %one : tensor<4x32xbf16>, tensor<4x32xbf16>, tensor<f32> -> tensor<4x32xbf16>
+  %dw = qtune.weight_grad %g, %x : tensor<4x32xbf16>, tensor<4x64xbf16> -> tensor<32x64xbf16>
+  %c = qtune.clip_grad_norm %dw {max_norm = 1.0 : f64} : tensor<32x64xbf16> -> tensor<32x64xbf16>
+  %nw, %nm, %ns = qtune.lion %w, %c, %m scales(%ms : tensor<8xf32>), %lr {block = 256 : i64, momentum = #qtune.state<int8>} : tensor<32x64xbf16>, tensor<32x64xbf16>, tensor<32x64xi8>, tensor<f32> -> tensor<32x64xbf16>, tensor<32x64xi8>, tensor<8xf32>
+  return %l, %nw, %nm, %ns : tensor<f32>, tensor<32x64xbf16>, tensor<32x64xi8>, tensor<8xf32>
+}
+
+// -----
+
+// An in-place update must be the last reader of its argument.
+func.func @read_after_update(%w: tensor<8xf32> {qtune.role = #qtune.role<trainable>},
+                             %g: tensor<8xf32>, %m: tensor<8xf32>, %lr: tensor<f32>)
+    -> (tensor<8xf32>, tensor<8xf32>) {
+  // expected-error @+1 {{qtune-lower-to-gpu: argument #0 is updated in place here but read after the update by 'arith.addf'}}
+  %nw, %nm = qtune.lion %w, %g, %m, %lr {momentum = #qtune.state<f32>} : tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<f32> -> tensor<8xf32>, tensor<8xf32>
+  %s = arith.addf %w, %nw : tensor<8xf32>
+  return %s, %nm : tensor<8xf32>, tensor<8xf32>
 }

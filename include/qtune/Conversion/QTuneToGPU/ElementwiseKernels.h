@@ -1,19 +1,70 @@
-//===- ElementwiseKernels.h - small per-element GPU kernels -------*- C++ -*-===//
+//===- ElementwiseKernels.h - per-element and reduction GPU kernels -*- C++ -*-===//
+//
+// Builders for the small kernels around the GEMMs: one thread per element
+// (fills, conversions, losses' gradients, optimizer updates) and sums reduced
+// per block (losses, gradient norms). Every tensor argument is a flat
+// memref<?xT>; the last kernel argument is the element count n.
+//
+//===----------------------------------------------------------------------===//
 
 #ifndef QTUNE_CONVERSION_QTUNETOGPU_ELEMENTWISEKERNELS_H
 #define QTUNE_CONVERSION_QTUNETOGPU_ELEMENTWISEKERNELS_H
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
 
 namespace qtune {
 
-/// Threads per block of the per-element kernels.
+/// Threads per block of the per-element and reduction kernels.
 constexpr int64_t kElementwiseThreads = 256;
 
-/// `name(out: memref<?xT>, n: index)`: out[i] = 0 for i < n.
-mlir::gpu::GPUFuncOp buildFillZeroKernel(mlir::OpBuilder &b, mlir::Location loc,
-                                         llvm::StringRef name,
-                                         mlir::Type element);
+/// The flat memref<?xT> type every kernel takes for a tensor.
+mlir::MemRefType flatMemRef(mlir::Type element);
+
+/// A kernel `name(args..., n: index)` of kElementwiseThreads threads with the
+/// given workgroup buffers; `body(b, arguments (n last), workgroup buffers)`
+/// builds its body.
+mlir::gpu::GPUFuncOp buildKernel(
+    mlir::OpBuilder &b, mlir::Location loc, llvm::StringRef name,
+    llvm::ArrayRef<mlir::Type> args, mlir::TypeRange workgroup,
+    llvm::function_ref<void(mlir::ImplicitLocOpBuilder &, mlir::ValueRange,
+                            mlir::ValueRange)>
+        body);
+
+/// `name(args..., n: index)` running `body(b, args, i)` for the global thread
+/// index i when i < n; launched with ceil(n / kElementwiseThreads) blocks.
+mlir::gpu::GPUFuncOp buildPerElementKernel(
+    mlir::OpBuilder &b, mlir::Location loc, llvm::StringRef name,
+    llvm::ArrayRef<mlir::Type> args,
+    llvm::function_ref<void(mlir::ImplicitLocOpBuilder &, mlir::ValueRange,
+                            mlir::Value)>
+        body);
+
+/// `name(args..., out: memref<?xf32>, n: index)`: out[0] += Σ_{i<n} value(i),
+/// reduced per block (warp shuffles, then shared memory) with one atomic add
+/// per block. `out` must be zeroed first.
+mlir::gpu::GPUFuncOp buildSumKernel(
+    mlir::OpBuilder &b, mlir::Location loc, llvm::StringRef name,
+    llvm::ArrayRef<mlir::Type> args,
+    llvm::function_ref<mlir::Value(mlir::ImplicitLocOpBuilder &,
+                                   mlir::ValueRange, mlir::Value)>
+        value);
+
+/// Sum (or maximum) of the f32 `v` over the block, returned in every thread.
+/// `scratch` is a workgroup memref<kElementwiseThreads/32 x f32>. Every thread
+/// of the block must call it (it has barriers).
+mlir::Value blockReduce(mlir::ImplicitLocOpBuilder &b, mlir::Value v, bool max,
+                        mlir::Value scratch);
+
+/// `v` (a float) widened or narrowed to f32, and back to `to` (rounded to
+/// nearest even).
+mlir::Value toF32(mlir::ImplicitLocOpBuilder &b, mlir::Value v);
+mlir::Value fromF32(mlir::ImplicitLocOpBuilder &b, mlir::Value v, mlir::Type to);
+
+/// `name(out: memref<?xT>, n: index)`: out[i] = value for i < n.
+mlir::gpu::GPUFuncOp buildFillKernel(mlir::OpBuilder &b, mlir::Location loc,
+                                     llvm::StringRef name, mlir::Type element,
+                                     double value = 0);
 
 /// `name(in: memref<?xFrom>, out: memref<?xTo>, n: index)`: out[i] = in[i]
 /// converted (floats rounded to nearest even) for i < n.

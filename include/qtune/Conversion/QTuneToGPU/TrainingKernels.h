@@ -1,0 +1,74 @@
+//===- TrainingKernels.h - loss, clipping and optimizer GPU kernels -*- C++ -*-===//
+//
+// Kernels of a train step other than the GEMMs: the MSE loss and its gradient,
+// gradient-norm clipping, elementwise gradient sums and the optimizer updates
+// (AdamW; Lion with f32, bf16 or int8 block-quantized momentum). Optimizer
+// kernels update their parameter and state buffers in place and read `lr` and
+// `step` from one-element f32 buffers, so one bundle serves a whole schedule.
+// Each follows the semantics of its op (docs/dialect.md) in f32 arithmetic.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef QTUNE_CONVERSION_QTUNETOGPU_TRAININGKERNELS_H
+#define QTUNE_CONVERSION_QTUNETOGPU_TRAININGKERNELS_H
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+
+namespace qtune {
+
+/// `(p, t, loss: f32, n)`: loss[0] += Σ (p − t)² / count (loss zeroed first).
+mlir::gpu::GPUFuncOp buildMseLossKernel(mlir::OpBuilder &b, mlir::Location loc,
+                                        llvm::StringRef name, mlir::Type pElt,
+                                        mlir::Type tElt, int64_t count);
+
+/// `(p, t, g: f32, r, n)`: r = 2 · (p − t) / count · g[0].
+mlir::gpu::GPUFuncOp buildMseLossGradKernel(mlir::OpBuilder &b,
+                                            mlir::Location loc,
+                                            llvm::StringRef name,
+                                            mlir::Type pElt, mlir::Type tElt,
+                                            mlir::Type rElt, int64_t count);
+
+/// `(g, sumsq: f32, n)`: sumsq[0] += Σ g².
+mlir::gpu::GPUFuncOp buildSumSquaresKernel(mlir::OpBuilder &b,
+                                           mlir::Location loc,
+                                           llvm::StringRef name,
+                                           mlir::Type element);
+
+/// `(g, sumsq: f32, r, n)`: r = g · min(1, maxNorm / (sqrt(sumsq[0]) + 1e-6)).
+mlir::gpu::GPUFuncOp buildClipKernel(mlir::OpBuilder &b, mlir::Location loc,
+                                     llvm::StringRef name, mlir::Type element,
+                                     double maxNorm);
+
+/// `(a, b, r, n)`: r = a + b.
+mlir::gpu::GPUFuncOp buildAddKernel(mlir::OpBuilder &b, mlir::Location loc,
+                                    llvm::StringRef name, mlir::Type element);
+
+struct OptimizerHyper {
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0;
+};
+
+/// `(p, g, m: f32, v: f32, lr: f32, step: f32, n)`, in place: one AdamW step.
+mlir::gpu::GPUFuncOp buildAdamWKernel(mlir::OpBuilder &b, mlir::Location loc,
+                                      llvm::StringRef name, mlir::Type pElt,
+                                      mlir::Type gElt,
+                                      const OptimizerHyper &h);
+
+/// `(p, g, m, lr: f32, n)`, in place: one Lion step, m f32 or bf16.
+mlir::gpu::GPUFuncOp buildLionKernel(mlir::OpBuilder &b, mlir::Location loc,
+                                     llvm::StringRef name, mlir::Type pElt,
+                                     mlir::Type gElt, mlir::Type mElt,
+                                     const OptimizerHyper &h);
+
+/// `(p, g, m: i8, scales: f32, lr: f32, n)`, in place: one Lion step with the
+/// momentum stored as int8 codes and one f32 scale per `block` consecutive
+/// elements. Launched with one thread block per momentum block: it decodes,
+/// updates, finds the block's new absmax and requantizes (scale absmax/127).
+mlir::gpu::GPUFuncOp buildLionInt8Kernel(mlir::OpBuilder &b,
+                                         mlir::Location loc,
+                                         llvm::StringRef name, mlir::Type pElt,
+                                         mlir::Type gElt, int64_t block,
+                                         const OptimizerHyper &h);
+
+} // namespace qtune
+
+#endif // QTUNE_CONVERSION_QTUNETOGPU_TRAININGKERNELS_H

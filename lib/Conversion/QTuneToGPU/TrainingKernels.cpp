@@ -1,0 +1,255 @@
+//===- TrainingKernels.cpp - loss, clipping and optimizer GPU kernels -------===//
+
+#include "qtune/Conversion/QTuneToGPU/TrainingKernels.h"
+#include "qtune/Conversion/QTuneToGPU/ElementwiseKernels.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+
+#include <cmath>
+
+using namespace mlir;
+
+namespace qtune {
+
+namespace {
+using B = ImplicitLocOpBuilder;
+
+Value f32(B &b, double v) {
+  return arith::ConstantOp::create(b, b.getF32FloatAttr(float(v)));
+}
+Value load(B &b, Value memref, Value i) {
+  return memref::LoadOp::create(b, memref, ValueRange{i});
+}
+Value loadF32(B &b, Value memref, Value i) { return toF32(b, load(b, memref, i)); }
+Value scalar(B &b, Value memref) {
+  return load(b, memref, arith::ConstantIndexOp::create(b, 0));
+}
+void storeAs(B &b, Value v, Value memref, Value i) {
+  Type element = cast<MemRefType>(memref.getType()).getElementType();
+  memref::StoreOp::create(b, fromF32(b, v, element), memref, ValueRange{i});
+}
+Value add(B &b, Value x, Value y) { return arith::AddFOp::create(b, x, y); }
+Value sub(B &b, Value x, Value y) { return arith::SubFOp::create(b, x, y); }
+Value mul(B &b, Value x, Value y) { return arith::MulFOp::create(b, x, y); }
+Value div(B &b, Value x, Value y) { return arith::DivFOp::create(b, x, y); }
+// Math through NVVM intrinsics, so no kernel needs libdevice.
+Value intrinsic(B &b, StringRef name, Value x) {
+  return LLVM::CallIntrinsicOp::create(b, x.getType(), b.getStringAttr(name),
+                                       ValueRange{x})
+      .getResult(0);
+}
+Value sqrtF32(B &b, Value x) { return intrinsic(b, "llvm.nvvm.sqrt.rn.f", x); }
+Value exp2F32(B &b, Value x) {
+  return intrinsic(b, "llvm.nvvm.ex2.approx.f32", x);
+}
+/// Rounds to the nearest integer, ties to even, for |x| < 2^22: adding and
+/// subtracting 1.5·2^23 leaves no fraction bits (f32 adds round to even).
+Value roundEvenF32(B &b, Value x) {
+  Value magic = f32(b, 12582912.0);
+  return sub(b, add(b, x, magic), magic);
+}
+/// β·x + (1 − β)·y.
+Value mix(B &b, double beta, Value x, Value y) {
+  return add(b, mul(b, f32(b, beta), x), mul(b, f32(b, 1 - beta), y));
+}
+/// −1, 0 or 1.
+Value sign(B &b, Value x) {
+  Value zero = f32(b, 0);
+  Value pos = arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, x, zero);
+  Value neg = arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, x, zero);
+  return arith::SelectOp::create(
+      b, pos, f32(b, 1), arith::SelectOp::create(b, neg, f32(b, -1), zero));
+}
+/// p − lr·(sign(c) + wd·p): the Lion parameter update.
+Value lionParam(B &b, Value p, Value c, Value lr, double wd) {
+  Value step = sign(b, c);
+  if (wd != 0)
+    step = add(b, step, mul(b, f32(b, wd), p));
+  return sub(b, p, mul(b, lr, step));
+}
+} // namespace
+
+gpu::GPUFuncOp buildMseLossKernel(OpBuilder &b, Location loc, StringRef name,
+                                  Type pElt, Type tElt, int64_t count) {
+  return buildSumKernel(
+      b, loc, name, {flatMemRef(pElt), flatMemRef(tElt)},
+      [&](B &ib, ValueRange args, Value i) {
+        Value d = sub(ib, loadF32(ib, args[0], i), loadF32(ib, args[1], i));
+        return mul(ib, mul(ib, d, d), f32(ib, 1.0 / double(count)));
+      });
+}
+
+gpu::GPUFuncOp buildMseLossGradKernel(OpBuilder &b, Location loc,
+                                      StringRef name, Type pElt, Type tElt,
+                                      Type rElt, int64_t count) {
+  Type f32Type = b.getF32Type();
+  return buildPerElementKernel(
+      b, loc, name,
+      {flatMemRef(pElt), flatMemRef(tElt), flatMemRef(f32Type), flatMemRef(rElt)},
+      [&](B &ib, ValueRange args, Value i) {
+        Value d = sub(ib, loadF32(ib, args[0], i), loadF32(ib, args[1], i));
+        Value g = mul(ib, scalar(ib, args[2]), f32(ib, 2.0 / double(count)));
+        storeAs(ib, mul(ib, d, g), args[3], i);
+      });
+}
+
+gpu::GPUFuncOp buildSumSquaresKernel(OpBuilder &b, Location loc,
+                                     StringRef name, Type element) {
+  return buildSumKernel(b, loc, name, {flatMemRef(element)},
+                        [&](B &ib, ValueRange args, Value i) {
+                          Value g = loadF32(ib, args[0], i);
+                          return mul(ib, g, g);
+                        });
+}
+
+gpu::GPUFuncOp buildClipKernel(OpBuilder &b, Location loc, StringRef name,
+                               Type element, double maxNorm) {
+  return buildPerElementKernel(
+      b, loc, name,
+      {flatMemRef(element), flatMemRef(b.getF32Type()), flatMemRef(element)},
+      [&](B &ib, ValueRange args, Value i) {
+        Value norm = sqrtF32(ib, scalar(ib, args[1]));
+        Value factor = arith::MinimumFOp::create(
+            ib, f32(ib, 1), div(ib, f32(ib, maxNorm), add(ib, norm, f32(ib, 1e-6))));
+        storeAs(ib, mul(ib, loadF32(ib, args[0], i), factor), args[2], i);
+      });
+}
+
+gpu::GPUFuncOp buildAddKernel(OpBuilder &b, Location loc, StringRef name,
+                              Type element) {
+  return buildPerElementKernel(
+      b, loc, name,
+      {flatMemRef(element), flatMemRef(element), flatMemRef(element)},
+      [&](B &ib, ValueRange args, Value i) {
+        storeAs(ib, add(ib, loadF32(ib, args[0], i), loadF32(ib, args[1], i)),
+                args[2], i);
+      });
+}
+
+gpu::GPUFuncOp buildAdamWKernel(OpBuilder &b, Location loc, StringRef name,
+                                Type pElt, Type gElt, const OptimizerHyper &h) {
+  Type f = b.getF32Type();
+  return buildPerElementKernel(
+      b, loc, name,
+      {flatMemRef(pElt), flatMemRef(gElt), flatMemRef(f), flatMemRef(f),
+       flatMemRef(f), flatMemRef(f)},
+      [&](B &ib, ValueRange args, Value i) {
+        Value p = loadF32(ib, args[0], i), g = loadF32(ib, args[1], i);
+        Value lr = scalar(ib, args[4]), t = scalar(ib, args[5]);
+        Value m = mix(ib, h.beta1, load(ib, args[2], i), g);
+        Value v = mix(ib, h.beta2, load(ib, args[3], i), mul(ib, g, g));
+        // Bias corrections 1 − β^t = 1 − 2^(t·log2 β).
+        auto correction = [&](double beta) {
+          Value pow = exp2F32(ib, mul(ib, t, f32(ib, std::log2(beta))));
+          return sub(ib, f32(ib, 1), pow);
+        };
+        Value mHat = div(ib, m, correction(h.beta1));
+        Value vHat = div(ib, v, correction(h.beta2));
+        Value update = div(ib, mHat,
+                           add(ib, sqrtF32(ib, vHat), f32(ib, h.eps)));
+        if (h.weightDecay != 0)
+          update = add(ib, update, mul(ib, f32(ib, h.weightDecay), p));
+        storeAs(ib, sub(ib, p, mul(ib, lr, update)), args[0], i);
+        storeAs(ib, m, args[2], i);
+        storeAs(ib, v, args[3], i);
+      });
+}
+
+gpu::GPUFuncOp buildLionKernel(OpBuilder &b, Location loc, StringRef name,
+                               Type pElt, Type gElt, Type mElt,
+                               const OptimizerHyper &h) {
+  return buildPerElementKernel(
+      b, loc, name,
+      {flatMemRef(pElt), flatMemRef(gElt), flatMemRef(mElt),
+       flatMemRef(b.getF32Type())},
+      [&](B &ib, ValueRange args, Value i) {
+        Value p = loadF32(ib, args[0], i), g = loadF32(ib, args[1], i);
+        Value m = loadF32(ib, args[2], i);
+        Value c = mix(ib, h.beta1, m, g);
+        storeAs(ib, lionParam(ib, p, c, scalar(ib, args[3]), h.weightDecay),
+                args[0], i);
+        storeAs(ib, mix(ib, h.beta2, m, g), args[2], i);
+      });
+}
+
+gpu::GPUFuncOp buildLionInt8Kernel(OpBuilder &b, Location loc, StringRef name,
+                                   Type pElt, Type gElt, int64_t block,
+                                   const OptimizerHyper &h) {
+  MLIRContext *ctx = b.getContext();
+  Type f = b.getF32Type();
+  auto workgroup = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
+  auto scratch = MemRefType::get({kElementwiseThreads / 32}, f,
+                                 MemRefLayoutAttrInterface(), workgroup);
+  return buildKernel(
+      b, loc, name,
+      {flatMemRef(pElt), flatMemRef(gElt), flatMemRef(b.getI8Type()),
+       flatMemRef(f), flatMemRef(f)},
+      scratch, [&](B &ib, ValueRange args, ValueRange wg) {
+        Value pBuf = args[0], gBuf = args[1], mBuf = args[2], sBuf = args[3];
+        Value n = args[5];
+        Value blockId = gpu::BlockIdOp::create(ib, gpu::Dimension::x);
+        Value tid = gpu::ThreadIdOp::create(ib, gpu::Dimension::x);
+        Value base = arith::MulIOp::create(
+            ib, blockId, arith::ConstantIndexOp::create(ib, block));
+        Value oldScale = load(ib, sBuf, blockId);
+        Value lr = scalar(ib, args[4]);
+        Value blockEnd = arith::MinUIOp::create(
+            ib, n,
+            arith::AddIOp::create(ib, base, arith::ConstantIndexOp::create(ib, block)));
+        Value threads = arith::ConstantIndexOp::create(ib, kElementwiseThreads);
+        Value first = arith::AddIOp::create(ib, base, tid);
+        // The old momentum and the new one at element i.
+        auto momenta = [&](B &lb, Value i) -> std::pair<Value, Value> {
+          Value code = load(lb, mBuf, i);
+          Value m = mul(lb, arith::SIToFPOp::create(lb, f, code), oldScale);
+          return {m, mix(lb, h.beta2, m, loadF32(lb, gBuf, i))};
+        };
+        // Pass 1: the block's new absmax.
+        auto scan = scf::ForOp::create(
+            ib, first, blockEnd, threads, ValueRange{f32(ib, 0)},
+            [&](OpBuilder &ob, Location l, Value i, ValueRange iter) {
+              B lb(l, ob);
+              Value mNew = momenta(lb, i).second;
+              // |m| as max(m, −m): the NVVM lowering has no plain fabs.
+              Value abs = arith::MaximumFOp::create(
+                  lb, mNew, arith::NegFOp::create(lb, mNew));
+              Value absmax = arith::MaximumFOp::create(lb, iter[0], abs);
+              scf::YieldOp::create(lb, absmax);
+            });
+        Value absmax = blockReduce(ib, scan.getResult(0), /*max=*/true, wg[0]);
+        Value scale = div(ib, absmax, f32(ib, 127));
+        Value positive =
+            arith::CmpFOp::create(ib, arith::CmpFPredicate::OGT, scale, f32(ib, 0));
+        // Pass 2: every thread rewrites only the elements it read, so the old
+        // codes are still in place.
+        scf::ForOp::create(
+            ib, first, blockEnd, threads, ValueRange{},
+            [&](OpBuilder &ob, Location l, Value i, ValueRange) {
+              B lb(l, ob);
+              auto [mOld, mNew] = momenta(lb, i);
+              Value g = loadF32(lb, gBuf, i), p = loadF32(lb, pBuf, i);
+              Value c = mix(lb, h.beta1, mOld, g);
+              storeAs(lb, lionParam(lb, p, c, lr, h.weightDecay), pBuf, i);
+              Value q = roundEvenF32(
+                  lb, div(lb, mNew, arith::SelectOp::create(lb, positive, scale,
+                                                            f32(lb, 1))));
+              q = arith::SelectOp::create(lb, positive, q, f32(lb, 0));
+              memref::StoreOp::create(
+                  lb, arith::FPToSIOp::create(lb, lb.getI8Type(), q), mBuf,
+                  ValueRange{i});
+              scf::YieldOp::create(lb);
+            });
+        auto leader = scf::IfOp::create(
+            ib,
+            arith::CmpIOp::create(ib, arith::CmpIPredicate::eq, tid,
+                                  arith::ConstantIndexOp::create(ib, 0)),
+            false);
+        ib.setInsertionPointToStart(leader.thenBlock());
+        memref::StoreOp::create(ib, scale, sBuf, ValueRange{blockId});
+      });
+}
+
+} // namespace qtune
