@@ -523,6 +523,61 @@ LogicalResult Evaluator::eval(Operation *op) {
         set(l.getNewParam(), rounded(std::move(p), l.getNewParam().getType()));
         return success();
       })
+      .Case<QftLionOp>([&](QftLionOp q) {
+        const HostTensor &g = tensor(q.getGrad()), &x = tensor(q.getInput());
+        int64_t n = q.getGrad().getType().getShape().back();
+        int64_t k = q.getInput().getType().getShape().back();
+        int64_t rows = int64_t(g.data.size()) / n;
+        UniformFormatAttr f = q.getFormat();
+        int64_t gs = f.getGroupSize(k), groups = k / gs;
+        const HostTensor &scales = tensor(q.getParams()[0]);
+        const HostTensor *zeros =
+            f.getSymmetric() ? nullptr : &tensor(q.getParams()[1]);
+        std::vector<uint32_t> words = format::wordsOf(tensor(q.getCodes()));
+        HostTensor m = tensor(q.getM()), ms = tensor(q.getMScales());
+        double lr = tensor(q.getLr()).data[0], sc = q.getScale().convertToDouble();
+        double b1 = q.getBeta1().convertToDouble(),
+               b2 = q.getBeta2().convertToDouble(),
+               wd = q.getWeightDecay().convertToDouble();
+        int64_t block = q.getBlock();
+        for (int64_t r = 0; r < n; ++r) {
+          for (int64_t c = 0; c < k; ++c) {
+            double dw = 0;
+            for (int64_t i = 0; i < rows; ++i)
+              dw += g.data[i * n + r] * x.data[i * k + c];
+            dw *= sc;
+            int64_t e = r * k + c;
+            double mOld = m.data[e] * ms.data[e / block];
+            double cm = b1 * mOld + (1 - b1) * dw;
+            double sign = cm > 0 ? 1.0 : (cm < 0 ? -1.0 : 0.0);
+            int64_t gi = r * groups + c / gs;
+            double s = scales.data[gi], z = zeros ? zeros->data[gi] : 128.0;
+            uint32_t &word = words[(r * k + c) / 4];
+            unsigned shift = 8 * (c % 4);
+            double w = s * (double((word >> shift) & 255u) - z);
+            w -= lr * (sign + wd * w);
+            double code = std::clamp(std::nearbyint(w / s + z), 0.0, 255.0);
+            word = (word & ~(255u << shift)) | (uint32_t(code) << shift);
+            m.data[e] = b2 * mOld + (1 - b2) * dw;
+          }
+        }
+        // Requantize the momentum per block: scale = absmax / 127.
+        for (size_t b0 = 0; b0 < m.data.size(); b0 += block) {
+          double absmax = 0;
+          for (size_t i = b0; i < b0 + block; ++i)
+            absmax = std::max(absmax, std::fabs(m.data[i]));
+          double scale = format::roundTo(absmax / 127.0,
+                                         Float32Type::get(q.getContext()));
+          ms.data[b0 / block] = scale;
+          for (size_t i = b0; i < b0 + block; ++i)
+            m.data[i] = scale > 0 ? std::nearbyint(m.data[i] / scale) : 0.0;
+        }
+        set(q.getNewCodes(),
+            format::tensorOfWords(words, tensor(q.getCodes()).shape));
+        set(q.getNewM(), std::move(m));
+        set(q.getNewMScales(), std::move(ms));
+        return success();
+      })
       .Case<FusedLinearOp>([&](FusedLinearOp f) {
         set(f.getResult(), fusedLinear(f));
         return success();

@@ -118,10 +118,13 @@ LogicalResult differentiate(func::FuncOp func) {
     if (!g) // the argument does not reach the loss
       g = arith::ConstantOp::create(
           b, loc,
-          DenseElementsAttr::get(cast<ShapedType>(arg.getType()),
-                                 b.getFloatAttr(getElementTypeOrSelf(arg), 0.0)));
+          DenseElementsAttr::get(
+              cast<ShapedType>(arg.getType()),
+              cast<TypedAttr>(b.getZeroAttr(getElementTypeOrSelf(arg)))));
     results.push_back(g);
-    resultTypes.push_back(arg.getType());
+    // The gradient has the argument's type, except for QFT codes, whose
+    // gradient is the N×K dW of their weight (fused into qtune.qft_lion).
+    resultTypes.push_back(g.getType());
     std::string name = "arg" + std::to_string(i);
     if (auto n = func.getArgAttrOfType<StringAttr>(i, QTuneDialect::kNameAttrName))
       name = n.str();

@@ -78,9 +78,50 @@ struct QTuneOptimizerPass : qtune::impl::QTuneOptimizerBase<QTuneOptimizerPass> 
     struct State {
       unsigned m, v = 0, scales = 0;
     };
+    // QFT parameters: the codes of an 8-bit uniform weight (qtune.qft_lion).
+    auto qftWeight = [&](unsigned p) -> QWeightOp {
+      for (Operation *user : grad.getArgument(p).getUsers())
+        if (auto q = dyn_cast<QWeightOp>(user))
+          if (q.getComponents()[0] == grad.getArgument(p) &&
+              isQftFormat(q.getType().getFormat()))
+            return q;
+      return {};
+    };
+    for (unsigned p : params) {
+      if (!qftWeight(p))
+        continue;
+      if (adamw || *format != StateFormat::int8)
+        return grad.emitError()
+               << "qtune-optimizer: argument #" << p << " ('" << name(p)
+               << "') trains 8-bit codes (QFT), which update with Lion and "
+                  "int8 momentum: use optimizer=lion momentum=int8";
+      if (maxGradNorm > 0)
+        return grad.emitError("qtune-optimizer: gradient-norm clipping needs "
+                              "every gradient before any update, but QFT "
+                              "never holds its weight's gradient; drop "
+                              "max-grad-norm");
+    }
     SmallVector<State> states;
     for (unsigned p : params) {
       auto type = cast<RankedTensorType>(argTypes[p]);
+      if (QWeightOp q = qftWeight(p)) {
+        // Momentum over the N×K weight, not over the packed codes.
+        int64_t n = q.getType().getN(), k = q.getType().getK();
+        if (k % block != 0)
+          return grad.emitError()
+                 << "qtune-optimizer: QFT momentum blocks must divide K = " << k
+                 << " (block = " << block << ")";
+        State s;
+        s.m = argTypes.size();
+        argTypes.push_back(RankedTensorType::get({n, k}, b.getI8Type()));
+        argAttrs.push_back(roleAttrs(Role::optimizer_state, name(p) + ".m"));
+        s.scales = argTypes.size();
+        argTypes.push_back(RankedTensorType::get({n * k / block}, b.getF32Type()));
+        argAttrs.push_back(
+            roleAttrs(Role::optimizer_state, name(p) + ".m_scales"));
+        states.push_back(s);
+        continue;
+      }
       State s;
       Type mElt = adamw || *format == StateFormat::f32 ? b.getF32Type()
                   : *format == StateFormat::bf16       ? Type(b.getBF16Type())
@@ -157,6 +198,33 @@ struct QTuneOptimizerPass : qtune::impl::QTuneOptimizerBase<QTuneOptimizerPass> 
       Value param = entry->getArgument(p);
       const State &s = states[i];
       SmallVector<std::pair<Value, unsigned>> out;
+      if (QWeightOp q = qftWeight(p)) {
+        auto wg = grads[i].getDefiningOp<WeightGradOp>();
+        if (!wg)
+          return grad.emitError()
+                 << "qtune-optimizer: QFT weight '" << name(p)
+                 << "' must feed exactly one linear layer (its gradient is "
+                    "fused into the update)";
+        auto qft = QftLionOp::create(
+            b, loc,
+            TypeRange{param.getType(), entry->getArgument(s.m).getType(),
+                      entry->getArgument(s.scales).getType()},
+            wg.getGrad(), wg.getInput(), param,
+            llvm::map_to_vector(q.getComponents().drop_front(),
+                                [&](Value v) { return map.lookup(v); }),
+            entry->getArgument(s.m), entry->getArgument(s.scales), lr,
+            cast<UniformFormatAttr>(Attribute(q.getType().getFormat())),
+            wg.getScaleAttr(), b.getF64FloatAttr(beta1), b.getF64FloatAttr(b2),
+            b.getF64FloatAttr(weightDecay), b.getI64IntegerAttr(block));
+        out = {{Value(qft.getNewCodes()), p},
+               {Value(qft.getNewM()), s.m},
+               {Value(qft.getNewMScales()), s.scales}};
+        for (auto [value, arg] : out) {
+          results.push_back(value);
+          resultAttrs.push_back(updates(arg));
+        }
+        continue;
+      }
       if (adamw) {
         auto op = AdamWOp::create(
             b, loc,
@@ -190,6 +258,11 @@ struct QTuneOptimizerPass : qtune::impl::QTuneOptimizerBase<QTuneOptimizerPass> 
       }
     }
     func::ReturnOp::create(b, loc, results);
+    // A QFT weight's gradient is fused into its update: the N×K weight_grad
+    // is dead now.
+    for (auto wg : llvm::to_vector(step.getOps<WeightGradOp>()))
+      if (wg->use_empty())
+        wg.erase();
     step.setFunctionType(FunctionType::get(
         ctx, argTypes, ValueRange(results).getTypes()));
     step.setAllResultAttrs(resultAttrs);

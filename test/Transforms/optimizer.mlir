@@ -25,6 +25,23 @@
 // INT8-SAME: tensor<16xf32> {qtune.name = "lora_A.m_scales"
 // INT8: qtune.lion {{.*}} scales(%{{.*}} : tensor<16xf32>), {{.*}} {block = 64 : i64, momentum = #qtune.state<int8>}
 
+// With trainable 8-bit codes the codes' gradient (dW) is fused into qtune.qft_lion; no N×K
+// weight_grad survives in the train step; int8 momentum over the N×K weight.
+// RUN: qtune-opt %S/Inputs/qft.mlir -qtune-autodiff -qtune-optimizer="optimizer=lion momentum=int8 block=64" | FileCheck %s --check-prefix=QFT
+// RUN: not qtune-opt %S/Inputs/qft.mlir -qtune-autodiff -qtune-optimizer 2>&1 | FileCheck %s --check-prefix=QFTADAM
+// RUN: not qtune-opt %S/Inputs/qft.mlir -qtune-autodiff -qtune-optimizer="optimizer=lion momentum=int8 max-grad-norm=1.0" 2>&1 | FileCheck %s --check-prefix=QFTCLIP
+// QFT-LABEL: func.func @loss_grad(
+// QFT-SAME: -> (tensor<f32> {qtune.name = "loss"}, tensor<64x128xf32> {qtune.name = "grad_codes"})
+// QFT-LABEL: func.func @loss_train_step(
+// QFT-SAME: tensor<64x128xi8> {qtune.name = "codes.m", qtune.role = #qtune.role<optimizer_state>}
+// QFT-SAME: tensor<128xf32> {qtune.name = "codes.m_scales", qtune.role = #qtune.role<optimizer_state>}
+// QFT-NOT: qtune.weight_grad
+// QFT: qtune.qft_lion %{{.*}}, %arg0, %arg1, params(%arg2 : tensor<64x1xbf16>), %arg4, %arg5, %arg6 {block = 64 : i64, format = #qtune.uniform<bits = 8, symmetric = true>}
+// QFT-NOT: qtune.weight_grad
+// QFT: return
+// QFTADAM: argument #1 ('codes') trains 8-bit codes (QFT), which update with Lion and int8 momentum: use optimizer=lion momentum=int8
+// QFTCLIP: gradient-norm clipping needs every gradient before any update, but QFT never holds its weight's gradient; drop max-grad-norm
+
 // BADOPT: qtune-optimizer: unknown optimizer 'sgd' (adamw or lion)
 // ADAMINT8: qtune-optimizer: AdamW keeps f32 moments
 

@@ -103,6 +103,60 @@ func.func @step(%p: tensor<4xf32>, %g: tensor<4xf32>, %m: tensor<4xi8>, %s: tens
   }
 }
 
+// QFT: one fused Lion step on 8-bit symmetric per-channel codes (w = s·(q −
+// 128)), written out element by element: dW = gᵀx, the step moves each code
+// by lr/s rounded, the int8 momentum is requantized per block of 4.
+TEST_F(OptimizerTest, QftLionStepMatchesTheUpdateRule) {
+  auto f = parse(R"mlir(
+!q8 = !qtune.qweight<2x4, #qtune.uniform<bits = 8, group = 0, symmetric = true, scale_type = f32>>
+func.func @step(%g: tensor<3x2xf32>, %x: tensor<3x4xf32>, %c: tensor<2x1xi32>,
+                %s: tensor<2x1xf32>, %m: tensor<2x4xi8>, %ms: tensor<2xf32>,
+                %lr: tensor<f32>) -> (tensor<2x1xi32>, tensor<2x4xi8>, tensor<2xf32>) {
+  %nc, %nm, %ns = qtune.qft_lion %g, %x, %c, params(%s : tensor<2x1xf32>), %m, %ms, %lr
+      {format = #qtune.uniform<bits = 8, group = 0, symmetric = true, scale_type = f32>, block = 4 : i64, weight_decay = 0.5 : f64}
+      : tensor<3x2xf32>, tensor<3x4xf32>, tensor<2x1xi32>, tensor<2x4xi8>, tensor<2xf32>, tensor<f32>
+      -> tensor<2x1xi32>, tensor<2x4xi8>, tensor<2xf32>
+  return %nc, %nm, %ns : tensor<2x1xi32>, tensor<2x4xi8>, tensor<2xf32>
+})mlir", "step");
+  ASSERT_TRUE(f);
+  HostTensor g({3, 2}, {0.5, -1.0, 0.25, 2.0, -0.75, 0.0});
+  HostTensor x({3, 4}, {1.0, -2.0, 0.5, 0.0, 0.25, 1.0, -1.0, 2.0, 3.0, 0.0, 0.5, -0.5});
+  // Row 0 codes 130, 120, 128, 255; row 1 codes 0, 140, 129, 127 (bytes
+  // little-endian in one word per row).
+  uint32_t words[2] = {130u | 120u << 8 | 128u << 16 | 255u << 24,
+                       0u | 140u << 8 | 129u << 16 | 127u << 24};
+  HostTensor c({2, 1}, {double(words[0]), double(words[1])});
+  HostTensor s({2, 1}, {0.25, 0.5});
+  HostTensor m({2, 4}, {10, -20, 0, 127, -127, 5, 0, 64});
+  HostTensor ms({2}, {0.01, 0.02});
+  double lr = 0.3, wd = 0.5, b1 = 0.9, b2 = 0.99;
+  auto out = qtune::ref::run(f, {g, x, c, s, m, ms, HostTensor({}, lr)});
+  ASSERT_TRUE(succeeded(out));
+  for (int r = 0; r < 2; ++r) {
+    double newM[4], absmax = 0;
+    for (int k = 0; k < 4; ++k) {
+      double dw = 0;
+      for (int i = 0; i < 3; ++i)
+        dw += g.data[i * 2 + r] * x.data[i * 4 + k];
+      double mOld = m.data[r * 4 + k] * ms.data[r];
+      double cdir = b1 * mOld + (1 - b1) * dw;
+      double sign = cdir > 0 ? 1 : (cdir < 0 ? -1 : 0);
+      double q = (words[r] >> (8 * k)) & 255u;
+      double w = s.data[r] * (q - 128);
+      w -= lr * (sign + wd * w);
+      double want = std::clamp(std::nearbyint(w / s.data[r] + 128), 0.0, 255.0);
+      uint32_t got = uint32_t(int64_t((*out)[0].data[r]) & 0xFFFFFFFF);
+      EXPECT_EQ(double((got >> (8 * k)) & 255u), want) << r << "," << k;
+      newM[k] = b2 * mOld + (1 - b2) * dw;
+      absmax = std::max(absmax, std::fabs(newM[k]));
+    }
+    EXPECT_NEAR((*out)[2].data[r], absmax / 127, 1e-8);
+    for (int k = 0; k < 4; ++k)
+      EXPECT_NEAR((*out)[1].data[r * 4 + k] * (*out)[2].data[r], newM[k],
+                  0.5 * absmax / 127 + 1e-9);
+  }
+}
+
 constexpr const char *kRegression = R"mlir(
 !w = !qtune.qweight<8x16, #qtune.uniform<bits = 4, group = 8, scale_type = f32>>
 func.func @loss(%x: tensor<32x16xf32> {qtune.role = #qtune.role<input>},

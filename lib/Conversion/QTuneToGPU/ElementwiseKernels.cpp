@@ -49,6 +49,11 @@ MemRefType flatMemRef(Type element) {
   return MemRefType::get({ShapedType::kDynamic}, element);
 }
 
+Value roundEvenF32(ImplicitLocOpBuilder &b, Value x) {
+  Value magic = arith::ConstantOp::create(b, b.getF32FloatAttr(12582912.0f));
+  return arith::SubFOp::create(b, arith::AddFOp::create(b, x, magic), magic);
+}
+
 Value toF32(ImplicitLocOpBuilder &b, Value v) {
   unsigned w = v.getType().getIntOrFloatBitWidth();
   if (v.getType().isF32())

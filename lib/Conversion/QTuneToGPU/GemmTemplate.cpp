@@ -14,6 +14,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "qtune/Conversion/QTuneToGPU/GemmTemplate.h"
+#include "qtune/Conversion/QTuneToGPU/ElementwiseKernels.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -380,6 +381,161 @@ public:
     });
   }
 
+  /// QFT: one Lion step on the tile's codes and momentum (see GemmSpec). Every
+  /// thread runs every statement (whole tiles, no guards), so the quad
+  /// shuffles and the barrier are uniform.
+  void qftEpilogue(ArrayRef<Value> acc, Value codes, ValueRange params,
+                   Value mBuf, Value msBuf, Value lrBuf, Value rowMax) {
+    Type f32 = b.getF32Type(), i32 = b.getI32Type();
+    auto cf = [&](double v) {
+      return Value(arith::ConstantOp::create(b, b.getF32FloatAttr(float(v))));
+    };
+    auto fadd = [&](Value x, Value y) { return Value(arith::AddFOp::create(b, x, y)); };
+    auto fmul = [&](Value x, Value y) { return Value(arith::MulFOp::create(b, x, y)); };
+    auto fmax = [&](Value x, Value y) { return Value(arith::MaximumFOp::create(b, x, y)); };
+    auto mix = [&](double beta, Value x, Value y) {
+      return fadd(fmul(cf(beta), x), fmul(cf(1 - beta), y));
+    };
+    auto shuffleXor = [&](Value v, int32_t offset) {
+      return gpu::ShuffleOp::create(b, v, offset, 32, gpu::ShuffleMode::XOR)
+          .getShuffleResult();
+    };
+    int64_t k = spec.n, block = s.tileN;
+    int64_t groupSize = spec.qftFormat.getGroupSize(k), groups = k / groupSize;
+    bool symmetric = spec.qftFormat.getSymmetric();
+    Value g = div(lane, 4), t = rem(lane, 4);
+    Value lr = memref::LoadOp::create(b, lrBuf, idx(0));
+    int64_t warpRows = s.tileM / s.warpsM, warpCols = s.tileN / s.warpsN;
+    auto localRow = [&](int64_t i, int64_t h) {
+      return add(mul(wm, idx(warpRows)), add(g, idx(i * 16 + h * 8)));
+    };
+    auto colOf = [&](int64_t j, int64_t e) {
+      return add(add(colBase, mul(wn, idx(warpCols))),
+                 add(mul(t, idx(2)), idx(j * 8 + e)));
+    };
+    // The momentum block of a row of this tile.
+    auto blockOf = [&](Value row) {
+      return add(mul(row, idx(k / block)), div(colBase, block));
+    };
+    Value outScale = cf(spec.outputScale);
+    SmallVector<Value> mNew(acc.size()), dir(acc.size());
+    auto at = [&](int64_t i, int64_t j, int64_t h, int64_t e) {
+      return (i * fragsN() + j) * 4 + h * 2 + e;
+    };
+    for (int64_t i = 0; i < fragsM(); ++i)
+      for (int64_t h = 0; h < 2; ++h) {
+        Value row = add(rowBase, localRow(i, h));
+        Value oldScale = memref::LoadOp::create(b, msBuf, blockOf(row));
+        for (int64_t j = 0; j < fragsN(); ++j)
+          for (int64_t e = 0; e < 2; ++e) {
+            Value dw = fmul(acc[at(i, j, h, e)], outScale);
+            Value code = memref::LoadOp::create(
+                b, mBuf, add(mul(row, idx(k)), colOf(j, e)));
+            Value m = fmul(arith::SIToFPOp::create(b, f32, code), oldScale);
+            mNew[at(i, j, h, e)] = mix(spec.qftBeta2, m, dw);
+            dir[at(i, j, h, e)] = mix(spec.qftBeta1, m, dw);
+          }
+      }
+    // Row absmax of the new momentum over the tile's columns (one block):
+    // within the thread, the quad, then the warps of the row via shared memory.
+    for (int64_t i = 0; i < fragsM(); ++i)
+      for (int64_t h = 0; h < 2; ++h) {
+        Value local = cf(0);
+        for (int64_t j = 0; j < fragsN(); ++j)
+          for (int64_t e = 0; e < 2; ++e) {
+            Value v = mNew[at(i, j, h, e)];
+            local = fmax(local, fmax(v, arith::NegFOp::create(b, v)));
+          }
+        local = fmax(local, shuffleXor(local, 1));
+        local = fmax(local, shuffleXor(local, 2));
+        auto first = scf::IfOp::create(
+            b, arith::CmpIOp::create(b, arith::CmpIPredicate::eq, t, idx(0)), false);
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(first.thenBlock());
+        memref::StoreOp::create(b, local, rowMax, ValueRange{localRow(i, h), wn});
+      }
+    // Every thread has read the old momentum scales before this barrier.
+    gpu::BarrierOp::create(b);
+    Value leader = both(arith::CmpIOp::create(b, arith::CmpIPredicate::eq, t, idx(0)),
+                        arith::CmpIOp::create(b, arith::CmpIPredicate::eq, wn, idx(0)));
+    for (int64_t i = 0; i < fragsM(); ++i)
+      for (int64_t h = 0; h < 2; ++h) {
+        Value row = add(rowBase, localRow(i, h));
+        Value absmax = cf(0);
+        for (int64_t w = 0; w < s.warpsN; ++w)
+          absmax = fmax(absmax, memref::LoadOp::create(
+                                    b, rowMax, ValueRange{localRow(i, h), idx(w)}));
+        Value scale = arith::DivFOp::create(b, absmax, cf(127));
+        Value positive =
+            arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, scale, cf(0));
+        Value divisor = select(positive, scale, cf(1));
+        {
+          auto write = scf::IfOp::create(b, leader, false);
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(write.thenBlock());
+          memref::StoreOp::create(b, scale, msBuf, blockOf(row));
+        }
+        for (int64_t j = 0; j < fragsN(); ++j) {
+          Value col0 = colOf(j, 0);
+          Value word = add(mul(row, idx(k / 4)), div(col0, 4));
+          Value packed = memref::LoadOp::create(b, codes, word);
+          Value shift0 = arith::IndexCastUIOp::create(
+              b, i32, mul(rem(col0, 4), idx(8)));
+          Value half;
+          for (int64_t e = 0; e < 2; ++e) {
+            Value col = colOf(j, e), flat = add(mul(row, idx(k)), col);
+            // Momentum: requantized with the block's new scale.
+            Value q = roundEvenF32(
+                b, arith::DivFOp::create(b, mNew[at(i, j, h, e)], divisor));
+            q = select(positive, q, cf(0));
+            memref::StoreOp::create(
+                b, arith::FPToSIOp::create(b, b.getI8Type(), q), mBuf, flat);
+            // Weight: decode, Lion step, requantize with the fixed scale.
+            Value shift = arith::AddIOp::create(
+                b, shift0, arith::ConstantIntOp::create(b, i32, 8 * e));
+            Value byte = arith::AndIOp::create(
+                b, arith::ShRUIOp::create(b, packed, shift),
+                arith::ConstantIntOp::create(b, i32, 255));
+            Value group = add(mul(row, idx(groups)), div(col, groupSize));
+            Value sc = memref::LoadOp::create(b, params[0], group);
+            if (!sc.getType().isF32())
+              sc = extToF32(sc);
+            Value z = symmetric ? cf(128) : memref::LoadOp::create(b, params[1], group);
+            if (!z.getType().isF32())
+              z = extToF32(z);
+            Value w = fmul(sc, arith::SubFOp::create(
+                                   b, arith::UIToFPOp::create(b, f32, byte), z));
+            Value d = dir[at(i, j, h, e)];
+            Value sign = select(
+                arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, d, cf(0)), cf(1),
+                select(arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, d, cf(0)),
+                       cf(-1), cf(0)));
+            if (spec.qftWeightDecay != 0)
+              sign = fadd(sign, fmul(cf(spec.qftWeightDecay), w));
+            Value wNew = arith::SubFOp::create(b, w, fmul(lr, sign));
+            Value qw = roundEvenF32(b, fadd(arith::DivFOp::create(b, wNew, sc), z));
+            qw = arith::MinimumFOp::create(b, fmax(qw, cf(0)), cf(255));
+            Value code = arith::ShLIOp::create(
+                b, arith::FPToUIOp::create(b, i32, qw),
+                arith::ConstantIntOp::create(b, i32, 8 * e));
+            half = half ? Value(arith::OrIOp::create(b, half, code)) : code;
+          }
+          // Lanes t and t ^ 1 hold the two halves of one 4-code word; the
+          // even lane writes it.
+          Value other = shuffleXor(half, 1);
+          auto even = scf::IfOp::create(
+              b, arith::CmpIOp::create(b, arith::CmpIPredicate::eq, rem(t, 2), idx(0)),
+              false);
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(even.thenBlock());
+          Value full = arith::OrIOp::create(
+              b, half,
+              arith::ShLIOp::create(b, other, arith::ConstantIntOp::create(b, i32, 16)));
+          memref::StoreOp::create(b, full, codes, word);
+        }
+      }
+  }
+
   /// Scale, bias, residual, tail masks and bf16 stores.
   void epilogue(ArrayRef<Value> acc, Value bias, Value residual, Value y) {
     Value n = idx(spec.n);
@@ -395,8 +551,9 @@ public:
       if (residual)
         v = arith::AddFOp::create(
             b, v, extToF32(memref::LoadOp::create(b, residual, flatIdx)));
-      memref::StoreOp::create(b, arith::TruncFOp::create(b, b.getBF16Type(), v),
-                              y, flatIdx);
+      if (!spec.outputF32)
+        v = arith::TruncFOp::create(b, b.getBF16Type(), v);
+      memref::StoreOp::create(b, v, y, flatIdx);
     });
   }
 
@@ -431,7 +588,17 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
     args.push_back(flat(bf16)); // T
     args.push_back(flat(bf16)); // B
   }
-  args.push_back(flat(spec.gradFormat ? builder.getF32Type() : bf16)); // y
+  if (spec.qftFormat) {
+    args.push_back(flat(builder.getI32Type())); // codes
+    for (Type t : spec.qftParamTypes)
+      args.push_back(flat(t));
+    args.push_back(flat(builder.getI8Type()));  // m
+    args.push_back(flat(builder.getF32Type())); // m_scales
+    args.push_back(flat(builder.getF32Type())); // lr
+  } else {
+    args.push_back(flat(spec.gradFormat || spec.outputF32 ? builder.getF32Type()
+                                                           : bf16)); // y
+  }
   args.push_back(builder.getIndexType()); // M
 
   auto workgroup = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
@@ -441,9 +608,15 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
                                 MemRefLayoutAttrInterface(), workgroup);
   auto wsType = MemRefType::get({2, schedule.tileN, schedule.tileK + 8}, bf16,
                                 MemRefLayoutAttrInterface(), workgroup);
+  SmallVector<Type> workgroupTypes{xsType, wsType};
+  if (spec.qftFormat) // per-row, per-warp absmax of the new momentum
+    workgroupTypes.push_back(MemRefType::get({schedule.tileM, schedule.warpsN},
+                                             builder.getF32Type(),
+                                             MemRefLayoutAttrInterface(),
+                                             workgroup));
   auto func = gpu::GPUFuncOp::create(builder, loc, name,
                                      FunctionType::get(ctx, args, {}),
-                                     TypeRange{xsType, wsType}, TypeRange{});
+                                     workgroupTypes, TypeRange{});
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
   func.setKnownBlockSizeAttr(
       builder.getDenseI32ArrayAttr({int32_t(schedule.threads()), 1, 1}));
@@ -459,6 +632,16 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   ValueRange gradComponents =
       entry.getArguments().slice(a, spec.gradComponentTypes.size());
   a += spec.gradComponentTypes.size();
+  Value qftCodes, qftM, qftMScales, qftLr;
+  ValueRange qftParams;
+  if (spec.qftFormat) {
+    qftCodes = entry.getArgument(a++);
+    qftParams = entry.getArguments().slice(a, spec.qftParamTypes.size());
+    a += spec.qftParamTypes.size();
+    qftM = entry.getArgument(a++);
+    qftMScales = entry.getArgument(a++);
+    qftLr = entry.getArgument(a++);
+  }
   Value bias = spec.hasBias ? entry.getArgument(a++) : Value();
   Value residual = spec.hasResidual ? entry.getArgument(a++) : Value();
   Value loraT, loraB;
@@ -466,7 +649,7 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
     loraT = entry.getArgument(a++);
     loraB = entry.getArgument(a++);
   }
-  Value y = entry.getArgument(a++);
+  Value y = spec.qftFormat ? Value() : entry.getArgument(a++);
   Value m = entry.getArgument(a++);
 
   KernelBuilder kb(b, spec, schedule, func.getWorkgroupAttributions()[0],
@@ -479,7 +662,10 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   if (spec.loraRank)
     acc = kb.segmentLoop({loraT, spec.loraRank, nullptr, ValueRange(&loraB, 1)},
                          acc);
-  if (spec.gradFormat)
+  if (spec.qftFormat)
+    kb.qftEpilogue(acc, qftCodes, qftParams, qftM, qftMScales, qftLr,
+                   func.getWorkgroupAttributions()[2]);
+  else if (spec.gradFormat)
     kb.gradientEpilogue(acc, gradComponents, y);
   else
     kb.epilogue(acc, bias, residual, y);

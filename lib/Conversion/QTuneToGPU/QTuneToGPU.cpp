@@ -108,6 +108,9 @@ private:
   LogicalResult requireInPlace(Operation *op, ValueRange updated);
   LogicalResult lowerAdamW(OpBuilder &b, AdamWOp op);
   LogicalResult lowerLion(OpBuilder &b, LionOp op);
+  /// QFT: the weight-gradient GEMM whose epilogue applies the Lion step to the
+  /// codes and momentum in place (no N×K gradient buffer).
+  LogicalResult lowerQftLion(OpBuilder &b, QftLionOp op);
   /// Appends the weight's buffers (its components, or the dense weight) to
   /// `bufs` and records its format and component types in `spec`.
   LogicalResult addWeight(Operation *op, Value weight, GemmSpec &spec,
@@ -171,8 +174,16 @@ FailureOr<SymbolRefAttr> Lowering::kernelFor(Operation *op,
        << spec.gradRows;
   for (Type t : spec.gradComponentTypes)
     os << "," << t;
+  if (spec.qftFormat) {
+    os << "|qft " << spec.qftFormat;
+    for (Type t : spec.qftParamTypes)
+      os << "," << t;
+    os << llvm::format(" %.17g %.17g %.17g", spec.qftBeta1, spec.qftBeta2,
+                       spec.qftWeightDecay);
+  }
   os << "|b" << spec.hasBias << "r" << spec.hasResidual << "l" << spec.loraRank
      << "s" << spec.outputScale << "t" << spec.transposeX << spec.transposeW
+     << "f" << spec.outputF32
      << "|" << schedule.tileM << "," << schedule.tileN
      << "," << schedule.tileK << "," << schedule.warpsM << ","
      << schedule.warpsN;
@@ -361,7 +372,11 @@ LogicalResult Lowering::lowerLinearT(OpBuilder &b, LinearTOp op) {
 }
 
 LogicalResult Lowering::lowerWeightGrad(OpBuilder &b, WeightGradOp op) {
-  if (failed(requireBF16(op, {op.getGrad(), op.getInput(), op.getResult()})))
+  bool f32Result = op.getType().getElementType().isF32();
+  SmallVector<Value> check{op.getGrad(), op.getInput()};
+  if (!f32Result)
+    check.push_back(op.getResult());
+  if (failed(requireBF16(op, check)))
     return failure();
   auto g = op.getGrad().getType(), x = op.getInput().getType();
   int64_t rows = g.getShape().back(), cols = x.getShape().back();
@@ -371,6 +386,7 @@ LogicalResult Lowering::lowerWeightGrad(OpBuilder &b, WeightGradOp op) {
   spec.outputScale = op.getScale().convertToDouble();
   spec.transposeX = true;
   spec.transposeW = true;
+  spec.outputF32 = f32Result;
   FailureOr<Value> gBuf = buffer(op, op.getGrad()), xBuf = buffer(op, op.getInput());
   if (failed(gBuf) || failed(xBuf))
     return failure();
@@ -668,6 +684,54 @@ LogicalResult Lowering::lowerLion(OpBuilder &b, LionOp op) {
   return success();
 }
 
+LogicalResult Lowering::lowerQftLion(OpBuilder &b, QftLionOp op) {
+  if (failed(requireBF16(op, {op.getGrad(), op.getInput()})) ||
+      failed(requireInPlace(op, {op.getCodes(), op.getM(), op.getMScales()})))
+    return failure();
+  auto g = op.getGrad().getType(), x = op.getInput().getType();
+  int64_t n = g.getShape().back(), k = x.getShape().back();
+  int64_t block = op.getBlock();
+  // One momentum block per tile row: tileN = block; whole tiles only.
+  GemmSchedule schedule{block <= 128 ? 64 : 32, block, 32, 2, 2};
+  if (n % schedule.tileM != 0 || k % block != 0 || block % 16 != 0)
+    return op.emitError() << "qtune-lower-to-gpu: the fused QFT step needs "
+                             "N a multiple of "
+                          << schedule.tileM << " and K of the momentum block "
+                          << block << " (a multiple of 16); got " << n << "x"
+                          << k;
+  if (std::optional<std::string> why = schedule.validate())
+    return op.emitError() << "qtune-lower-to-gpu: momentum block " << block
+                          << " gives no valid QFT tile: " << *why;
+  GemmSpec spec;
+  spec.n = k;
+  spec.k = g.getNumElements() / n;
+  spec.outputScale = op.getScale().convertToDouble();
+  spec.transposeX = true;
+  spec.transposeW = true;
+  spec.gradRows = n;
+  spec.qftFormat = op.getFormat();
+  for (Value p : op.getParams())
+    spec.qftParamTypes.push_back(elementOf(p));
+  spec.qftBeta1 = op.getBeta1().convertToDouble();
+  spec.qftBeta2 = op.getBeta2().convertToDouble();
+  spec.qftWeightDecay = op.getWeightDecay().convertToDouble();
+  SmallVector<Value> bufs;
+  if (failed(addBuffers(op, {op.getGrad(), op.getInput(), op.getCodes()}, bufs)) ||
+      failed(addBuffers(op, op.getParams(), bufs)) ||
+      failed(addBuffers(op, {op.getM(), op.getMScales(), op.getLr()}, bufs)))
+    return failure();
+  op->setAttr(QTuneDialect::kScheduleAttrName,
+              b.getDenseI64ArrayAttr({schedule.tileM, schedule.tileN,
+                                      schedule.tileK, schedule.warpsM,
+                                      schedule.warpsN}));
+  if (failed(launch(b, op, spec, n, bufs)))
+    return failure();
+  buffers.map(op.getNewCodes(), buffers.lookup(op.getCodes()));
+  buffers.map(op.getNewM(), buffers.lookup(op.getM()));
+  buffers.map(op.getNewMScales(), buffers.lookup(op.getMScales()));
+  return success();
+}
+
 LogicalResult Lowering::lowerFunction(func::FuncOp func) {
   if (func.isExternal())
     return success();
@@ -725,6 +789,8 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
       ok = lowerAdamW(b, a);
     } else if (auto l = dyn_cast<LionOp>(op)) {
       ok = lowerLion(b, l);
+    } else if (auto q = dyn_cast<QftLionOp>(op)) {
+      ok = lowerQftLion(b, q);
     } else if (auto l = dyn_cast<LinearOp>(op)) {
       ok = lowerLinear(b, l, l.getInput(), l.getWeight(), l.getBias(), {}, {},
                        {}, 0, 0);
@@ -745,7 +811,7 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
                                "qtune.linear_t, qtune.weight_grad, "
                                "qtune.component_grad, qtune.mse_loss(_grad), "
                                "qtune.clip_grad_norm, qtune.adamw, "
-                               "qtune.lion, arith.addf)";
+                               "qtune.lion, qtune.qft_lion, arith.addf)";
     }
     if (failed(ok))
       return failure();

@@ -45,12 +45,6 @@ Value sqrtF32(B &b, Value x) { return intrinsic(b, "llvm.nvvm.sqrt.rn.f", x); }
 Value exp2F32(B &b, Value x) {
   return intrinsic(b, "llvm.nvvm.ex2.approx.f32", x);
 }
-/// Rounds to the nearest integer, ties to even, for |x| < 2^22: adding and
-/// subtracting 1.5·2^23 leaves no fraction bits (f32 adds round to even).
-Value roundEvenF32(B &b, Value x) {
-  Value magic = f32(b, 12582912.0);
-  return sub(b, add(b, x, magic), magic);
-}
 /// β·x + (1 − β)·y.
 Value mix(B &b, double beta, Value x, Value y) {
   return add(b, mul(b, f32(b, beta), x), mul(b, f32(b, 1 - beta), y));

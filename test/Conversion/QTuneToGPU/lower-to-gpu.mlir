@@ -207,3 +207,44 @@ func.func @read_after_update(%w: tensor<8xf32> {qtune.role = #qtune.role<trainab
   %s = arith.addf %w, %nw : tensor<8xf32>
   return %s, %nm : tensor<8xf32>, tensor<8xf32>
 }
+
+// -----
+
+// QFT: one GEMM (gᵀ · x) whose epilogue updates the packed codes, the int8
+// momentum and its scales in place: no N×K buffer, no y; one momentum block
+// per tile row (tileN = block = 64), per-row absmax across warps in shared
+// memory, the two halves of each code word joined by a shuffle.
+// CHECK-LABEL: func.func @qft(
+// CHECK-NOT: memref.alloc
+// CHECK: gpu.launch_func @qtune_kernels::@[[QFT:qtune_gemm_[0-9]+]] blocks in (%c2{{.*}}, %c1{{.*}}, %c1{{.*}}) threads in (%c128
+// CHECK-NOT: memref.alloc
+// CHECK: return %arg2, %arg4, %arg5
+// CHECK: gpu.func @[[QFT]]({{.*}}) workgroup({{.*}}, %{{.*}} : memref<64x2xf32, #gpu.address_space<workgroup>>) kernel
+// CHECK: gpu.shuffle  xor
+// CHECK: gpu.barrier
+// CHECK: arith.fptosi {{.*}} : f32 to i8
+// CHECK: arith.fptoui {{.*}} : f32 to i32
+// CHECK: gpu.shuffle  xor
+func.func @qft(%g: tensor<4x64xbf16>, %x: tensor<4x128xbf16>, %c: tensor<64x32xi32> {qtune.role = #qtune.role<trainable>},
+               %s: tensor<64x1xbf16>, %m: tensor<64x128xi8>, %ms: tensor<128xf32>, %lr: tensor<f32>)
+    -> (tensor<64x32xi32> {qtune.updates = 2 : i64}, tensor<64x128xi8> {qtune.updates = 4 : i64}, tensor<128xf32> {qtune.updates = 5 : i64}) {
+  %nc, %nm, %ns = qtune.qft_lion %g, %x, %c, params(%s : tensor<64x1xbf16>), %m, %ms, %lr
+      {format = #qtune.uniform<bits = 8, symmetric = true>, block = 64 : i64}
+      : tensor<4x64xbf16>, tensor<4x128xbf16>, tensor<64x32xi32>, tensor<64x128xi8>, tensor<128xf32>, tensor<f32>
+      -> tensor<64x32xi32>, tensor<64x128xi8>, tensor<128xf32>
+  return %nc, %nm, %ns : tensor<64x32xi32>, tensor<64x128xi8>, tensor<128xf32>
+}
+
+// -----
+
+// The fused QFT step needs whole tiles.
+func.func @qft_ragged(%g: tensor<4x40xbf16>, %x: tensor<4x128xbf16>, %c: tensor<40x32xi32>,
+                      %s: tensor<40x1xbf16>, %m: tensor<40x128xi8>, %ms: tensor<80xf32>, %lr: tensor<f32>)
+    -> (tensor<40x32xi32>, tensor<40x128xi8>, tensor<80xf32>) {
+  // expected-error @+1 {{qtune-lower-to-gpu: the fused QFT step needs N a multiple of 64 and K of the momentum block 64 (a multiple of 16); got 40x128}}
+  %nc, %nm, %ns = qtune.qft_lion %g, %x, %c, params(%s : tensor<40x1xbf16>), %m, %ms, %lr
+      {format = #qtune.uniform<bits = 8, symmetric = true>, block = 64 : i64}
+      : tensor<4x40xbf16>, tensor<4x128xbf16>, tensor<40x32xi32>, tensor<40x128xi8>, tensor<80xf32>, tensor<f32>
+      -> tensor<40x32xi32>, tensor<40x128xi8>, tensor<80xf32>
+  return %nc, %nm, %ns : tensor<40x32xi32>, tensor<40x128xi8>, tensor<80xf32>
+}

@@ -874,3 +874,51 @@ func.func @clip_norm(%g: tensor<4xf32>) -> tensor<4xf32> {
 func.func @updates_index(%p: tensor<4xf32>) -> (tensor<4xf32> {qtune.updates = 3 : i64}) {
   return %p : tensor<4xf32>
 }
+
+// -----
+
+func.func @qft_not_8bit(%g: tensor<4x16xbf16>, %x: tensor<4x32xbf16>, %c: tensor<16x4xi32>,
+                        %s: tensor<16x1xbf16>, %m: tensor<16x32xi8>, %ms: tensor<16xf32>, %lr: tensor<f32>) {
+  // expected-error @+1 {{'qtune.qft_lion' op QFT trains 8-bit uniform codes, got #qtune.uniform<bits = 4, symmetric = true>}}
+  %nc, %nm, %ns = qtune.qft_lion %g, %x, %c, params(%s : tensor<16x1xbf16>), %m, %ms, %lr
+      {format = #qtune.uniform<bits = 4, symmetric = true>, block = 32 : i64}
+      : tensor<4x16xbf16>, tensor<4x32xbf16>, tensor<16x4xi32>, tensor<16x32xi8>, tensor<16xf32>, tensor<f32>
+      -> tensor<16x4xi32>, tensor<16x32xi8>, tensor<16xf32>
+  return
+}
+
+// -----
+
+func.func @qft_block(%g: tensor<4x16xbf16>, %x: tensor<4x32xbf16>, %c: tensor<16x8xi32>,
+                     %s: tensor<16x1xbf16>, %m: tensor<16x32xi8>, %ms: tensor<16xf32>, %lr: tensor<f32>) {
+  // expected-error @+1 {{momentum block 24 must divide K = 32 (blocks stay within a row)}}
+  %nc, %nm, %ns = qtune.qft_lion %g, %x, %c, params(%s : tensor<16x1xbf16>), %m, %ms, %lr
+      {format = #qtune.uniform<bits = 8, symmetric = true>, block = 24 : i64}
+      : tensor<4x16xbf16>, tensor<4x32xbf16>, tensor<16x8xi32>, tensor<16x32xi8>, tensor<16xf32>, tensor<f32>
+      -> tensor<16x8xi32>, tensor<16x32xi8>, tensor<16xf32>
+  return
+}
+
+// -----
+
+func.func @qft_momentum_scales(%g: tensor<4x16xbf16>, %x: tensor<4x32xbf16>, %c: tensor<16x8xi32>,
+                               %s: tensor<16x1xbf16>, %m: tensor<16x32xi8>, %ms: tensor<8xf32>, %lr: tensor<f32>) {
+  // expected-error @+1 {{momentum scales must be tensor<16xf32> (one per 32 elements), got 'tensor<8xf32>'}}
+  %nc, %nm, %ns = qtune.qft_lion %g, %x, %c, params(%s : tensor<16x1xbf16>), %m, %ms, %lr
+      {format = #qtune.uniform<bits = 8, symmetric = true>, block = 32 : i64}
+      : tensor<4x16xbf16>, tensor<4x32xbf16>, tensor<16x8xi32>, tensor<16x32xi8>, tensor<8xf32>, tensor<f32>
+      -> tensor<16x8xi32>, tensor<16x32xi8>, tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @qft_missing_zeros(%g: tensor<4x16xbf16>, %x: tensor<4x32xbf16>, %c: tensor<16x8xi32>,
+                             %s: tensor<16x1xbf16>, %m: tensor<16x32xi8>, %ms: tensor<16xf32>, %lr: tensor<f32>) {
+  // expected-error @+1 {{format #qtune.uniform<bits = 8> has 3 components; got codes and 1 params}}
+  %nc, %nm, %ns = qtune.qft_lion %g, %x, %c, params(%s : tensor<16x1xbf16>), %m, %ms, %lr
+      {format = #qtune.uniform<bits = 8>, block = 32 : i64}
+      : tensor<4x16xbf16>, tensor<4x32xbf16>, tensor<16x8xi32>, tensor<16x32xi8>, tensor<16xf32>, tensor<f32>
+      -> tensor<16x8xi32>, tensor<16x32xi8>, tensor<16xf32>
+  return
+}

@@ -382,3 +382,18 @@ func.func @fused_linear_all_parts(%x: tensor<4x32xf32>, %w: !qtune.qweight<16x32
   %z = qtune.fused_linear %x, %d : tensor<4x32xf32>, tensor<16x32xf32> -> tensor<4x16xf32>
   return %y, %z : tensor<4x16xf32>, tensor<4x16xf32>
 }
+
+// QFT: trainable 8-bit codes, and the fused Lion step on them.
+// CHECK-LABEL: func.func @qft
+// CHECK: qtune.qweight %{{.*}}, %{{.*}} : tensor<16x8xi32>, tensor<16x1xbf16> -> !qtune.qweight<16x32, #qtune.uniform<bits = 8, symmetric = true>>
+// CHECK: qtune.qft_lion %{{.*}}, %{{.*}}, %{{.*}}, params(%{{.*}} : tensor<16x1xbf16>), %{{.*}}, %{{.*}}, %{{.*}} {block = 32 : i64, format = #qtune.uniform<bits = 8, symmetric = true>} : tensor<4x16xbf16>, tensor<4x32xbf16>, tensor<16x8xi32>, tensor<16x32xi8>, tensor<16xf32>, tensor<f32> -> tensor<16x8xi32>, tensor<16x32xi8>, tensor<16xf32>
+func.func @qft(%c: tensor<16x8xi32> {qtune.role = #qtune.role<trainable>}, %s: tensor<16x1xbf16>,
+               %g: tensor<4x16xbf16>, %x: tensor<4x32xbf16>, %m: tensor<16x32xi8>, %ms: tensor<16xf32>,
+               %lr: tensor<f32>) -> (tensor<16x8xi32>, tensor<16x32xi8>, tensor<16xf32>) {
+  %w = qtune.qweight %c, %s : tensor<16x8xi32>, tensor<16x1xbf16> -> !qtune.qweight<16x32, #qtune.uniform<bits = 8, symmetric = true>>
+  %nc, %nm, %ns = qtune.qft_lion %g, %x, %c, params(%s : tensor<16x1xbf16>), %m, %ms, %lr
+      {format = #qtune.uniform<bits = 8, symmetric = true>, block = 32 : i64}
+      : tensor<4x16xbf16>, tensor<4x32xbf16>, tensor<16x8xi32>, tensor<16x32xi8>, tensor<16xf32>, tensor<f32>
+      -> tensor<16x8xi32>, tensor<16x32xi8>, tensor<16xf32>
+  return %nc, %nm, %ns : tensor<16x8xi32>, tensor<16x32xi8>, tensor<16xf32>
+}

@@ -8,6 +8,8 @@ A teacher y = x·W_tᵀ and a student that starts from W_b = round-to-nearest
   lora  W_t = base + a rank-4 update; LoRA A small random, B zero.
   peqa  W_t = base with every group's scale multiplied by a factor in [0.7, 1.3]
         (so scales alone can fit it).
+  qft   W_t = base + a rank-4 update; the student is base in 8-bit per-channel
+        symmetric codes (w = s·(q − 128)) that train themselves.
 Writes OUT_DIR/inputs.safetensors (x, target) and OUT_DIR/params.safetensors
 (codes, scales, zeros, lora_A, lora_B) in the dtypes the train-step entry takes,
 and both in OUT_DIR/all.safetensors (for the reference interpreter).
@@ -74,9 +76,23 @@ def quantize(w, n, k, group, bits=4):
     return codes, scales, zeros
 
 
+def quantize8_per_channel(w, n, k):
+    """Symmetric 8-bit RTN per row: w = s·(q − 128), s = absmax / 127."""
+    codes, scales = [], []
+    for r in range(n):
+        row = w[r * k:(r + 1) * k]
+        s = bf16(max(abs(v) for v in row) / 127 or 1.0)
+        scales.append(s)
+        q = [min(255, max(0, round(v / s) + 128)) for v in row]
+        for i in range(0, k, 4):
+            word = q[i] | q[i + 1] << 8 | q[i + 2] << 16 | q[i + 3] << 24
+            codes.append(word - (1 << 32) if word >= 1 << 31 else word)
+    return {"codes": ("I32", [n, k // 4], codes), "scales": ("BF16", [n, 1], scales)}
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("variant", choices=["lora", "peqa"])
+    p.add_argument("variant", choices=["lora", "peqa", "qft"])
     p.add_argument("out")
     p.add_argument("--m", type=int, default=64)
     p.add_argument("--n", type=int, default=256)
@@ -91,7 +107,7 @@ def main():
     m, n, k, group = a.m, a.n, a.k, a.group
     base = [rng.gauss(0, 1 / math.sqrt(k)) for _ in range(n * k)]
     codes, scales, zeros = quantize(base, n, k, group)
-    if a.variant == "lora":
+    if a.variant in ("lora", "qft"):
         u = [[rng.gauss(0, 1) for _ in range(4)] for _ in range(n)]
         v = [[rng.gauss(0, 1) for _ in range(4)] for _ in range(k)]
         amp = 0.5 / math.sqrt(k)
@@ -115,9 +131,12 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     inputs = {"x": ("BF16", [m, k], x), "target": ("BF16", [m, n], target)}
     write(os.path.join(a.out, "inputs.safetensors"), inputs)
-    params = {"codes": ("I32", [n, k * 4 // 32], codes),
-              "scales": ("BF16", [n, k // group], scales),
-              "zeros": ("BF16", [n, k // group], zeros)}
+    if a.variant == "qft":
+        params = quantize8_per_channel(base, n, k)
+    else:
+        params = {"codes": ("I32", [n, k * 4 // 32], codes),
+                  "scales": ("BF16", [n, k // group], scales),
+                  "zeros": ("BF16", [n, k // group], zeros)}
     if a.variant == "lora":
         params["lora_A"] = ("BF16", [a.rank, k],
                             [rng.gauss(0, 1 / math.sqrt(k)) for _ in range(a.rank * k)])

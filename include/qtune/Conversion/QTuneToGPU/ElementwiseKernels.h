@@ -56,6 +56,10 @@ mlir::gpu::GPUFuncOp buildSumKernel(
 mlir::Value blockReduce(mlir::ImplicitLocOpBuilder &b, mlir::Value v, bool max,
                         mlir::Value scratch);
 
+/// Rounds an f32 to the nearest integer, ties to even, for |x| < 2^22 (adds
+/// and subtracts 1.5·2^23; f32 adds round to even). No libdevice needed.
+mlir::Value roundEvenF32(mlir::ImplicitLocOpBuilder &b, mlir::Value x);
+
 /// `v` (a float) widened or narrowed to f32, and back to `to` (rounded to
 /// nearest even).
 mlir::Value toF32(mlir::ImplicitLocOpBuilder &b, mlir::Value v);

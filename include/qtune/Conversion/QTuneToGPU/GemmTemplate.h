@@ -44,6 +44,9 @@ struct GemmSpec {
   int64_t loraRank = 0;
   /// Factor applied to the product before bias and residual.
   double outputScale = 1.0;
+  /// y is stored as f32 instead of bf16 (e.g. a QFT weight's dW in a gradient
+  /// entry).
+  bool outputF32 = false;
   /// X is stored transposed: element (m, k) at x[k · M + m] (weight gradients
   /// read gᵀ this way). Staged by element loads.
   bool transposeX = false;
@@ -61,10 +64,19 @@ struct GemmSpec {
   int64_t gradComponent = -1;
   /// N of that weight: the rows of dW (the product's M, static here).
   int64_t gradRows = 0;
+  /// QFT epilogue (qtune.qft_lion): the product is dW of an 8-bit uniform
+  /// weight (rows = its N, `gradRows`; columns = its K); each tile applies one
+  /// Lion step to the packed codes, the int8 momentum and its per-row-block
+  /// scales in place, reading lr from a one-element buffer. Needs whole tiles
+  /// and momentum blocks of exactly tileN elements; no y.
+  UniformFormatAttr qftFormat;
+  llvm::SmallVector<mlir::Type> qftParamTypes; ///< scales [, zeros]
+  double qftBeta1 = 0.9, qftBeta2 = 0.99, qftWeightDecay = 0;
 };
 
 /// Kernel parameter order: x, weight component(s) (or the dense weight),
-/// [gradient epilogue's weight components], [bias], [residual], [T, B], y, M.
+/// [gradient epilogue's weight components], [QFT: codes, scales [, zeros],
+/// m, m_scales, lr], [bias], [residual], [T, B], y (not with QFT), M.
 /// Every tensor is a flat memref<?xT>; y is f32 in the gradient epilogue.
 mlir::gpu::GPUFuncOp buildGemmKernel(mlir::OpBuilder &builder,
                                      mlir::Location loc, llvm::StringRef name,

@@ -97,6 +97,12 @@ LogicalResult QWeightOp::buildAdjoint(OpBuilder &b, ArrayRef<Value> resultGrads,
   for (auto [i, spec] : llvm::enumerate(specs)) {
     if (!needGrad[i])
       continue;
+    if (i == 0 && isQftFormat(getType().getFormat())) {
+      // QFT: the codes' "gradient" is dW itself, consumed by qtune.qft_lion
+      // (qtune-optimizer), which fuses it into the update.
+      operandGrads[i] = dW;
+      continue;
+    }
     if (spec.isInteger())
       return emitOpError() << "qtune-autodiff: component #" << i << " ('"
                            << spec.name

@@ -87,10 +87,13 @@ LogicalResult QWeightOp::verify() {
                            << shapeStr(t.getShape());
     hasScale |= spec.kind == ComponentKind::Scale;
     bool trainable = getArgumentRole(value) == Role::trainable;
-    if (trainable && spec.isInteger())
+    // QFT trains the codes of 8-bit uniform weights in place (qtune.qft_lion).
+    bool qftCodes = i == 0 && isQftFormat(type.getFormat()) && !getScaleOnly();
+    if (trainable && spec.isInteger() && !qftCodes)
       return emitOpError() << "component #" << i << " ('" << spec.name
                            << "') holds integer codes and cannot come from a "
-                              "trainable argument";
+                              "trainable argument (only the codes of 8-bit "
+                              "uniform weights train, with QFT)";
     if (getScaleOnly() && trainable && spec.kind != ComponentKind::Scale)
       return emitOpError() << "scale-only (PEQA) layer: component #" << i
                            << " ('" << spec.name
@@ -406,6 +409,61 @@ LogicalResult LionOp::verify() {
   }
   if (getNewM().getType() != m || getNewParam().getType() != p)
     return emitOpError("results must have the parameter's and momentum's types");
+  return success();
+}
+
+bool qtune::isQftFormat(QuantFormatAttrInterface format) {
+  auto u = dyn_cast_or_null<UniformFormatAttr>(format);
+  return u && u.getBits() == 8;
+}
+
+LogicalResult QftLionOp::verify() {
+  UniformFormatAttr format = getFormat();
+  if (format.getBits() != 8)
+    return emitOpError() << "QFT trains 8-bit uniform codes, got " << format;
+  auto g = getGrad().getType(), x = getInput().getType();
+  if (g.getRank() < 1 || g.getRank() != x.getRank() ||
+      g.getShape().drop_back() != x.getShape().drop_back())
+    return emitOpError() << "gradient " << shapeStr(g.getShape())
+                         << " and input " << shapeStr(x.getShape())
+                         << " must share their leading dimensions";
+  int64_t n = g.getShape().back(), k = x.getShape().back();
+  if (failed(cast<QuantFormatAttrInterface>(Attribute(format))
+                 .verifyShape(n, k, [&] { return emitOpError(); })))
+    return failure();
+  SmallVector<ComponentSpec> specs =
+      cast<QuantFormatAttrInterface>(Attribute(format)).getComponents(n, k);
+  SmallVector<Value> comps{getCodes()};
+  llvm::append_range(comps, getParams());
+  if (comps.size() != specs.size())
+    return emitOpError() << "format " << format << " has " << specs.size()
+                         << " components; got codes and "
+                         << getParams().size() << " params";
+  for (auto [i, v, spec] : llvm::enumerate(comps, specs)) {
+    auto t = cast<RankedTensorType>(v.getType());
+    if (t.getElementType() != spec.elementType ||
+        t.getShape() != ArrayRef<int64_t>(spec.shape))
+      return emitOpError() << "component #" << i << " ('" << spec.name
+                           << "') must be " << shapeStr(spec.shape) << " of "
+                           << spec.elementType << " for a " << n << "x" << k
+                           << " weight, got " << t;
+  }
+  int64_t block = getBlock();
+  if (block <= 0 || k % block != 0)
+    return emitOpError() << "momentum block " << block
+                         << " must divide K = " << k
+                         << " (blocks stay within a row)";
+  auto m = getM().getType(), ms = getMScales().getType();
+  if (m.getShape() != ArrayRef<int64_t>{n, k})
+    return emitOpError() << "momentum must be " << n << "x" << k
+                         << "xi8, got " << m;
+  if (ms.getRank() != 1 || ms.getDimSize(0) != n * k / block)
+    return emitOpError() << "momentum scales must be tensor<" << n * k / block
+                         << "xf32> (one per " << block << " elements), got "
+                         << ms;
+  if (getNewCodes().getType() != getCodes().getType() ||
+      getNewM().getType() != m || getNewMScales().getType() != ms)
+    return emitOpError("results must have the types of codes, m and m_scales");
   return success();
 }
 

@@ -17,6 +17,9 @@
 namespace qtune {
 /// The role an argument of a function declares with `qtune.role`, if any.
 std::optional<Role> getArgumentRole(mlir::Value value);
+/// Whether weights in `format` can train their codes with QFT
+/// (`qtune.qft_lion`): 8-bit uniform formats.
+bool isQftFormat(QuantFormatAttrInterface format);
 } // namespace qtune
 
 #endif // QTUNE_DIALECT_QTUNE_IR_QTUNEOPS_H

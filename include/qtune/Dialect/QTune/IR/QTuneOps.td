@@ -356,4 +356,45 @@ def QTune_LionOp : QTune_Op<"lion", [Pure]> {
   let hasVerifier = 1;
 }
 
+def QTune_QftLionOp : QTune_Op<"qft_lion", [Pure]> {
+  let summary = "QFT: one Lion step on 8-bit weight codes, fused with their gradient";
+  let description = [{
+    Quantized full-parameter tuning. The weight W = dequant(codes, scales
+    [, zeros]) of an 8-bit `#qtune.uniform` format trains in its integer
+    storage, with no floating-point copy: with dW = scale · gᵀ · x (`g` is
+    `[..., N]`, `x` is `[..., K]`; summed over the leading dimensions),
+
+      m = code_m · m_scale (int8 momentum, one f32 scale per `block`
+      consecutive elements of the row-major N×K momentum);
+      c = β1·m + (1−β1)·dW;  w' = w − lr·(sign(c) + wd·w);
+      q' = clamp(round_half_even(w'/s + z), 0, 255)  (z = 128 when symmetric);
+      m' = β2·m + (1−β2)·dW, requantized per block by absmax/127.
+
+    The scales and zeros stay fixed, so an update moves a code only when lr is
+    at least about half a quantization step. On the GPU the weight-gradient GEMM
+    applies this in its epilogue tile by tile: the full N×K gradient is never
+    held. Results: the new codes, momentum and momentum scales (in place).
+  }];
+  let arguments = (ins QTune_FloatTensor:$grad, QTune_FloatTensor:$input,
+                       RankedTensorOf<[I32]>:$codes,
+                       Variadic<QTune_FloatTensor>:$params,
+                       RankedTensorOf<[I8]>:$m, RankedTensorOf<[F32]>:$m_scales,
+                       0DTensorOf<[F32]>:$lr,
+                       QTune_UniformFormatAttr:$format,
+                       DefaultValuedAttr<F64Attr, "1.0">:$scale,
+                       DefaultValuedAttr<F64Attr, "0.9">:$beta1,
+                       DefaultValuedAttr<F64Attr, "0.99">:$beta2,
+                       DefaultValuedAttr<F64Attr, "0.0">:$weight_decay,
+                       DefaultValuedAttr<I64Attr, "128">:$block);
+  let results = (outs RankedTensorOf<[I32]>:$new_codes,
+                      RankedTensorOf<[I8]>:$new_m,
+                      RankedTensorOf<[F32]>:$new_m_scales);
+  let assemblyFormat = [{
+    $grad `,` $input `,` $codes `,` `params` `(` $params `:` type($params) `)` `,`
+    $m `,` $m_scales `,` $lr attr-dict `:` type($grad) `,` type($input) `,`
+    type($codes) `,` type($m) `,` type($m_scales) `,` type($lr) `->` type(results)
+  }];
+  let hasVerifier = 1;
+}
+
 #endif // QTUNE_OPS_TD
