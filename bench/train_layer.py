@@ -24,6 +24,7 @@ p = argparse.ArgumentParser()
 p.add_argument("bundle"); p.add_argument("qtune_run"); p.add_argument("out")
 p.add_argument("--n", type=int, default=4096); p.add_argument("--k", type=int, default=4096)
 p.add_argument("--m", default="16,2048,8192"); p.add_argument("--iters", type=int, default=30)
+p.add_argument("--qtune-only", action="store_true", help="skip the peers (profiling, schedules)")
 a = p.parse_args()
 os.makedirs(a.out, exist_ok=True)
 layer = QLayer(a.n, a.k, a.out)
@@ -49,7 +50,7 @@ def step(x, A, B, t):
     return loss
 
 
-compiled = torch.compile(step)
+compiled = None if a.qtune_only else torch.compile(step)
 
 
 def bench(fn):
@@ -74,6 +75,9 @@ for M in [int(v) for v in a.m.split(",")]:
         print(r.stdout, r.stderr, file=sys.stderr)
         sys.exit(f"qtune-run failed for M={M}")
     med = float(re.search(r"median ([0-9.]+) ms", r.stdout + r.stderr).group(1)) * 1e3
+    if a.qtune_only:
+        print(f"M={M}: qtune {med:.1f} us", flush=True)
+        continue
     got = load_file(outp)
     xr, Ar, Br = (v.detach().clone().requires_grad_() for v in (x, layer.A, layer.B))
     step(xr, Ar, Br, t)

@@ -145,23 +145,25 @@ gpu::GPUFuncOp buildSumKernel(
   return buildKernel(
       builder, loc, name, types, scratchType,
       [&](ImplicitLocOpBuilder &b, ValueRange arguments, ValueRange workgroup) {
-        Value i = globalIndex(b);
         Value n = arguments.back();
         ValueRange inputs = arguments.drop_back(2);
         Value out = arguments[arguments.size() - 2];
-        auto term = scf::IfOp::create(
-            b, b.getF32Type(),
-            arith::CmpIOp::create(b, arith::CmpIPredicate::ult, i, n), true);
-        {
-          OpBuilder::InsertionGuard g(b);
-          b.setInsertionPointToStart(term.thenBlock());
-          scf::YieldOp::create(b, value(b, inputs, i));
-          b.setInsertionPointToStart(term.elseBlock());
-          scf::YieldOp::create(
-              b, ValueRange{arith::ConstantOp::create(b, b.getF32FloatAttr(0))});
-        }
+        // Grid-stride: each thread sums its elements first, so a grid of a
+        // few hundred blocks covers any n with one atomic per block.
+        Value stride = arith::MulIOp::create(
+            b, gpu::GridDimOp::create(b, gpu::Dimension::x),
+            arith::ConstantIndexOp::create(b, kElementwiseThreads));
+        auto loop = scf::ForOp::create(
+            b, globalIndex(b), n, stride,
+            ValueRange{arith::ConstantOp::create(b, b.getF32FloatAttr(0))},
+            [&](OpBuilder &ob, Location l, Value i, ValueRange iter) {
+              ImplicitLocOpBuilder lb(l, ob);
+              scf::YieldOp::create(
+                  lb, ValueRange{arith::AddFOp::create(lb, iter[0],
+                                                      value(lb, inputs, i))});
+            });
         Value total =
-            blockReduce(b, term.getResult(0), /*max=*/false, workgroup[0]);
+            blockReduce(b, loop.getResult(0), /*max=*/false, workgroup[0]);
         Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
         auto leader = scf::IfOp::create(
             b,
@@ -184,6 +186,24 @@ gpu::GPUFuncOp buildFillKernel(OpBuilder &b, Location loc, StringRef name,
                              : TypedAttr(ib.getIntegerAttr(element, int64_t(value)));
         Value v = arith::ConstantOp::create(ib, attr);
         memref::StoreOp::create(ib, v, args[0], ValueRange{i});
+      });
+}
+
+gpu::GPUFuncOp buildSumSlicesKernel(OpBuilder &b, Location loc, StringRef name,
+                                    int64_t count, int64_t stride, Type to) {
+  return buildPerElementKernel(
+      b, loc, name, {flatMemRef(b.getF32Type()), flatMemRef(to)},
+      [&](ImplicitLocOpBuilder &ib, ValueRange args, Value i) {
+        Value n = arith::ConstantIndexOp::create(ib, stride);
+        Value sum;
+        for (int64_t z = 0; z < count; ++z) {
+          Value at = arith::AddIOp::create(
+              ib, arith::MulIOp::create(ib, arith::ConstantIndexOp::create(ib, z), n),
+              i);
+          Value v = memref::LoadOp::create(ib, args[0], ValueRange{at});
+          sum = sum ? Value(arith::AddFOp::create(ib, sum, v)) : v;
+        }
+        memref::StoreOp::create(ib, fromF32(ib, sum, to), args[1], ValueRange{i});
       });
 }
 

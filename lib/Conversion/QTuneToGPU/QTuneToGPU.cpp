@@ -20,15 +20,23 @@ using namespace qtune;
 
 namespace {
 
+/// Output tiles below which a long reduction is split (about the SM count
+/// of the GPUs the kernels target).
+constexpr int64_t kSplitKTargetBlocks = 132;
+
 /// Name of the gpu.module holding every kernel.
 constexpr StringLiteral kKernelModule = "qtune_kernels";
 
-/// The schedule for a launch with `m` rows: the options where given, else
+/// The schedule for an m × n launch: the options where given, else
 /// large tiles for training-sized M (tensor cores busy, weight dequantized once
 /// per 128 rows) and small ones for decode-sized M (more blocks).
-GemmSchedule chooseSchedule(int64_t m, const GemmSchedule &given) {
+GemmSchedule chooseSchedule(int64_t m, int64_t n, const GemmSchedule &given) {
   GemmSchedule s = m >= 512 ? GemmSchedule{128, 128, 32, 2, 4}
                             : GemmSchedule{32, 64, 64, 2, 2};
+  // Adapter-sized outputs (LoRA rank ≤ 16): narrow tiles, so no MMA work is
+  // spent on columns that do not exist.
+  if (n <= 16)
+    s = m >= 512 ? GemmSchedule{128, 16, 64, 4, 1} : GemmSchedule{32, 16, 64, 2, 1};
   if (given.tileM)
     s.tileM = given.tileM;
   if (given.tileN)
@@ -183,7 +191,7 @@ FailureOr<SymbolRefAttr> Lowering::kernelFor(Operation *op,
   }
   os << "|b" << spec.hasBias << "r" << spec.hasResidual << "l" << spec.loraRank
      << "s" << spec.outputScale << "t" << spec.transposeX << spec.transposeW
-     << "f" << spec.outputF32
+     << "f" << spec.outputF32 << "k" << spec.splitK
      << "|" << schedule.tileM << "," << schedule.tileN
      << "," << schedule.tileK << "," << schedule.warpsM << ","
      << schedule.warpsN;
@@ -200,19 +208,35 @@ FailureOr<SymbolRefAttr> Lowering::kernelFor(Operation *op,
 }
 
 LogicalResult Lowering::launch(OpBuilder &b, Operation *op,
-                               const GemmSpec &spec, int64_t m,
-                               ValueRange bufs) {
-  GemmSchedule schedule = chooseSchedule(m, options);
+                               const GemmSpec &plainSpec, int64_t m,
+                               ValueRange plainBufs) {
+  GemmSpec spec = plainSpec;
+  SmallVector<Value> bufs(plainBufs);
+  GemmSchedule schedule = chooseSchedule(m, spec.n, options);
   // A layer's own schedule attribute wins over the pass options.
   if (auto attr = op->getAttrOfType<DenseI64ArrayAttr>(
           QTuneDialect::kScheduleAttrName)) {
     ArrayRef<int64_t> v = attr.asArrayRef();
     schedule = GemmSchedule{v[0], v[1], v[2], v[3], v[4]};
   }
+  Location loc = op->getLoc();
+  // Split-K when the output has too few tiles to fill the GPU and the
+  // reduction is long: slices write f32 partials that one kernel sums.
+  bool plain = !spec.hasBias && !spec.hasResidual && !spec.loraRank &&
+               !spec.gradFormat && !spec.qftFormat;
+  int64_t tiles = (spec.k + schedule.tileK - 1) / schedule.tileK;
+  int64_t outputTiles = ((spec.n + schedule.tileN - 1) / schedule.tileN) *
+                        ((m + schedule.tileM - 1) / schedule.tileM);
+  if (plain && outputTiles < kSplitKTargetBlocks && tiles >= 16) {
+    spec.splitK = std::min((2 * kSplitKTargetBlocks + outputTiles - 1) / outputTiles,
+                           tiles / 8);
+    if (spec.splitK > 1)
+      bufs.back() = memref::AllocOp::create(
+          b, loc, MemRefType::get({spec.splitK * m * spec.n}, b.getF32Type()));
+  }
   FailureOr<SymbolRefAttr> kernel = kernelFor(op, spec, schedule);
   if (failed(kernel))
     return failure();
-  Location loc = op->getLoc();
   auto c = [&](int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); };
   SmallVector<Value> args;
   for (Value buf : bufs)
@@ -221,9 +245,19 @@ LogicalResult Lowering::launch(OpBuilder &b, Operation *op,
   int64_t gridX = (spec.n + schedule.tileN - 1) / schedule.tileN;
   int64_t gridY = (m + schedule.tileM - 1) / schedule.tileM;
   gpu::LaunchFuncOp::create(
-      b, loc, *kernel, gpu::KernelDim3{c(gridX), c(gridY), c(1)},
+      b, loc, *kernel, gpu::KernelDim3{c(gridX), c(gridY), c(spec.splitK)},
       gpu::KernelDim3{c(schedule.threads()), c(1), c(1)},
       /*dynamicSharedMemorySize=*/Value(), args);
+  if (spec.splitK > 1) {
+    Type to = cast<MemRefType>(plainBufs.back().getType()).getElementType();
+    int64_t count = spec.splitK, stride = m * spec.n;
+    launchElementwise(
+        b, loc, kernelKey("sum_slices", {to}, {double(count), double(stride)}),
+        [&](OpBuilder &kb, StringRef name) {
+          buildSumSlicesKernel(kb, kernels.getLoc(), name, count, stride, to);
+        },
+        ValueRange{bufs.back(), plainBufs.back()}, stride);
+  }
   return success();
 }
 
@@ -518,7 +552,7 @@ LogicalResult Lowering::lowerMseLoss(OpBuilder &b, MseLossOp op) {
       [&](OpBuilder &kb, StringRef name) {
         buildMseLossKernel(kb, kernels.getLoc(), name, p, t, n);
       },
-      bufs, n);
+      bufs, n, sumKernelBlocks(n));
   buffers.map(op.getResult(), loss);
   return success();
 }
@@ -579,7 +613,7 @@ LogicalResult Lowering::lowerClip(OpBuilder &b, ClipGradNormOp op) {
         [&](OpBuilder &kb, StringRef name) {
           buildSumSquaresKernel(kb, kernels.getLoc(), name, e);
         },
-        ValueRange{*buf, sumsq}, numElements(g));
+        ValueRange{*buf, sumsq}, numElements(g), sumKernelBlocks(numElements(g)));
   }
   double maxNorm = op.getMaxNorm().convertToDouble();
   for (auto [g, r] : llvm::zip(op.getGrads(), op.getResults())) {

@@ -15,7 +15,7 @@
 // CHECK: return %[[Y]]
 // CHECK: gpu.module @qtune_kernels [#nvvm.target<O = 3, chip = "sm_90a">]
 // CHECK: gpu.func @qtune_gemm_0(
-// CHECK-SAME: workgroup(%{{.*}} : memref<2x32x72xbf16, #gpu.address_space<workgroup>>, %{{.*}} : memref<2x64x72xbf16, #gpu.address_space<workgroup>>) kernel
+// CHECK-SAME: workgroup(%{{.*}} : memref<2x32x72xbf16, #gpu.address_space<workgroup>>, %{{.*}} : memref<2x16x72xbf16, #gpu.address_space<workgroup>>) kernel
 // CHECK: nvgpu.device_async_copy
 // CHECK: nvgpu.ldmatrix {{.*}} {numTiles = 4 : i32, transpose = false}
 // CHECK: nvgpu.ldmatrix {{.*}} {numTiles = 2 : i32, transpose = false}
@@ -247,4 +247,22 @@ func.func @qft_ragged(%g: tensor<4x40xbf16>, %x: tensor<4x128xbf16>, %c: tensor<
       : tensor<4x40xbf16>, tensor<4x128xbf16>, tensor<40x32xi32>, tensor<40x128xi8>, tensor<80xf32>, tensor<f32>
       -> tensor<40x32xi32>, tensor<40x128xi8>, tensor<80xf32>
   return %nc, %nm, %ns : tensor<40x32xi32>, tensor<40x128xi8>, tensor<80xf32>
+}
+
+// -----
+
+// An adapter-sized product (N = 16) with a long reduction: narrow tiles
+// (128×16) and split-K. Eight slices (16 output tiles, 64 K tiles) write f32
+// partials into a workspace, summed in order by a second kernel into y.
+// CHECK-LABEL: func.func @split_k
+// CHECK: %[[WS:.*]] = memref.alloc() : memref<262144xf32>
+// CHECK: gpu.launch_func @qtune_kernels::@[[GEMM:qtune_gemm_[0-9]+]] blocks in (%c1{{.*}}, %c16{{.*}}, %c8{{.*}}) threads in (%c128
+// CHECK: gpu.launch_func @qtune_kernels::@[[SUM:qtune_elementwise_[0-9]+]] blocks in (%c128
+// CHECK: gpu.func @[[GEMM]]({{.*}}) workgroup(%{{.*}} : memref<2x128x72xbf16, #gpu.address_space<workgroup>>, %{{.*}} : memref<2x16x72xbf16, #gpu.address_space<workgroup>>) kernel
+// CHECK: gpu.block_id  z
+// CHECK: gpu.func @[[SUM]](
+// CHECK-COUNT-8: memref.load
+func.func @split_k(%x: tensor<2048x4096xbf16>, %a: tensor<16x4096xbf16>) -> tensor<2048x16xbf16> {
+  %t = qtune.linear %x, %a : tensor<2048x4096xbf16>, tensor<16x4096xbf16> -> tensor<2048x16xbf16>
+  return %t : tensor<2048x16xbf16>
 }

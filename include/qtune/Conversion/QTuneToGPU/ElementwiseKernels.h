@@ -40,9 +40,14 @@ mlir::gpu::GPUFuncOp buildPerElementKernel(
                             mlir::Value)>
         body);
 
-/// `name(args..., out: memref<?xf32>, n: index)`: out[0] += Σ_{i<n} value(i),
-/// reduced per block (warp shuffles, then shared memory) with one atomic add
-/// per block. `out` must be zeroed first.
+/// `name(args..., out: memref<?xf32>, n: index)`: out[0] += Σ_{i<n} value(i):
+/// each thread sums a grid-stride range, then the block reduces (warp
+/// shuffles, then shared memory) with one atomic add per block. Any grid size
+/// works (sumKernelBlocks(n) is a good one). `out` must be zeroed first.
+constexpr int64_t sumKernelBlocks(int64_t n) {
+  int64_t blocks = (n + kElementwiseThreads - 1) / kElementwiseThreads;
+  return blocks < 512 ? blocks : 512;
+}
 mlir::gpu::GPUFuncOp buildSumKernel(
     mlir::OpBuilder &b, mlir::Location loc, llvm::StringRef name,
     llvm::ArrayRef<mlir::Type> args,
@@ -69,6 +74,13 @@ mlir::Value fromF32(mlir::ImplicitLocOpBuilder &b, mlir::Value v, mlir::Type to)
 mlir::gpu::GPUFuncOp buildFillKernel(mlir::OpBuilder &b, mlir::Location loc,
                                      llvm::StringRef name, mlir::Type element,
                                      double value = 0);
+
+/// `name(slices: memref<?xf32>, out: memref<?xTo>, n: index)`: out[i] =
+/// Σ_{z < count} slices[z·stride + i], summed in order (split-K partials).
+mlir::gpu::GPUFuncOp buildSumSlicesKernel(mlir::OpBuilder &b,
+                                          mlir::Location loc,
+                                          llvm::StringRef name, int64_t count,
+                                          int64_t stride, mlir::Type to);
 
 /// `name(in: memref<?xFrom>, out: memref<?xTo>, n: index)`: out[i] = in[i]
 /// converted (floats rounded to nearest even) for i < n.

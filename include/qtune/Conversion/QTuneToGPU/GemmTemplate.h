@@ -47,6 +47,12 @@ struct GemmSpec {
   /// y is stored as f32 instead of bf16 (e.g. a QFT weight's dW in a gradient
   /// entry).
   bool outputF32 = false;
+  /// Split-K: the reduction is cut into `splitK` slices (grid z); slice z
+  /// stores its scaled partial product, in f32, at y[z·M·N + m·N + n] (y is an
+  /// f32 workspace then), and a separate kernel sums the slices in order
+  /// (deterministic). For plain products only (no bias, residual, LoRA
+  /// segment, gradient or QFT epilogue).
+  int64_t splitK = 1;
   /// X is stored transposed: element (m, k) at x[k · M + m] (weight gradients
   /// read gᵀ this way). Staged by element loads.
   bool transposeX = false;
