@@ -35,12 +35,14 @@ bool checkUpload(const Buffer &b, const st::TensorInfo &t, std::string &error) {
     error = what + ": shapes differ";
     return false;
   }
+  if (t.dtype == b.dtype) // copied as it is (any dtype, e.g. I8 optimizer states)
+    return true;
   const bool floats = st::isFloat(t.dtype) && st::isFloat(b.dtype);
   const bool ints = isIntegerDType(t.dtype) && isIntegerDType(b.dtype);
   if (!floats && !ints) {
     error = what + ": cannot convert " + std::string(st::dtypeName(t.dtype)) + " to " +
             std::string(st::dtypeName(b.dtype)) +
-            " (floats convert to F16/BF16/F32/F64, I32/U32 to I32/U32)";
+            " (equal dtypes copy; floats convert to F16/BF16/F32/F64, I32/U32 to I32/U32)";
     return false;
   }
   return true;

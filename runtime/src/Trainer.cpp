@@ -226,30 +226,6 @@ void splitOptimizerStates(const BundleSpec &spec, const TrainPlan &plan,
     (has && has(spec.buffers[id].name) ? load : zero).push_back(id);
 }
 
-// ---- loading ---------------------------------------------------------------------------------------
-
-bool checkLoad(const Buffer &b, const st::TensorInfo &t, std::string &error) {
-  if (t.dtype == b.dtype && t.shape == b.shape && t.bytes == b.bytes)
-    return true;
-  return checkUpload(b, t, error);
-}
-
-bool loadTensor(Executor &ex, int buffer, const st::TensorInfo &t, const uint8_t *data,
-                std::string &error) {
-  if (buffer < 0 || static_cast<size_t>(buffer) >= ex.bundle().buffers.size())
-    return ex.upload(buffer, t, data, error); // its message for a bad id
-  const Buffer &b = ex.bundle().buffers[buffer];
-  if (t.dtype != b.dtype || t.shape != b.shape || t.bytes != b.bytes)
-    return ex.upload(buffer, t, data, error);
-  // Same dtype and shape: the bytes go up as they are. Executor::upload does
-  // the same for the dtypes it knows; this also covers I8, U8, I16, ...
-  const cuda::Driver &d = ex.context().driver();
-  return b.bytes == 0 ||
-         d.check(d.cuMemcpyHtoD(ex.address(buffer), data, b.bytes),
-                 "cuMemcpyHtoD(buffer '" + b.name + "', " + cuda::formatBytes(b.bytes) + ")",
-                 error);
-}
-
 // ---- loop ----------------------------------------------------------------------------------------
 
 std::string metricsJsonl(const std::vector<StepRecord> &records) {

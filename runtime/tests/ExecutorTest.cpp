@@ -242,6 +242,8 @@ TEST(ExecutorConvertTest, CheckUpload) {
   EXPECT_FALSE(checkUpload(b, t, error));
   b.dtype = st::DType::U8;
   t.dtype = st::DType::U8;
+  EXPECT_TRUE(checkUpload(b, t, error)) << error; // equal dtypes copy as they are
+  t.dtype = st::DType::I8;
   EXPECT_FALSE(checkUpload(b, t, error));
 }
 

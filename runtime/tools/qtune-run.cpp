@@ -301,8 +301,8 @@ void train(const TrainOptions &o) {
     fail(o.bundle + ": " + error);
   const Entry &entry = b->entries.at(name);
 
-  auto inputs = openTensors(*b, name, plan.batch, o.inputs, "inputs", checkLoad);
-  auto params = openTensors(*b, name, plan.required, o.params, "params", checkLoad);
+  auto inputs = openTensors(*b, name, plan.batch, o.inputs, "inputs", checkUpload);
+  auto params = openTensors(*b, name, plan.required, o.params, "params", checkUpload);
   if (!params && !o.params.empty()) { // only optimizer states: the file may still hold some
     params = st::File::open(o.params, error);
     if (!params)
@@ -312,7 +312,7 @@ void train(const TrainOptions &o) {
   splitOptimizerStates(*b, plan, [&](const std::string &n) { return params && params->find(n); },
                        loadStates, zeroStates);
   for (int id : loadStates)
-    if (!checkLoad(b->buffers[id], *params->find(b->buffers[id].name), error))
+    if (!checkUpload(b->buffers[id], *params->find(b->buffers[id].name), error))
       fail(params->path() + ": " + error);
 
   auto ex = Executor::create(*b, o.device, error);
@@ -325,7 +325,7 @@ void train(const TrainOptions &o) {
   auto upload = [&](const std::vector<int> &ids, const st::File *file) {
     for (int id : ids) {
       const st::TensorInfo &t = *file->find(b->buffers[id].name);
-      if (!loadTensor(*ex, id, t, file->data(t), error))
+      if (!ex->upload(id, t, file->data(t), error))
         fail(file->path() + ": " + error);
     }
   };

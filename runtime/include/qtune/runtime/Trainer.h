@@ -118,20 +118,6 @@ void splitOptimizerStates(const BundleSpec &spec, const TrainPlan &plan,
                           const std::function<bool(const std::string &)> &has,
                           std::vector<int> &load, std::vector<int> &zero);
 
-// ---- loading tensors -------------------------------------------------------------------------
-
-/// Whether tensor `t` can be loaded into buffer `b` by loadTensor: when the
-/// dtypes and shapes are the same (bytes copied as they are: I8 optimizer
-/// states, BF16 params, ...), or when Executor::upload converts it (see
-/// checkUpload, whose message is returned otherwise).
-bool checkLoad(const Buffer &b, const st::TensorInfo &t, std::string &error);
-
-/// Copies tensor `t` (bytes at `data`) into `buffer`: as they are when the
-/// dtype and shape are the buffer's, otherwise through Executor::upload
-/// (which converts floats and I32/U32 but refuses other integer dtypes).
-bool loadTensor(Executor &ex, int buffer, const st::TensorInfo &t, const uint8_t *data,
-                std::string &error);
-
 // ---- the loop ----------------------------------------------------------------------------
 
 struct StepRecord {
