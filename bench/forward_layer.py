@@ -12,6 +12,7 @@ writes OUT_DIR/forward_layer.json.
 import argparse, json, math, os, re, subprocess, sys
 import torch
 import triton.testing as tt
+from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from qlayer import QLayer  # noqa: E402
