@@ -139,12 +139,18 @@ LogicalResult EntryBuilder::addLaunch(gpu::LaunchFuncOp launch,
     l.grid[i] = uint32_t(*g);
     l.block[i] = uint32_t(*b);
   }
-  if (launch.getDynamicSharedMemorySize())
-    return launch.emitError("bundle: dynamic shared memory is not supported");
+  if (Value shared = launch.getDynamicSharedMemorySize()) {
+    FailureOr<int64_t> bytes = constantOf(launch, shared);
+    if (failed(bytes))
+      return failure();
+    l.sharedBytes = uint32_t(*bytes);
+  }
   auto [it, inserted] = kernels.try_emplace(name, -1);
   if (inserted)
-    it->second = w.addKernel({name, ptxBlob, cubinBlob, l.block, 0});
+    it->second = w.addKernel({name, ptxBlob, cubinBlob, l.block, l.sharedBytes});
   l.kernel = it->second;
+  rt::Kernel &k = w.spec.kernels[l.kernel];
+  k.sharedBytes = std::max(k.sharedBytes, l.sharedBytes);
   for (Value arg : launch.getKernelOperands()) {
     if (auto type = dyn_cast<MemRefType>(arg.getType())) {
       // A memref<?xT> kernel parameter is a descriptor: allocated and aligned

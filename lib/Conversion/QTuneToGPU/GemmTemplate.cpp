@@ -36,10 +36,32 @@ int64_t GemmSchedule::sharedBytes() const {
          std::max(2 * tileN * (tileK + 8) * 2, 2 * tileK * (tileN + 8) * 2);
 }
 
+namespace {
+constexpr int64_t kStaticSharedLimit = 48 * 1024;
+constexpr int64_t kSharedLimit = 227 * 1024; // sm_90 (sm_80: 163 KiB)
+
+int64_t xsBytes(const GemmSchedule &s) { return 2 * s.tileM * (s.tileK + 8) * 2; }
+int64_t wsBytes(const GemmSpec &spec, const GemmSchedule &s) {
+  return spec.transposeW ? 2 * s.tileK * (s.tileN + 8) * 2
+                         : 2 * s.tileN * (s.tileK + 8) * 2;
+}
+int64_t rowMaxBytes(const GemmSpec &spec, const GemmSchedule &s) {
+  return spec.qftFormat ? s.tileM * s.warpsN * 4 : 0;
+}
+} // namespace
+
+int64_t gemmSharedBytes(const GemmSpec &spec, const GemmSchedule &schedule) {
+  return xsBytes(schedule) + wsBytes(spec, schedule) + rowMaxBytes(spec, schedule);
+}
+
+bool gemmUsesDynamicShared(const GemmSpec &spec, const GemmSchedule &schedule) {
+  return gemmSharedBytes(spec, schedule) > kStaticSharedLimit;
+}
+
 std::optional<std::string> GemmSchedule::validate() const {
-  if (sharedBytes() > 48 * 1024)
+  if (sharedBytes() > kSharedLimit)
     return "the two shared stages need " + std::to_string(sharedBytes()) +
-           " bytes, more than the 48 KiB of static shared memory";
+           " bytes, more than the 227 KiB of shared memory of a block";
   if (tileK % 16 != 0)
     return "tileK must be a multiple of 16 (the MMA's K)";
   if (tileM % (16 * warpsM) != 0)
@@ -696,12 +718,17 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
                                                         schedule.tileK + 8},
                                 bf16,
                                 MemRefLayoutAttrInterface(), workgroup);
-  SmallVector<Type> workgroupTypes{xsType, wsType};
-  if (spec.qftFormat) // per-row, per-warp absmax of the new momentum
-    workgroupTypes.push_back(MemRefType::get({schedule.tileM, schedule.warpsN},
-                                             builder.getF32Type(),
-                                             MemRefLayoutAttrInterface(),
-                                             workgroup));
+  // Per-row, per-warp absmax of the new momentum (QFT).
+  auto rowMaxType = MemRefType::get({schedule.tileM, schedule.warpsN},
+                                    builder.getF32Type(),
+                                    MemRefLayoutAttrInterface(), workgroup);
+  bool dynamicShared = gemmUsesDynamicShared(spec, schedule);
+  SmallVector<Type> workgroupTypes;
+  if (!dynamicShared) {
+    workgroupTypes = {xsType, wsType};
+    if (spec.qftFormat)
+      workgroupTypes.push_back(rowMaxType);
+  }
   auto func = gpu::GPUFuncOp::create(builder, loc, name,
                                      FunctionType::get(ctx, args, {}),
                                      workgroupTypes, TypeRange{});
@@ -740,8 +767,25 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   Value y = spec.qftFormat ? Value() : entry.getArgument(a++);
   Value m = entry.getArgument(a++);
 
-  KernelBuilder kb(b, spec, schedule, func.getWorkgroupAttributions()[0],
-                   func.getWorkgroupAttributions()[1], m);
+  // The shared buffers: static workgroup attributions, or views of the
+  // dynamic shared memory laid out X stages, W stages, row maxima.
+  SmallVector<Value> shared(func.getWorkgroupAttributions().begin(),
+                            func.getWorkgroupAttributions().end());
+  if (dynamicShared) {
+    Value dyn = gpu::DynamicSharedMemoryOp::create(
+        b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                           MemRefLayoutAttrInterface(), workgroup));
+    int64_t offset = 0;
+    SmallVector<MemRefType> types{xsType, wsType};
+    if (spec.qftFormat)
+      types.push_back(rowMaxType);
+    for (MemRefType t : types) {
+      shared.push_back(memref::ViewOp::create(
+          b, t, dyn, arith::ConstantIndexOp::create(b, offset), ValueRange{}));
+      offset += t.getNumElements() * t.getElementTypeBitWidth() / 8;
+    }
+  }
+  KernelBuilder kb(b, spec, schedule, shared[0], shared[1], m);
   kb.setThreadIds();
   Value zero = arith::ConstantOp::create(b, b.getF32FloatAttr(0.0f));
   SmallVector<Value> acc(kb.fragsM() * kb.fragsN() * 4, zero);
@@ -752,7 +796,7 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
                          acc);
   if (spec.qftFormat)
     kb.qftEpilogue(acc, qftCodes, qftParams, qftM, qftMScales, qftLr,
-                   func.getWorkgroupAttributions()[2]);
+                   shared[2]);
   else if (spec.gradFormat)
     kb.gradientEpilogue(acc, gradComponents, y);
   else

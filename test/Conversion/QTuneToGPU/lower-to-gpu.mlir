@@ -266,3 +266,20 @@ func.func @split_k(%x: tensor<2048x4096xbf16>, %a: tensor<16x4096xbf16>) -> tens
   %t = qtune.linear %x, %a : tensor<2048x4096xbf16>, tensor<16x4096xbf16> -> tensor<2048x16xbf16>
   return %t : tensor<2048x16xbf16>
 }
+
+// -----
+
+// Stages past 48 KiB (here 128 × 128 × 64: 73728 bytes) live in dynamic shared
+// memory: the kernel views it as the X and W stages, the launch passes the size.
+// CHECK-LABEL: func.func @dynamic_shared
+// CHECK: gpu.launch_func @qtune_kernels::@[[K:qtune_gemm_[0-9]+]] {{.*}} dynamic_shared_memory_size %c73728_i32
+// CHECK: gpu.func @[[K]](
+// CHECK-NOT: workgroup(
+// CHECK-SAME: kernel
+// CHECK: gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>
+// CHECK: memref.view {{.*}} to memref<2x128x72xbf16, #gpu.address_space<workgroup>>
+// CHECK: memref.view {{.*}} to memref<2x128x72xbf16, #gpu.address_space<workgroup>>
+func.func @dynamic_shared(%x: tensor<600x256xbf16>, %w: tensor<256x256xbf16>) -> tensor<600x256xbf16> {
+  %y = qtune.linear %x, %w : tensor<600x256xbf16>, tensor<256x256xbf16> -> tensor<600x256xbf16>
+  return %y : tensor<600x256xbf16>
+}

@@ -26,7 +26,9 @@ struct GemmSchedule {
   int64_t warpsM = 2, warpsN = 2;
 
   int64_t threads() const { return 32 * warpsM * warpsN; }
-  /// Static shared memory: two stages of the X and W tiles (rows padded).
+  /// Shared memory of the two stages of the X and W tiles (rows padded), for
+  /// the larger of the two W layouts. Past 48 KiB the kernel takes it as
+  /// dynamic shared memory (up to the 227 KiB of sm_90).
   int64_t sharedBytes() const;
   /// Checks divisibility constraints; returns an explanation on failure.
   std::optional<std::string> validate() const;
@@ -79,6 +81,12 @@ struct GemmSpec {
   llvm::SmallVector<mlir::Type> qftParamTypes; ///< scales [, zeros]
   double qftBeta1 = 0.9, qftBeta2 = 0.99, qftWeightDecay = 0;
 };
+
+/// The shared memory bytes a kernel for `spec` and `schedule` uses, and
+/// whether it takes them as dynamic shared memory (more than 48 KiB; the
+/// launch then passes the size).
+int64_t gemmSharedBytes(const GemmSpec &spec, const GemmSchedule &schedule);
+bool gemmUsesDynamicShared(const GemmSpec &spec, const GemmSchedule &schedule);
 
 /// Kernel parameter order: x, weight component(s) (or the dense weight),
 /// [gradient epilogue's weight components], [QFT: codes, scales [, zeros],
