@@ -112,6 +112,8 @@ private:
   LogicalResult lowerConstant(OpBuilder &b, arith::ConstantOp op);
   LogicalResult lowerMseLoss(OpBuilder &b, MseLossOp op);
   LogicalResult lowerMseLossGrad(OpBuilder &b, MseLossGradOp op);
+  /// Cross entropy and its gradient: one thread block per row of logits.
+  LogicalResult lowerCrossEntropy(OpBuilder &b, Operation *op);
   LogicalResult lowerAdd(OpBuilder &b, arith::AddFOp op);
   LogicalResult lowerClip(OpBuilder &b, ClipGradNormOp op);
   /// Optimizer steps update their parameter and state buffers in place: each
@@ -584,6 +586,47 @@ LogicalResult Lowering::lowerMseLossGrad(OpBuilder &b, MseLossGradOp op) {
   return success();
 }
 
+LogicalResult Lowering::lowerCrossEntropy(OpBuilder &b, Operation *op) {
+  bool isGrad = isa<CrossEntropyGradOp>(op);
+  Value logits = op->getOperand(0);
+  auto type = cast<RankedTensorType>(logits.getType());
+  if (!type.hasStaticShape() || type.getRank() < 1)
+    return op->emitError() << "qtune-lower-to-gpu: cross entropy takes "
+                              "statically shaped logits, got "
+                           << type;
+  int64_t v = type.getShape().back();
+  int64_t rows = v ? type.getNumElements() / v : 0;
+  SmallVector<Value> bufs;
+  if (failed(addBuffers(op, op->getOperands(), bufs)))
+    return failure();
+  Location loc = op->getLoc();
+  Type l = type.getElementType();
+  Value result;
+  if (isGrad) {
+    result = memref::AllocOp::create(
+        b, loc, bufferType(cast<RankedTensorType>(op->getResult(0).getType())));
+    Type r = elementOf(op->getResult(0));
+    bufs.push_back(result);
+    launchElementwise(
+        b, loc, kernelKey("ce_grad", {l, r}, {double(v), double(rows)}),
+        [&](OpBuilder &kb, StringRef name) {
+          buildCrossEntropyGradKernel(kb, kernels.getLoc(), name, l, r, v, rows);
+        },
+        bufs, rows, rows);
+  } else {
+    result = zeroedF32(b, loc, {});
+    bufs.push_back(result);
+    launchElementwise(
+        b, loc, kernelKey("ce", {l}, {double(v), double(rows)}),
+        [&](OpBuilder &kb, StringRef name) {
+          buildCrossEntropyKernel(kb, kernels.getLoc(), name, l, v, rows);
+        },
+        bufs, rows, rows);
+  }
+  buffers.map(op->getResult(0), result);
+  return success();
+}
+
 LogicalResult Lowering::lowerAdd(OpBuilder &b, arith::AddFOp op) {
   auto type = dyn_cast<RankedTensorType>(op.getType());
   if (!type || !type.hasStaticShape())
@@ -819,6 +862,8 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
       ok = lowerMseLoss(b, l);
     } else if (auto l = dyn_cast<MseLossGradOp>(op)) {
       ok = lowerMseLossGrad(b, l);
+    } else if (isa<CrossEntropyOp, CrossEntropyGradOp>(op)) {
+      ok = lowerCrossEntropy(b, &op);
     } else if (auto c = dyn_cast<arith::ConstantOp>(op)) {
       ok = lowerConstant(b, c);
     } else if (auto a = dyn_cast<arith::AddFOp>(op)) {
@@ -850,6 +895,7 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
                                "qtune.linear, qtune.fused_linear, "
                                "qtune.linear_t, qtune.weight_grad, "
                                "qtune.component_grad, qtune.mse_loss(_grad), "
+                               "qtune.cross_entropy(_grad), "
                                "qtune.clip_grad_norm, qtune.adamw, "
                                "qtune.lion, qtune.qft_lion, arith.addf)";
     }

@@ -9,6 +9,7 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 
 #include <cmath>
+#include <limits>
 
 using namespace mlir;
 
@@ -87,6 +88,138 @@ gpu::GPUFuncOp buildMseLossGradKernel(OpBuilder &b, Location loc,
         Value d = sub(ib, loadF32(ib, args[0], i), loadF32(ib, args[1], i));
         Value g = mul(ib, scalar(ib, args[2]), f32(ib, 2.0 / double(count)));
         storeAs(ib, mul(ib, d, g), args[3], i);
+      });
+}
+
+namespace {
+/// The row's max and log-sum-exp over its `v` logits (block-strided loops and
+/// block reductions; every thread gets both).
+std::pair<Value, Value> rowLogSumExp(B &b, Value logits, Value rowBase,
+                                     int64_t v, Value scratch) {
+  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  Value end = arith::ConstantIndexOp::create(b, v);
+  Value step = arith::ConstantIndexOp::create(b, kElementwiseThreads);
+  auto strided = [&](Value init, function_ref<Value(B &, Value, Value)> body) {
+    return scf::ForOp::create(
+               b, tid, end, step, ValueRange{init},
+               [&](OpBuilder &ob, Location l, Value j, ValueRange iter) {
+                 B lb(l, ob);
+                 Value x = loadF32(lb, logits, arith::AddIOp::create(lb, rowBase, j));
+                 scf::YieldOp::create(lb, ValueRange{body(lb, iter[0], x)});
+               })
+        .getResult(0);
+  };
+  Value mx = blockReduce(
+      b,
+      strided(f32(b, -std::numeric_limits<float>::infinity()),
+              [](B &lb, Value acc, Value x) -> Value {
+                return arith::MaximumFOp::create(lb, acc, x);
+              }),
+      /*max=*/true, scratch);
+  Value sum = blockReduce(
+      b,
+      strided(f32(b, 0),
+              [&](B &lb, Value acc, Value x) -> Value {
+                return add(lb, acc, exp2F32(lb, mul(lb, sub(lb, x, mx),
+                                                   f32(lb, M_LOG2E))));
+              }),
+      /*max=*/false, scratch);
+  Value lse = add(b, mx, mul(b, intrinsic(b, "llvm.nvvm.lg2.approx.f", sum),
+                             f32(b, M_LN2)));
+  return {mx, lse};
+}
+
+/// A kernel with one block per row and the reduction scratch.
+gpu::GPUFuncOp buildRowKernel(OpBuilder &b, Location loc, StringRef name,
+                              ArrayRef<Type> args,
+                              function_ref<void(B &, ValueRange, Value, Value)> body) {
+  auto workgroup =
+      gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
+  auto scratch = MemRefType::get({kElementwiseThreads / 32}, b.getF32Type(),
+                                 MemRefLayoutAttrInterface(), workgroup);
+  return buildKernel(b, loc, name, args, scratch,
+                     [&](B &ib, ValueRange a, ValueRange wg) {
+                       body(ib, a, gpu::BlockIdOp::create(ib, gpu::Dimension::x),
+                            wg[0]);
+                     });
+}
+
+/// Whether the label is a valid column, and the label as an index.
+std::pair<Value, Value> labelOf(B &b, Value labels, Value row, int64_t v) {
+  Value label = memref::LoadOp::create(b, labels, ValueRange{row});
+  Value valid = arith::AndIOp::create(
+      b,
+      arith::CmpIOp::create(b, arith::CmpIPredicate::sge, label,
+                            arith::ConstantIntOp::create(b, b.getI32Type(), 0)),
+      arith::CmpIOp::create(b, arith::CmpIPredicate::slt, label,
+                            arith::ConstantIntOp::create(b, b.getI32Type(), v)));
+  Value index = arith::IndexCastOp::create(
+      b, b.getIndexType(),
+      arith::SelectOp::create(b, valid, label,
+                              arith::ConstantIntOp::create(b, b.getI32Type(), 0)));
+  return {valid, index};
+}
+} // namespace
+
+gpu::GPUFuncOp buildCrossEntropyKernel(OpBuilder &b, Location loc,
+                                       StringRef name, Type logitElt, int64_t v,
+                                       int64_t rows) {
+  Type i32 = b.getI32Type();
+  return buildRowKernel(
+      b, loc, name,
+      {flatMemRef(logitElt), flatMemRef(i32), flatMemRef(b.getF32Type())},
+      [&](B &ib, ValueRange a, Value row, Value scratch) {
+        Value rowBase = arith::MulIOp::create(
+            ib, row, arith::ConstantIndexOp::create(ib, v));
+        Value lse = rowLogSumExp(ib, a[0], rowBase, v, scratch).second;
+        auto [valid, label] = labelOf(ib, a[1], row, v);
+        Value picked = loadF32(ib, a[0], arith::AddIOp::create(ib, rowBase, label));
+        Value term = mul(ib, sub(ib, lse, picked), f32(ib, 1.0 / double(rows)));
+        term = arith::SelectOp::create(
+            ib, valid, term, f32(ib, std::numeric_limits<float>::quiet_NaN()));
+        Value tid = gpu::ThreadIdOp::create(ib, gpu::Dimension::x);
+        auto leader = scf::IfOp::create(
+            ib,
+            arith::CmpIOp::create(ib, arith::CmpIPredicate::eq, tid,
+                                  arith::ConstantIndexOp::create(ib, 0)),
+            false);
+        ib.setInsertionPointToStart(leader.thenBlock());
+        memref::AtomicRMWOp::create(ib, arith::AtomicRMWKind::addf, term, a[2],
+                                    ValueRange{arith::ConstantIndexOp::create(ib, 0)});
+      });
+}
+
+gpu::GPUFuncOp buildCrossEntropyGradKernel(OpBuilder &b, Location loc,
+                                           StringRef name, Type logitElt,
+                                           Type rElt, int64_t v, int64_t rows) {
+  Type i32 = b.getI32Type();
+  return buildRowKernel(
+      b, loc, name,
+      {flatMemRef(logitElt), flatMemRef(i32), flatMemRef(b.getF32Type()),
+       flatMemRef(rElt)},
+      [&](B &ib, ValueRange a, Value row, Value scratch) {
+        Value rowBase = arith::MulIOp::create(
+            ib, row, arith::ConstantIndexOp::create(ib, v));
+        Value lse = rowLogSumExp(ib, a[0], rowBase, v, scratch).second;
+        auto [valid, label] = labelOf(ib, a[1], row, v);
+        Value scale = mul(ib, scalar(ib, a[2]), f32(ib, 1.0 / double(rows)));
+        scale = arith::SelectOp::create(
+            ib, valid, scale, f32(ib, std::numeric_limits<float>::quiet_NaN()));
+        Value tid = gpu::ThreadIdOp::create(ib, gpu::Dimension::x);
+        scf::ForOp::create(
+            ib, tid, arith::ConstantIndexOp::create(ib, v),
+            arith::ConstantIndexOp::create(ib, kElementwiseThreads), ValueRange{},
+            [&](OpBuilder &ob, Location l, Value j, ValueRange) {
+              B lb(l, ob);
+              Value at = arith::AddIOp::create(lb, rowBase, j);
+              Value p = exp2F32(lb, mul(lb, sub(lb, loadF32(lb, a[0], at), lse),
+                                        f32(lb, M_LOG2E)));
+              Value hot = arith::SelectOp::create(
+                  lb, arith::CmpIOp::create(lb, arith::CmpIPredicate::eq, j, label),
+                  f32(lb, 1), f32(lb, 0));
+              storeAs(lb, mul(lb, sub(lb, p, hot), scale), a[3], at);
+              scf::YieldOp::create(lb);
+            });
       });
 }
 

@@ -283,3 +283,23 @@ func.func @dynamic_shared(%x: tensor<600x256xbf16>, %w: tensor<256x256xbf16>) ->
   %y = qtune.linear %x, %w : tensor<600x256xbf16>, tensor<256x256xbf16> -> tensor<600x256xbf16>
   return %y : tensor<600x256xbf16>
 }
+
+// -----
+
+// Cross entropy and its gradient: one thread block per row (12 rows), the
+// row's max and log-sum-exp reduced across the block; the loss is a zeroed
+// scalar with one atomic add per row.
+// CHECK-LABEL: func.func @cross_entropy
+// CHECK: gpu.launch_func @qtune_kernels::@[[CE:qtune_elementwise_[0-9]+]] blocks in (%c12
+// CHECK: gpu.launch_func @qtune_kernels::@[[CEG:qtune_elementwise_[0-9]+]] blocks in (%c12
+// CHECK: gpu.func @[[CE]]({{.*}}) workgroup(%{{.*}} : memref<8xf32, #gpu.address_space<workgroup>>) kernel
+// CHECK: llvm.call_intrinsic "llvm.nvvm.lg2.approx.f"
+// CHECK: memref.atomic_rmw addf
+// CHECK: gpu.func @[[CEG]](
+// CHECK: llvm.call_intrinsic "llvm.nvvm.ex2.approx.f32"
+func.func @cross_entropy(%logits: tensor<3x4x1000xbf16>, %labels: tensor<3x4xi32>, %g: tensor<f32>)
+    -> (tensor<f32>, tensor<3x4x1000xbf16>) {
+  %l = qtune.cross_entropy %logits, %labels : tensor<3x4x1000xbf16>, tensor<3x4xi32> -> tensor<f32>
+  %d = qtune.cross_entropy_grad %logits, %labels, %g : tensor<3x4x1000xbf16>, tensor<3x4xi32>, tensor<f32> -> tensor<3x4x1000xbf16>
+  return %l, %d : tensor<f32>, tensor<3x4x1000xbf16>
+}

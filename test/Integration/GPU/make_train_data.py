@@ -10,6 +10,8 @@ A teacher y = x·W_tᵀ and a student that starts from W_b = round-to-nearest
         (so scales alone can fit it).
   qft   W_t = base + a rank-4 update; the student is base in 8-bit per-channel
         symmetric codes (w = s·(q − 128)) that train themselves.
+  ce    as lora, but a classifier: `labels` (I32) are the argmax over the N
+        classes of the teacher's logits, replacing `target`.
 Writes OUT_DIR/inputs.safetensors (x, target) and OUT_DIR/params.safetensors
 (codes, scales, zeros, lora_A, lora_B) in the dtypes the train-step entry takes,
 and both in OUT_DIR/all.safetensors (for the reference interpreter).
@@ -92,7 +94,7 @@ def quantize8_per_channel(w, n, k):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("variant", choices=["lora", "peqa", "qft"])
+    p.add_argument("variant", choices=["lora", "peqa", "qft", "ce"])
     p.add_argument("out")
     p.add_argument("--m", type=int, default=64)
     p.add_argument("--n", type=int, default=256)
@@ -107,7 +109,7 @@ def main():
     m, n, k, group = a.m, a.n, a.k, a.group
     base = [rng.gauss(0, 1 / math.sqrt(k)) for _ in range(n * k)]
     codes, scales, zeros = quantize(base, n, k, group)
-    if a.variant in ("lora", "qft"):
+    if a.variant in ("lora", "qft", "ce"):
         u = [[rng.gauss(0, 1) for _ in range(4)] for _ in range(n)]
         v = [[rng.gauss(0, 1) for _ in range(4)] for _ in range(k)]
         amp = 0.5 / math.sqrt(k)
@@ -130,6 +132,9 @@ def main():
             target.append(sum(xv * wv for xv, wv in zip(xi, row)))
     os.makedirs(a.out, exist_ok=True)
     inputs = {"x": ("BF16", [m, k], x), "target": ("BF16", [m, n], target)}
+    if a.variant == "ce":
+        labels = [max(range(n), key=lambda r: target[i * n + r]) for i in range(m)]
+        inputs = {"x": ("BF16", [m, k], x), "labels": ("I32", [m], labels)}
     write(os.path.join(a.out, "inputs.safetensors"), inputs)
     if a.variant == "qft":
         params = quantize8_per_channel(base, n, k)
@@ -137,7 +142,7 @@ def main():
         params = {"codes": ("I32", [n, k * 4 // 32], codes),
                   "scales": ("BF16", [n, k // group], scales),
                   "zeros": ("BF16", [n, k // group], zeros)}
-    if a.variant == "lora":
+    if a.variant in ("lora", "ce"):
         params["lora_A"] = ("BF16", [a.rank, k],
                             [rng.gauss(0, 1 / math.sqrt(k)) for _ in range(a.rank * k)])
         params["lora_B"] = ("BF16", [n, a.rank],

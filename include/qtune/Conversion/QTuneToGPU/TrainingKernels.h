@@ -28,6 +28,24 @@ mlir::gpu::GPUFuncOp buildMseLossGradKernel(mlir::OpBuilder &b,
                                             mlir::Type pElt, mlir::Type tElt,
                                             mlir::Type rElt, int64_t count);
 
+/// `(logits, labels: i32, loss: f32, n = rows)`, one thread block per row of
+/// `v` logits: loss[0] += (logsumexp(row) − row[label]) / rows (loss zeroed
+/// first); a label outside [0, v) adds NaN, so the loss says so.
+mlir::gpu::GPUFuncOp buildCrossEntropyKernel(mlir::OpBuilder &b,
+                                             mlir::Location loc,
+                                             llvm::StringRef name,
+                                             mlir::Type logitElt, int64_t v,
+                                             int64_t rows);
+
+/// `(logits, labels: i32, g: f32, r, n = rows)`, one thread block per row:
+/// r = (softmax(row) − onehot(label)) / rows · g[0].
+mlir::gpu::GPUFuncOp buildCrossEntropyGradKernel(mlir::OpBuilder &b,
+                                                 mlir::Location loc,
+                                                 llvm::StringRef name,
+                                                 mlir::Type logitElt,
+                                                 mlir::Type rElt, int64_t v,
+                                                 int64_t rows);
+
 /// `(g, sumsq: f32, n)`: sumsq[0] += Σ g².
 mlir::gpu::GPUFuncOp buildSumSquaresKernel(mlir::OpBuilder &b,
                                            mlir::Location loc,
