@@ -79,14 +79,14 @@ struct QTuneOptimizerPass : qtune::impl::QTuneOptimizerBase<QTuneOptimizerPass> 
       unsigned m, v = 0, scales = 0;
     };
     // QFT parameters: the codes of an 8-bit uniform weight (qtune.qft_lion).
-    auto qftWeight = [&](unsigned p) -> QWeightOp {
+    DenseMap<unsigned, QWeightOp> qftWeights;
+    for (unsigned p : params)
       for (Operation *user : grad.getArgument(p).getUsers())
         if (auto q = dyn_cast<QWeightOp>(user))
           if (q.getComponents()[0] == grad.getArgument(p) &&
               isQftFormat(q.getType().getFormat()))
-            return q;
-      return {};
-    };
+            qftWeights[p] = q;
+    auto qftWeight = [&](unsigned p) { return qftWeights.lookup(p); };
     for (unsigned p : params) {
       if (!qftWeight(p))
         continue;

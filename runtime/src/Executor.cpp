@@ -14,12 +14,6 @@ using namespace qtune::cuda;
 
 namespace {
 
-std::string shapeText(const std::vector<int64_t> &shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 bool isIntegerDType(st::DType d) { return d == st::DType::I32 || d == st::DType::U32; }
 
@@ -29,8 +23,8 @@ constexpr uint32_t kDefaultSharedLimit = 48 * 1024;
 
 bool checkUpload(const Buffer &b, const st::TensorInfo &t, std::string &error) {
   const std::string what = "tensor '" + t.name + "' (" + std::string(st::dtypeName(t.dtype)) +
-                           " " + shapeText(t.shape) + ") for buffer '" + b.name + "' (" +
-                           std::string(st::dtypeName(b.dtype)) + " " + shapeText(b.shape) + ")";
+                           " " + st::shapeText(t.shape) + ") for buffer '" + b.name + "' (" +
+                           std::string(st::dtypeName(b.dtype)) + " " + st::shapeText(b.shape) + ")";
   if (t.shape != b.shape) {
     error = what + ": shapes differ";
     return false;

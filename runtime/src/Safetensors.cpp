@@ -28,6 +28,13 @@
 
 namespace qtune::st {
 
+std::string shapeText(const std::vector<int64_t> &shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
 namespace {
 
 using OrderedJson = nlohmann::ordered_json;
@@ -63,15 +70,6 @@ std::string quote(std::string_view s) {
   return r;
 }
 
-std::string shapeString(const std::vector<int64_t> &shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i)
-      s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  return s + "]";
-}
 
 std::string formatDouble(double v) {
   char buf[64];
@@ -93,7 +91,7 @@ bool checkedNumel(const std::vector<int64_t> &shape, int64_t &numel,
       return false;
     }
     if (d != 0 && n > std::numeric_limits<int64_t>::max() / d) {
-      why = "element count of shape " + shapeString(shape) + " overflows int64";
+      why = "element count of shape " + shapeText(shape) + " overflows int64";
       return false;
     }
     n *= d;
@@ -111,7 +109,7 @@ bool checkedByteSize(const std::vector<int64_t> &shape, DType dtype,
   const uint64_t size = dtypeSize(dtype);
   if (size != 0 &&
       static_cast<uint64_t>(n) > std::numeric_limits<uint64_t>::max() / size) {
-    why = "byte size of shape " + shapeString(shape) + " of " +
+    why = "byte size of shape " + shapeText(shape) + " of " +
           std::string(dtypeName(dtype)) + " overflows";
     return false;
   }
@@ -323,7 +321,7 @@ bool parseEntry(const std::string &name, const OrderedJson &entry,
   if (expected != info.bytes) {
     why = who + "data_offsets [" + std::to_string(bounds[0]) + ", " +
           std::to_string(bounds[1]) + "] span " + std::to_string(info.bytes) +
-          " bytes, but shape " + shapeString(info.shape) + " of " +
+          " bytes, but shape " + shapeText(info.shape) + " of " +
           std::string(dtypeName(info.dtype)) + " needs " +
           std::to_string(expected) + " bytes (size mismatch)";
     return false;
@@ -644,7 +642,7 @@ bool buildHeader(const std::vector<OwnedTensor> &tensors,
     }
     if (expected != t.bytes.size()) {
       error = who + "has " + std::to_string(t.bytes.size()) +
-              " bytes, but shape " + shapeString(t.shape) + " of " +
+              " bytes, but shape " + shapeText(t.shape) + " of " +
               std::string(dtypeName(t.dtype)) + " needs " +
               std::to_string(expected) + " bytes";
       return false;

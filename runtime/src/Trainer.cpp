@@ -14,12 +14,6 @@ namespace qtune::rt {
 
 namespace {
 
-std::string shapeText(const std::vector<int64_t> &shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 std::string numberText(double v) {
   if (std::isnan(v))
@@ -54,7 +48,7 @@ bool checkScalar(const BundleSpec &spec, const std::string &entry, int id, const
   if (st::isFloat(b.dtype) && numel == 1)
     return true;
   error = "entry '" + entry + "': " + what + " '" + b.name + "' is " +
-          std::string(st::dtypeName(b.dtype)) + " " + shapeText(b.shape) +
+          std::string(st::dtypeName(b.dtype)) + " " + st::shapeText(b.shape) +
           "; it must be a float scalar (F32 [])";
   return false;
 }

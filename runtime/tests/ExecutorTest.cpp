@@ -10,6 +10,8 @@
 #include "qtune/runtime/Executor.h"
 #include "qtune/runtime/Float16.h"
 
+#include "TestSupport.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -22,7 +24,6 @@
 #include <string>
 #include <vector>
 
-#include <sys/wait.h>
 
 namespace fs = std::filesystem;
 using namespace qtune;
@@ -30,12 +31,8 @@ using namespace qtune::rt;
 
 namespace {
 
-bool haveGpu(std::string &why) {
-  static std::string reason;
-  static const bool have = [] { return cuda::Context::create(0, reason) != nullptr; }();
-  why = reason;
-  return have;
-}
+using namespace qtune::rt::test;
+
 
 // Two hand-written kernels in one PTX module:
 //   bf16_to_f32(u16 *x, f32 *t, i64 n):            t[i] = float(x[i])
@@ -170,20 +167,11 @@ float expectedY(int64_t i) {
   return std::fma(kAlpha, static_cast<float>(wValue(i)), x) + static_cast<float>(kBias);
 }
 
-st::OwnedTensor tensor(const std::string &name, st::DType dt, const std::vector<double> &v,
-                       std::vector<int64_t> shape) {
-  st::OwnedTensor t{name, dt, std::move(shape), {}};
-  std::string error;
-  EXPECT_TRUE(st::fromDoubles(v, dt, t.bytes, error)) << error;
-  return t;
-}
 
-class ExecutorFileTest : public ::testing::Test {
+class ExecutorFileTest : public TempDirTest {
 protected:
   void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "qtune-exec-test-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
+    makeDir("qtune-exec-test");
     std::string error;
     ASSERT_TRUE(gpuBundle().write(path("m.qtb"), error)) << error;
     std::vector<double> xs(kN), ws(kN);
@@ -194,21 +182,11 @@ protected:
     writeTensors("in.safetensors", {tensor("x", st::DType::F32, xs, {kN})});
     writeTensors("params.safetensors", {tensor("w", st::DType::F64, ws, {kN})});
   }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string &name) const { return (dir_ / name).string(); }
-  void writeTensors(const std::string &name, const std::vector<st::OwnedTensor> &ts) {
-    std::string error;
-    ASSERT_TRUE(st::write(path(name), ts, {}, error)) << error;
-  }
   void checkOutput(const std::vector<double> &y) {
     ASSERT_EQ(y.size(), static_cast<size_t>(kN));
     for (int64_t i = 0; i < kN; ++i)
       ASSERT_EQ(static_cast<float>(y[i]), expectedY(i)) << "at " << i;
   }
-  fs::path dir_;
 };
 
 // ---- conversions (no GPU) ------------------------------------------------------------------
@@ -383,27 +361,10 @@ TEST_F(ExecutorFileTest, BadLaunchArgumentsAreCaught) {
 
 // ---- qtune-run --------------------------------------------------------------------------------
 
-/// Runs qtune-run (the one built beside this test, or $QTUNE_RUN where the
-/// binaries were moved) with `args`; returns the exit status, stdout+stderr in
-/// `out`.
-int runTool(const std::string &args, std::string &out) {
-  out.clear();
-  const char *tool = std::getenv("QTUNE_RUN");
-  FILE *p = ::popen((std::string(tool ? tool : QTUNE_RUN_PATH) + " " + args + " 2>&1").c_str(),
-                    "r");
-  if (!p)
-    return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0)
-    out.append(buf, n);
-  const int status = ::pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 TEST_F(ExecutorFileTest, ToolInspect) {
   std::string out;
-  ASSERT_EQ(runTool("inspect " + path("m.qtb"), out), 0) << out;
+  ASSERT_EQ(runQtuneRun("inspect " + path("m.qtb"), out), 0) << out;
   for (const char *needle :
        {"target: sm_80\n", "arena: 14336 bytes (14.0 KiB)\n", "kernels (2):\n",
         "  [0] bf16_to_f32  block [256,1,1]  shared 0  ptx ", "cubin 11 B\n",
@@ -421,33 +382,33 @@ TEST_F(ExecutorFileTest, ToolErrors) {
   const std::string m = path("m.qtb");
   const std::string common = " --inputs " + path("in.safetensors") + " --out " + path("o.safetensors");
 
-  EXPECT_EQ(runTool("inspect " + path("in.safetensors"), out), 1);
+  EXPECT_EQ(runQtuneRun("inspect " + path("in.safetensors"), out), 1);
   EXPECT_EQ(out, "qtune-run: error: " + path("in.safetensors") +
                      ": magic: not a qtune bundle (expected \"QTUNEBDL\")\n");
 
   writeTensors("p2.safetensors", {tensor("v", st::DType::F32, std::vector<double>(kN), {kN})});
-  EXPECT_EQ(runTool("forward " + m + common + " --params " + path("p2.safetensors"), out), 1);
+  EXPECT_EQ(runQtuneRun("forward " + m + common + " --params " + path("p2.safetensors"), out), 1);
   EXPECT_EQ(out, "qtune-run: error: " + path("p2.safetensors") +
                      ": missing 1 of the 1 params of entry 'forward': w (the file has: v)\n");
 
-  EXPECT_EQ(runTool("forward " + m + common, out), 1);
+  EXPECT_EQ(runQtuneRun("forward " + m + common, out), 1);
   EXPECT_EQ(out, "qtune-run: error: entry 'forward' has 1 params; pass them with --params\n");
 
   writeTensors("p3.safetensors", {tensor("w", st::DType::F32, std::vector<double>(kN), {kN / 2, 2})});
-  EXPECT_EQ(runTool("forward " + m + common + " --params " + path("p3.safetensors"), out), 1);
+  EXPECT_EQ(runQtuneRun("forward " + m + common + " --params " + path("p3.safetensors"), out), 1);
   EXPECT_NE(out.find("tensor 'w' (F32 [500, 2]) for buffer 'w' (F32 [1000]): shapes differ"),
             std::string::npos) << out;
 
   writeTensors("p4.safetensors", {tensor("w", st::DType::I32, std::vector<double>(kN), {kN})});
-  EXPECT_EQ(runTool("forward " + m + common + " --params " + path("p4.safetensors"), out), 1);
+  EXPECT_EQ(runQtuneRun("forward " + m + common + " --params " + path("p4.safetensors"), out), 1);
   EXPECT_NE(out.find("cannot convert I32 to F32"), std::string::npos) << out;
 
-  EXPECT_EQ(runTool("forward " + m + common + " --entry train", out), 1);
+  EXPECT_EQ(runQtuneRun("forward " + m + common + " --entry train", out), 1);
   EXPECT_EQ(out, "qtune-run: error: " + m + ": no entry 'train' (entries: forward)\n");
 
-  EXPECT_EQ(runTool("forward " + m, out), 1); // no --out
+  EXPECT_EQ(runQtuneRun("forward " + m, out), 1); // no --out
   EXPECT_EQ(out.rfind("qtune-run: error: ", 0), 0u) << out;
-  EXPECT_EQ(runTool("", out), 1);
+  EXPECT_EQ(runQtuneRun("", out), 1);
   EXPECT_EQ(out.rfind("qtune-run: error: ", 0), 0u) << out;
 }
 
@@ -458,13 +419,13 @@ TEST_F(ExecutorFileTest, ToolForward) {
                            path("out.safetensors") + " --poison --time 5";
   std::string why;
   if (!haveGpu(why)) {
-    EXPECT_EQ(runTool(args, out), 1);
+    EXPECT_EQ(runQtuneRun(args, out), 1);
     EXPECT_EQ(out.rfind("qtune-run: error: no CUDA GPU available: ", 0), 0u) << out;
     EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
     EXPECT_FALSE(fs::exists(path("out.safetensors")));
     return;
   }
-  ASSERT_EQ(runTool(args, out), 0) << out;
+  ASSERT_EQ(runQtuneRun(args, out), 0) << out;
   EXPECT_NE(out.find("entry 'forward': 2 launches, "), std::string::npos) << out;
   EXPECT_NE(out.find("wrote " + path("out.safetensors") + ": y F32 [1000]\n"), std::string::npos)
       << out;

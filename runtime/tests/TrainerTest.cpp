@@ -12,6 +12,8 @@
 #include "qtune/runtime/Float16.h"
 #include "qtune/runtime/Trainer.h"
 
+#include "TestSupport.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -27,13 +29,14 @@
 #include <string>
 #include <vector>
 
-#include <sys/wait.h>
 
 namespace fs = std::filesystem;
 using namespace qtune;
 using namespace qtune::rt;
 
 namespace {
+
+using namespace qtune::rt::test;
 
 // ---- schedule --------------------------------------------------------------------------------
 
@@ -454,48 +457,17 @@ TEST(TrainReportTest, ProgressLine) {
 
 // ---- qtune-run train ----------------------------------------------------------------------------
 
-bool haveGpu(std::string &why) {
-  static std::string reason;
-  static const bool have = [] { return cuda::Context::create(0, reason) != nullptr; }();
-  why = reason;
-  return have;
-}
 
-/// Runs qtune-run (the one built beside this test, or $QTUNE_RUN) with
-/// `args`; returns the exit status, stdout+stderr in `out`.
-int runQtuneRun(const std::string &args, std::string &out) {
-  out.clear();
-  const char *tool = std::getenv("QTUNE_RUN");
-  FILE *p = ::popen((std::string(tool ? tool : QTUNE_RUN_PATH) + " " + args + " 2>&1").c_str(),
-                    "r");
-  if (!p)
-    return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0)
-    out.append(buf, n);
-  const int status = ::pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
-st::OwnedTensor tensor(const std::string &name, st::DType dt, const std::vector<double> &v,
-                       std::vector<int64_t> shape) {
-  st::OwnedTensor t{name, dt, std::move(shape), {}};
-  std::string error;
-  EXPECT_TRUE(st::fromDoubles(v, dt, t.bytes, error)) << error;
-  return t;
-}
 
 double xValue(int64_t i) { return 1.0 + static_cast<double>(i); }
 double w0Value(int64_t i) { return 0.5 * static_cast<double>(i) - 1.0; }
 double scaleValue(int64_t i) { return 1.0 / (3.0 + static_cast<double>(i)); } // not bf16-exact
 
-class TrainToolTest : public ::testing::Test {
+class TrainToolTest : public TempDirTest {
 protected:
   void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "qtune-train-test-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
+    makeDir("qtune-train-test");
     std::string error;
     ASSERT_TRUE(trainModel().w.write(path("m.qtb"), error)) << error;
     std::vector<double> xs(kN), ws(kN), scales(kN), codes(kN);
@@ -512,15 +484,6 @@ protected:
                                         tensor("scale", st::DType::F32, scales, {kN}),
                                         tensor("codes", st::DType::I32, codes, {2, kN / 2})});
   }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string &name) const { return (dir_ / name).string(); }
-  void writeTensors(const std::string &name, const std::vector<st::OwnedTensor> &ts) {
-    std::string error;
-    ASSERT_TRUE(st::write(path(name), ts, {}, error)) << error;
-  }
   std::string args(const std::string &extra, const std::string &bundle = "m.qtb",
                    const std::string &params = "params.safetensors") const {
     return "train " + path(bundle) + " --inputs " + path("batch.safetensors") + " --params " +
@@ -533,7 +496,6 @@ protected:
     EXPECT_EQ(out, "qtune-run: error: " + message + "\n");
     EXPECT_FALSE(fs::exists(path("out.safetensors")));
   }
-  fs::path dir_;
 };
 
 TEST_F(TrainToolTest, ErrorsBeforeTheGpu) {

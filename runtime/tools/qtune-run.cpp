@@ -39,12 +39,6 @@ struct Failure {
 
 [[noreturn]] void fail(const std::string &message) { throw Failure{message}; }
 
-std::string shapeText(const std::vector<int64_t> &shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 std::string dims(const std::array<uint32_t, 3> &d) {
   return "[" + std::to_string(d[0]) + "," + std::to_string(d[1]) + "," + std::to_string(d[2]) + "]";
@@ -96,7 +90,7 @@ void inspect(const std::string &path) {
     const Buffer &x = b->buffers[i];
     std::printf("  [%zu] %s  %s  %s %s  offset %llu  bytes %llu\n", i, x.name.c_str(),
                 std::string(roleName(x.role)).c_str(), std::string(st::dtypeName(x.dtype)).c_str(),
-                shapeText(x.shape).c_str(), static_cast<unsigned long long>(x.offset),
+                st::shapeText(x.shape).c_str(), static_cast<unsigned long long>(x.offset),
                 static_cast<unsigned long long>(x.bytes));
   }
   std::printf("entries (%zu):\n", b->entries.size());
@@ -130,9 +124,7 @@ struct ForwardOptions {
 /// one Executor::upload converts).
 std::unique_ptr<st::File> openTensors(const Bundle &b, const std::string &entry,
                                       const std::vector<int> &ids, const std::string &path,
-                                      const char *what,
-                                      bool (*check)(const Buffer &, const st::TensorInfo &,
-                                                    std::string &) = checkUpload) {
+                                      const char *what) {
   if (ids.empty())
     return nullptr;
   if (path.empty())
@@ -162,9 +154,31 @@ std::unique_ptr<st::File> openTensors(const Bundle &b, const std::string &entry,
     fail(msg + ")");
   }
   for (int id : ids)
-    if (!check(b.buffers[id], *file->find(b.buffers[id].name), error))
+    if (!checkUpload(b.buffers[id], *file->find(b.buffers[id].name), error))
       fail(path + ": " + error);
   return file;
+}
+
+/// The executor for `b` on GPU `device`, announced on stdout.
+std::unique_ptr<Executor> openExecutor(const Bundle &b, int device) {
+  std::string error;
+  auto ex = Executor::create(b, device, error);
+  if (!ex)
+    fail(error);
+  const cuda::Context &ctx = ex->context();
+  std::printf("device %d: %s (sm_%d), arena %s\n", ctx.ordinal(), ctx.name().c_str(),
+              ctx.computeCapability(), cuda::formatBytes(b.arenaBytes).c_str());
+  return ex;
+}
+
+/// Uploads the buffers `ids` from `file` (checked by openTensors).
+void upload(Executor &ex, const std::vector<int> &ids, const st::File *file) {
+  std::string error;
+  for (int id : ids) {
+    const st::TensorInfo &t = *file->find(ex.bundle().buffers[id].name);
+    if (!ex.upload(id, t, file->data(t), error))
+      fail(file->path() + ": " + error);
+  }
 }
 
 void forward(const ForwardOptions &o) {
@@ -181,12 +195,7 @@ void forward(const ForwardOptions &o) {
   auto params = openTensors(*b, o.entry, entry.params, o.params, "params");
 
   std::string error;
-  auto ex = Executor::create(*b, o.device, error);
-  if (!ex)
-    fail(error);
-  const cuda::Context &ctx = ex->context();
-  std::printf("device %d: %s (sm_%d), arena %s\n", ctx.ordinal(), ctx.name().c_str(),
-              ctx.computeCapability(), cuda::formatBytes(b->arenaBytes).c_str());
+  auto ex = openExecutor(*b, o.device);
 
   if (o.poison) { // outputs and temporaries start as NaN / all ones
     std::set<int> poison(entry.outputs.begin(), entry.outputs.end());
@@ -197,15 +206,8 @@ void forward(const ForwardOptions &o) {
       if (!ex->fill(id, 0xFF, error))
         fail(error);
   }
-  auto upload = [&](const std::vector<int> &ids, const st::File *file) {
-    for (int id : ids) {
-      const st::TensorInfo &t = *file->find(b->buffers[id].name);
-      if (!ex->upload(id, t, file->data(t), error))
-        fail(file->path() + ": " + error);
-    }
-  };
-  upload(entry.inputs, inputs.get());
-  upload(entry.params, params.get());
+  upload(*ex, entry.inputs, inputs.get());
+  upload(*ex, entry.params, params.get());
 
   const auto start = std::chrono::steady_clock::now();
   if (!ex->run(o.entry, error))
@@ -236,7 +238,7 @@ void forward(const ForwardOptions &o) {
   std::string written;
   for (const st::OwnedTensor &t : outs)
     written += (written.empty() ? " " : ", ") + t.name + " " +
-               std::string(st::dtypeName(t.dtype)) + " " + shapeText(t.shape);
+               std::string(st::dtypeName(t.dtype)) + " " + st::shapeText(t.shape);
   std::printf("wrote %s:%s\n", o.out.c_str(), outs.empty() ? " no outputs" : written.c_str());
 
   if (o.time > 0) {
@@ -301,8 +303,8 @@ void train(const TrainOptions &o) {
     fail(o.bundle + ": " + error);
   const Entry &entry = b->entries.at(name);
 
-  auto inputs = openTensors(*b, name, plan.batch, o.inputs, "inputs", checkUpload);
-  auto params = openTensors(*b, name, plan.required, o.params, "params", checkUpload);
+  auto inputs = openTensors(*b, name, plan.batch, o.inputs, "inputs");
+  auto params = openTensors(*b, name, plan.required, o.params, "params");
   if (!params && !o.params.empty()) { // only optimizer states: the file may still hold some
     params = st::File::open(o.params, error);
     if (!params)
@@ -315,23 +317,11 @@ void train(const TrainOptions &o) {
     if (!checkUpload(b->buffers[id], *params->find(b->buffers[id].name), error))
       fail(params->path() + ": " + error);
 
-  auto ex = Executor::create(*b, o.device, error);
-  if (!ex)
-    fail(error);
-  const cuda::Context &ctx = ex->context();
-  std::printf("device %d: %s (sm_%d), arena %s\n", ctx.ordinal(), ctx.name().c_str(),
-              ctx.computeCapability(), cuda::formatBytes(b->arenaBytes).c_str());
+  auto ex = openExecutor(*b, o.device);
 
-  auto upload = [&](const std::vector<int> &ids, const st::File *file) {
-    for (int id : ids) {
-      const st::TensorInfo &t = *file->find(b->buffers[id].name);
-      if (!ex->upload(id, t, file->data(t), error))
-        fail(file->path() + ": " + error);
-    }
-  };
-  upload(plan.batch, inputs.get());
-  upload(plan.required, params.get());
-  upload(loadStates, params.get());
+  upload(*ex, plan.batch, inputs.get());
+  upload(*ex, plan.required, params.get());
+  upload(*ex, loadStates, params.get());
   for (int id : zeroStates) // the arena starts zeroed; say it explicitly all the same
     if (!ex->fill(id, 0, error))
       fail(error);

@@ -49,6 +49,18 @@ MemRefType flatMemRef(Type element) {
   return MemRefType::get({ShapedType::kDynamic}, element);
 }
 
+void inFirstThread(ImplicitLocOpBuilder &b, function_ref<void()> body) {
+  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  auto first = scf::IfOp::create(
+      b,
+      arith::CmpIOp::create(b, arith::CmpIPredicate::eq, tid,
+                            arith::ConstantIndexOp::create(b, 0)),
+      false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(first.thenBlock());
+  body();
+}
+
 Value roundEvenF32(ImplicitLocOpBuilder &b, Value x) {
   Value magic = arith::ConstantOp::create(b, b.getF32FloatAttr(12582912.0f));
   return arith::SubFOp::create(b, arith::AddFOp::create(b, x, magic), magic);
@@ -164,15 +176,11 @@ gpu::GPUFuncOp buildSumKernel(
             });
         Value total =
             blockReduce(b, loop.getResult(0), /*max=*/false, workgroup[0]);
-        Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
-        auto leader = scf::IfOp::create(
-            b,
-            arith::CmpIOp::create(b, arith::CmpIPredicate::eq, tid,
-                                  arith::ConstantIndexOp::create(b, 0)),
-            false);
-        b.setInsertionPointToStart(leader.thenBlock());
-        memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addf, total, out,
-                                    ValueRange{arith::ConstantIndexOp::create(b, 0)});
+        inFirstThread(b, [&] {
+          memref::AtomicRMWOp::create(
+              b, arith::AtomicRMWKind::addf, total, out,
+              ValueRange{arith::ConstantIndexOp::create(b, 0)});
+        });
       });
 }
 

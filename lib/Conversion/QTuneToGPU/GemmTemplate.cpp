@@ -221,98 +221,53 @@ public:
   }
 
   /// Dequantizes (or reads) the W tile of K offset `k0` into shared memory.
-  /// Each thread produces runs of 8 consecutive weights of one row, so the
-  /// code words and group parameters the run shares are read once (the loads
-  /// of one run have equal addresses once LLVM folds the aligned index math).
+  /// Each thread produces runs of 8 consecutive weights of one stored row of
+  /// W, so the code words and group parameters a run shares are read once
+  /// (the loads of one run have equal addresses once LLVM folds the aligned
+  /// index math), and stores a run with one 16-byte store. W stored as N×K is
+  /// staged [n][k]; a weight read transposed (element (n, k) of the product is
+  /// W[k, n], W stored as K×N) is staged [k][n], its B fragments then read by
+  /// transposing ldmatrix. Out-of-range elements are clamped for the read and
+  /// masked to zero.
   void loadWTile(const Segment &seg, Value k0, Value stage) {
-    if (seg.weightTransposed)
-      return loadWTileTransposed(seg, k0, stage);
     constexpr int64_t run = 8;
-    int64_t runsPerRow = s.tileK / run;
-    int64_t perThread = s.tileN * runsPerRow / s.threads();
-    Value n = idx(spec.n), kSeg = idx(seg.kSeg);
-    Value nLast = idx(spec.n - 1);
-    // Whole runs are in or out of range when K is a multiple of the run: clamp
-    // the run's start then. Otherwise clamp each element.
-    bool wholeRuns = seg.kSeg % run == 0;
+    bool t = seg.weightTransposed;
+    // The stored weight is rows × cols; the tile covers `tileRows` of its rows
+    // from `rowBase0` and the columns from `colBase0`.
+    int64_t rows = t ? seg.kSeg : spec.n, cols = t ? spec.n : seg.kSeg;
+    int64_t tileRows = t ? s.tileK : s.tileN, tileCols = t ? s.tileN : s.tileK;
+    Value rowBase0 = t ? k0 : colBase, colBase0 = t ? colBase : k0;
+    int64_t runsPerRow = tileCols / run;
+    int64_t perThread = tileRows * runsPerRow / s.threads();
+    Value rowsV = idx(rows), colsV = idx(cols);
+    // Whole runs are in or out of range when the row length is a multiple of
+    // the run: clamp the run's start then. Otherwise clamp each element.
+    bool wholeRuns = cols % run == 0;
     Value zero = arith::ConstantOp::create(b, b.getF32FloatAttr(0.0f));
     for (int64_t i = 0; i < perThread; ++i) {
       Value c = add(tid, idx(i * s.threads()));
-      Value r = div(c, runsPerRow);
-      Value kk0 = mul(rem(c, runsPerRow), idx(run));
-      Value gn = add(colBase, r), gk0 = add(k0, kk0);
-      Value rowValid = lt(gn, n);
-      Value gnc = arith::MinUIOp::create(b, gn, nLast);
-      Value gk0c = wholeRuns
-                       ? arith::MinUIOp::create(b, gk0, idx(seg.kSeg - run))
-                       : gk0;
+      Value r = div(c, runsPerRow);                 // row within the tile
+      Value cc0 = mul(rem(c, runsPerRow), idx(run)); // first column of the run
+      Value row = add(rowBase0, r), col0 = add(colBase0, cc0);
+      Value rowValid = lt(row, rowsV);
+      Value rowc = arith::MinUIOp::create(b, row, idx(rows - 1));
+      Value col0c =
+          wholeRuns ? arith::MinUIOp::create(b, col0, idx(cols - run)) : col0;
       SmallVector<Value> values;
       for (int64_t e = 0; e < run; ++e) {
-        Value gk = add(gk0, idx(e));
-        Value valid = both(rowValid, lt(gk, kSeg));
-        Value gkc = wholeRuns ? add(gk0c, idx(e))
-                              : Value(arith::MinUIOp::create(
-                                    b, gk, idx(seg.kSeg - 1)));
+        Value col = add(col0, idx(e));
+        Value valid = both(rowValid, lt(col, colsV));
+        Value colc = wholeRuns ? add(col0c, idx(e))
+                               : Value(arith::MinUIOp::create(b, col,
+                                                              idx(cols - 1)));
         Value w;
         if (seg.format) {
           GlobalComponentAccess access(seg.weight);
-          w = seg.weightTransposed
-                  ? seg.format.emitDequant(b, b.getLoc(), gkc, gnc, seg.kSeg,
-                                           spec.n, access)
-                  : seg.format.emitDequant(b, b.getLoc(), gnc, gkc, spec.n,
-                                           seg.kSeg, access);
-        } else {
-          Value flat = seg.weightTransposed ? add(mul(gkc, n), gnc)
-                                            : add(mul(gnc, kSeg), gkc);
-          w = extToF32(memref::LoadOp::create(b, seg.weight[0], flat));
-        }
-        values.push_back(select(valid, w, zero));
-      }
-      // One 16-byte store per run (rows of the tile are 16-byte aligned).
-      auto f32x8 = VectorType::get({run}, b.getF32Type());
-      auto bf16x8 = VectorType::get({run}, b.getBF16Type());
-      Value vec = vector::FromElementsOp::create(b, f32x8, values);
-      vector::StoreOp::create(b, arith::TruncFOp::create(b, bf16x8, vec), ws,
-                              ValueRange{stage, r, kk0});
-    }
-  }
-
-  /// The W tile of a weight stored transposed (element (n, k) of the product
-  /// is W[k, n]), staged as [k][n]: each thread produces runs of 8 consecutive
-  /// n at one k, i.e. 8 consecutive weights of one stored row, so quantized
-  /// runs share their code words and group parameters as in loadWTile; the B
-  /// fragments are then read with transposing ldmatrix.
-  void loadWTileTransposed(const Segment &seg, Value k0, Value stage) {
-    constexpr int64_t run = 8;
-    int64_t runsPerRow = s.tileN / run;
-    int64_t perThread = s.tileK * runsPerRow / s.threads();
-    Value n = idx(spec.n), kSeg = idx(seg.kSeg);
-    bool wholeRuns = spec.n % run == 0;
-    Value zero = arith::ConstantOp::create(b, b.getF32FloatAttr(0.0f));
-    for (int64_t i = 0; i < perThread; ++i) {
-      Value c = add(tid, idx(i * s.threads()));
-      Value r = div(c, runsPerRow);                  // k within the tile
-      Value nn0 = mul(rem(c, runsPerRow), idx(run)); // first n of the run
-      Value gk = add(k0, r), gn0 = add(colBase, nn0);
-      Value kValid = lt(gk, kSeg);
-      Value gkc = arith::MinUIOp::create(b, gk, idx(seg.kSeg - 1));
-      Value gn0c = wholeRuns ? arith::MinUIOp::create(b, gn0, idx(spec.n - run))
-                             : gn0;
-      SmallVector<Value> values;
-      for (int64_t e = 0; e < run; ++e) {
-        Value gn = add(gn0, idx(e));
-        Value valid = both(kValid, lt(gn, n));
-        Value gnc = wholeRuns ? add(gn0c, idx(e))
-                              : Value(arith::MinUIOp::create(
-                                    b, gn, idx(spec.n - 1)));
-        Value w;
-        if (seg.format) {
-          GlobalComponentAccess access(seg.weight);
-          w = seg.format.emitDequant(b, b.getLoc(), gkc, gnc, seg.kSeg, spec.n,
+          w = seg.format.emitDequant(b, b.getLoc(), rowc, colc, rows, cols,
                                      access);
         } else {
-          w = extToF32(
-              memref::LoadOp::create(b, seg.weight[0], add(mul(gkc, n), gnc)));
+          w = extToF32(memref::LoadOp::create(b, seg.weight[0],
+                                              add(mul(rowc, colsV), colc)));
         }
         values.push_back(select(valid, w, zero));
       }
@@ -320,7 +275,7 @@ public:
       auto bf16x8 = VectorType::get({run}, b.getBF16Type());
       Value vec = vector::FromElementsOp::create(b, f32x8, values);
       vector::StoreOp::create(b, arith::TruncFOp::create(b, bf16x8, vec), ws,
-                              ValueRange{stage, r, nn0});
+                              ValueRange{stage, r, cc0});
     }
   }
 

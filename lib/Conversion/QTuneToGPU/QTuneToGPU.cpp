@@ -86,8 +86,10 @@ private:
   FailureOr<SymbolRefAttr> kernelFor(Operation *op, const GemmSpec &spec,
                                      const GemmSchedule &schedule);
   /// Launches the kernel for `spec` over an m × n output.
+  /// `fixed`: a schedule the kernel's epilogue requires (else chosen).
   LogicalResult launch(OpBuilder &b, Operation *op, const GemmSpec &spec,
-                       int64_t m, ValueRange buffers);
+                       int64_t m, ValueRange buffers,
+                       std::optional<GemmSchedule> fixed = std::nullopt);
   LogicalResult lowerLinear(OpBuilder &b, Operation *op, Value input,
                             Value weight, Value bias, Value loraA, Value loraB,
                             Value residual, double alpha, int64_t rank);
@@ -214,7 +216,8 @@ FailureOr<SymbolRefAttr> Lowering::kernelFor(Operation *op,
 
 LogicalResult Lowering::launch(OpBuilder &b, Operation *op,
                                const GemmSpec &plainSpec, int64_t m,
-                               ValueRange plainBufs) {
+                               ValueRange plainBufs,
+                               std::optional<GemmSchedule> fixed) {
   GemmSpec spec = plainSpec;
   SmallVector<Value> bufs(plainBufs);
   GemmSchedule schedule = chooseSchedule(m, spec.n, options);
@@ -224,6 +227,8 @@ LogicalResult Lowering::launch(OpBuilder &b, Operation *op,
     ArrayRef<int64_t> v = attr.asArrayRef();
     schedule = GemmSchedule{v[0], v[1], v[2], v[3], v[4]};
   }
+  if (fixed)
+    schedule = *fixed;
   Location loc = op->getLoc();
   // Split-K when the output has too few tiles to fill the GPU and the
   // reduction is long: slices write f32 partials that one kernel sums.
@@ -503,11 +508,8 @@ LogicalResult Lowering::lowerComponentGrad(OpBuilder &b, ComponentGradOp op) {
   if (failed(launch(b, op, spec, w.getN(), bufs)))
     return failure();
   if (!element.isF32()) {
-    std::string key;
-    llvm::raw_string_ostream os(key);
-    os << "convert:f32->" << element;
     launchElementwise(
-        b, loc, key,
+        b, loc, kernelKey("convert", {f32, element}),
         [&](OpBuilder &kb, StringRef name) {
           buildConvertKernel(kb, kernels.getLoc(), name, f32, element);
         },
@@ -803,11 +805,7 @@ LogicalResult Lowering::lowerQftLion(OpBuilder &b, QftLionOp op) {
       failed(addBuffers(op, op.getParams(), bufs)) ||
       failed(addBuffers(op, {op.getM(), op.getMScales(), op.getLr()}, bufs)))
     return failure();
-  op->setAttr(QTuneDialect::kScheduleAttrName,
-              b.getDenseI64ArrayAttr({schedule.tileM, schedule.tileN,
-                                      schedule.tileK, schedule.warpsM,
-                                      schedule.warpsN}));
-  if (failed(launch(b, op, spec, n, bufs)))
+  if (failed(launch(b, op, spec, n, bufs, schedule)))
     return failure();
   buffers.map(op.getNewCodes(), buffers.lookup(op.getCodes()));
   buffers.map(op.getNewM(), buffers.lookup(op.getM()));

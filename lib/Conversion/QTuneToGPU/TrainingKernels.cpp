@@ -177,15 +177,11 @@ gpu::GPUFuncOp buildCrossEntropyKernel(OpBuilder &b, Location loc,
         Value term = mul(ib, sub(ib, lse, picked), f32(ib, 1.0 / double(rows)));
         term = arith::SelectOp::create(
             ib, valid, term, f32(ib, std::numeric_limits<float>::quiet_NaN()));
-        Value tid = gpu::ThreadIdOp::create(ib, gpu::Dimension::x);
-        auto leader = scf::IfOp::create(
-            ib,
-            arith::CmpIOp::create(ib, arith::CmpIPredicate::eq, tid,
-                                  arith::ConstantIndexOp::create(ib, 0)),
-            false);
-        ib.setInsertionPointToStart(leader.thenBlock());
-        memref::AtomicRMWOp::create(ib, arith::AtomicRMWKind::addf, term, a[2],
-                                    ValueRange{arith::ConstantIndexOp::create(ib, 0)});
+        inFirstThread(ib, [&] {
+          memref::AtomicRMWOp::create(
+              ib, arith::AtomicRMWKind::addf, term, a[2],
+              ValueRange{arith::ConstantIndexOp::create(ib, 0)});
+        });
       });
 }
 
@@ -369,13 +365,9 @@ gpu::GPUFuncOp buildLionInt8Kernel(OpBuilder &b, Location loc, StringRef name,
                   ValueRange{i});
               scf::YieldOp::create(lb);
             });
-        auto leader = scf::IfOp::create(
-            ib,
-            arith::CmpIOp::create(ib, arith::CmpIPredicate::eq, tid,
-                                  arith::ConstantIndexOp::create(ib, 0)),
-            false);
-        ib.setInsertionPointToStart(leader.thenBlock());
-        memref::StoreOp::create(ib, scale, sBuf, ValueRange{blockId});
+        inFirstThread(ib, [&] {
+          memref::StoreOp::create(ib, scale, sBuf, ValueRange{blockId});
+        });
       });
 }
 

@@ -16,30 +16,25 @@ trajectories drift apart slowly by design).
 import argparse
 import json
 import math
+import os
 import struct
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from forward_cases import st_read  # noqa: E402
+
 
 def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
+    """{name: [values]} of a safetensors file (floats widened, integers as is)."""
     out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = info["data_offsets"]
-        raw = data[8 + n + a:8 + n + b]
-        dt = info["dtype"]
+    for name, (dt, _, raw) in st_read(path).items():
         if dt == "BF16":
-            vals = [struct.unpack("<f", struct.pack("<I", h << 16))[0]
-                    for h in struct.unpack("<%dH" % (len(raw) // 2), raw)]
+            out[name] = [struct.unpack("<f", struct.pack("<I", h << 16))[0]
+                         for h in struct.unpack("<%dH" % (len(raw) // 2), raw)]
         else:
             fmt = {"F32": "f", "F64": "d", "I32": "i", "I8": "b", "F16": "e"}[dt]
             size = struct.calcsize(fmt)
-            vals = list(struct.unpack("<%d%s" % (len(raw) // size, fmt), raw))
-        out[name] = vals
+            out[name] = list(struct.unpack("<%d%s" % (len(raw) // size, fmt), raw))
     return out
 
 

@@ -17,11 +17,14 @@ Writes OUT_DIR/inputs.safetensors (x, target) and OUT_DIR/params.safetensors
 and both in OUT_DIR/all.safetensors (for the reference interpreter).
 """
 import argparse
-import json
 import math
 import os
 import random
 import struct
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from forward_cases import bf16_raw, st_write  # noqa: E402
 
 
 def bf16(v):
@@ -32,29 +35,15 @@ def bf16(v):
 
 def tensor_bytes(dtype, values):
     if dtype == "BF16":
-        out = bytearray()
-        for v in values:
-            bits = struct.unpack("<I", struct.pack("<f", v))[0]
-            bits += 0x7FFF + ((bits >> 16) & 1)
-            out += struct.pack("<H", (bits >> 16) & 0xFFFF)
-        return bytes(out)
+        return bf16_raw(values)
     fmt = {"F32": "f", "I32": "i", "I8": "b"}[dtype]
     return struct.pack("<%d%s" % (len(values), fmt), *values)
 
 
 def write(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name, (dtype, shape, values) in tensors.items():
-        data = tensor_bytes(dtype, values)
-        header[name] = {"dtype": dtype, "shape": shape,
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header).encode()
-    text += b" " * ((8 - len(text) % 8) % 8)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
-    os.replace(path + ".tmp", path)
+    """Writes {name: (dtype, shape, values)} through forward_cases.st_write."""
+    st_write(path, {name: (dtype, shape, tensor_bytes(dtype, values))
+                    for name, (dtype, shape, values) in tensors.items()})
 
 
 def quantize(w, n, k, group, bits=4):

@@ -61,6 +61,11 @@ mlir::gpu::GPUFuncOp buildSumKernel(
 mlir::Value blockReduce(mlir::ImplicitLocOpBuilder &b, mlir::Value v, bool max,
                         mlir::Value scratch);
 
+/// Builds `body` inside an `if (threadIdx.x == 0)` at the insertion point,
+/// which stays after the if.
+void inFirstThread(mlir::ImplicitLocOpBuilder &b,
+                   llvm::function_ref<void()> body);
+
 /// Rounds an f32 to the nearest integer, ties to even, for |x| < 2^22 (adds
 /// and subtracts 1.5·2^23; f32 adds round to even). No libdevice needed.
 mlir::Value roundEvenF32(mlir::ImplicitLocOpBuilder &b, mlir::Value x);

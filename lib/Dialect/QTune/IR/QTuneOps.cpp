@@ -286,13 +286,22 @@ LogicalResult LinearTOp::verify() {
   return verifyRowwiseResult(*this, g, getResult().getType(), k);
 }
 
-LogicalResult WeightGradOp::verify() {
-  auto g = getGrad().getType(), x = getInput().getType();
+/// A weight gradient's `g` ([..., N]) and `x` ([..., K]) share their leading
+/// dimensions (the sum runs over them).
+static LogicalResult verifySharedLeadingDims(Operation *op, RankedTensorType g,
+                                             RankedTensorType x) {
   if (g.getRank() < 1 || g.getRank() != x.getRank() ||
       g.getShape().drop_back() != x.getShape().drop_back())
-    return emitOpError() << "gradient " << shapeStr(g.getShape())
-                         << " and input " << shapeStr(x.getShape())
-                         << " must share their leading dimensions";
+    return op->emitOpError() << "gradient " << shapeStr(g.getShape())
+                             << " and input " << shapeStr(x.getShape())
+                             << " must share their leading dimensions";
+  return success();
+}
+
+LogicalResult WeightGradOp::verify() {
+  auto g = getGrad().getType(), x = getInput().getType();
+  if (failed(verifySharedLeadingDims(*this, g, x)))
+    return failure();
   auto r = getResult().getType();
   if (r.getRank() != 2 || r.getDimSize(0) != g.getShape().back() ||
       r.getDimSize(1) != x.getShape().back())
@@ -422,11 +431,8 @@ LogicalResult QftLionOp::verify() {
   if (format.getBits() != 8)
     return emitOpError() << "QFT trains 8-bit uniform codes, got " << format;
   auto g = getGrad().getType(), x = getInput().getType();
-  if (g.getRank() < 1 || g.getRank() != x.getRank() ||
-      g.getShape().drop_back() != x.getShape().drop_back())
-    return emitOpError() << "gradient " << shapeStr(g.getShape())
-                         << " and input " << shapeStr(x.getShape())
-                         << " must share their leading dimensions";
+  if (failed(verifySharedLeadingDims(*this, g, x)))
+    return failure();
   int64_t n = g.getShape().back(), k = x.getShape().back();
   if (failed(cast<QuantFormatAttrInterface>(Attribute(format))
                  .verifyShape(n, k, [&] { return emitOpError(); })))

@@ -36,6 +36,8 @@ enum class DType { BOOL, U8, I8, I16, U16, F16, BF16, I32, U32, F32, F64, I64, U
 
 /// Spec name of a dtype ("F32", "BF16", ...).
 std::string_view dtypeName(DType dtype);
+/// A shape as messages print it: "[2, 3]".
+std::string shapeText(const std::vector<int64_t> &shape);
 /// Inverse of dtypeName (exact, case-sensitive match); nullopt if unknown.
 std::optional<DType> parseDType(std::string_view name);
 /// Size of one element in bytes.
