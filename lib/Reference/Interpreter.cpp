@@ -7,6 +7,7 @@
 #include "mlir/IR/BuiltinAttributes.h"
 #include "qtune/Dialect/QTune/IR/FormatUtils.h"
 #include "qtune/Dialect/QTune/IR/QTuneOps.h"
+#include "qtune/Reference/DecoderOps.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <algorithm>
@@ -576,6 +577,71 @@ LogicalResult Evaluator::eval(Operation *op) {
             format::tensorOfWords(words, tensor(q.getCodes()).shape));
         set(q.getNewM(), std::move(m));
         set(q.getNewMScales(), std::move(ms));
+        return success();
+      })
+      .Case<EmbeddingOp, EmbeddingGradOp>([&](Operation *o) -> LogicalResult {
+        const HostTensor &ids = tensor(o->getOperand(1));
+        bool isGrad = isa<EmbeddingGradOp>(o);
+        int64_t v = isGrad ? shapeOf(o->getResult(0).getType())[0]
+                           : tensor(o->getOperand(0)).shape[0];
+        for (int64_t i = 0; i < ids.numElements(); ++i)
+          if (!(ids.data[i] >= 0 && ids.data[i] < double(v)))
+            return o->emitError() << "token id " << int64_t(ids.data[i])
+                                  << " at position " << i << " is outside [0, "
+                                  << v << ")";
+        set(o->getResult(0), isGrad ? embeddingGrad(tensor(o->getOperand(0)), ids, v)
+                                    : embedding(tensor(o->getOperand(0)), ids));
+        return success();
+      })
+      .Case<RmsNormOp>([&](RmsNormOp r) {
+        set(r.getResult(), rmsNorm(tensor(r.getInput()), tensor(r.getWeight()),
+                                   r.getEps().convertToDouble()));
+        return success();
+      })
+      .Case<RmsNormGradOp>([&](RmsNormGradOp r) {
+        set(r.getResult(),
+            rmsNormGrad(tensor(r.getGrad()), tensor(r.getInput()),
+                        tensor(r.getWeight()), r.getEps().convertToDouble()));
+        return success();
+      })
+      .Case<RmsNormWeightGradOp>([&](RmsNormWeightGradOp r) {
+        set(r.getResult(), rmsNormWeightGrad(tensor(r.getGrad()),
+                                             tensor(r.getInput()),
+                                             r.getEps().convertToDouble()));
+        return success();
+      })
+      .Case<RopeOp>([&](RopeOp r) {
+        set(r.getResult(), rope(tensor(r.getInput()), r.getHeadDim(),
+                                r.getTheta().convertToDouble(), r.getInverse()));
+        return success();
+      })
+      .Case<AttentionOp>([&](AttentionOp a) {
+        auto [o, lse] = attention(
+            tensor(a.getQuery()), tensor(a.getKey()), tensor(a.getValue()),
+            {a.getHeads(), a.getKvHeads(), a.getScaleValue(), a.getCausal()});
+        set(a.getResult(), std::move(o));
+        set(a.getLse(), std::move(lse));
+        return success();
+      })
+      .Case<AttentionGradOp>([&](AttentionGradOp a) {
+        auto grads = attentionGrad(
+            tensor(a.getQuery()), tensor(a.getKey()), tensor(a.getValue()),
+            tensor(a.getOutput()), tensor(a.getLse()), tensor(a.getGrad()),
+            {a.getHeads(), a.getKvHeads(), a.getScale().convertToDouble(),
+             a.getCausal()});
+        for (unsigned i = 0; i < 3; ++i)
+          set(a->getResult(i), std::move(grads[i]));
+        return success();
+      })
+      .Case<SwigluOp>([&](SwigluOp w) {
+        set(w.getResult(), swiglu(tensor(w.getGate()), tensor(w.getUp())));
+        return success();
+      })
+      .Case<SwigluGradOp>([&](SwigluGradOp w) {
+        auto [dg, du] = swigluGrad(tensor(w.getGate()), tensor(w.getUp()),
+                                   tensor(w.getGrad()));
+        set(w.getGradGate(), std::move(dg));
+        set(w.getGradUp(), std::move(du));
         return success();
       })
       .Case<FusedLinearOp>([&](FusedLinearOp f) {

@@ -111,6 +111,57 @@ func.func @loss(%x: tensor<2x3x8xf32>, %c: tensor<5x1xi32>, %s: tensor<5x1xf32>,
   %l = qtune.cross_entropy %r, %labels : tensor<2x3x5xf32>, tensor<2x3xi32> -> tensor<f32>
   return %l : tensor<f32>
 })mlir"},
+    // A LLaMA-style decoder block: embedding, RMSNorm, q/k/v projections
+    // (LoRA on q), rotary embedding, causal attention with 2 query heads on
+    // one KV head, residuals, SwiGLU MLP, final norm, lm head, cross entropy.
+    {"decoder_block", R"mlir(
+func.func @loss(%table: tensor<5x8xf32> {qtune.role = #qtune.role<trainable>},
+                %n1: tensor<8xf32> {qtune.role = #qtune.role<trainable>},
+                %wq: tensor<8x8xf32>, %wk: tensor<4x8xf32>,
+                %wv: tensor<4x8xf32> {qtune.role = #qtune.role<trainable>},
+                %wo: tensor<8x8xf32>,
+                %aq: tensor<2x8xf32> {qtune.role = #qtune.role<trainable>},
+                %bq: tensor<8x2xf32> {qtune.role = #qtune.role<trainable>},
+                %n2: tensor<8xf32>, %wg: tensor<6x8xf32>, %wu: tensor<6x8xf32>,
+                %wd: tensor<8x6xf32> {qtune.role = #qtune.role<trainable>},
+                %nf: tensor<8xf32>, %head: tensor<5x8xf32>) -> tensor<f32> {
+  %ids = arith.constant dense<[[0, 4, 2], [1, 3, 3]]> : tensor<2x3xi32>
+  %labels = arith.constant dense<[[4, 2, 1], [3, 3, 0]]> : tensor<2x3xi32>
+  %h = qtune.embedding %table, %ids : tensor<5x8xf32>, tensor<2x3xi32> -> tensor<2x3x8xf32>
+  %x = qtune.rms_norm %h, %n1 {eps = 1.0e-5 : f64} : tensor<2x3x8xf32>, tensor<8xf32> -> tensor<2x3x8xf32>
+  %q0 = qtune.linear %x, %wq : tensor<2x3x8xf32>, tensor<8x8xf32> -> tensor<2x3x8xf32>
+  %qd = qtune.lora %x, %aq, %bq {alpha = 4.0 : f64, rank = 2 : i64} : tensor<2x3x8xf32>, tensor<2x8xf32>, tensor<8x2xf32> -> tensor<2x3x8xf32>
+  %q1 = arith.addf %q0, %qd : tensor<2x3x8xf32>
+  %k0 = qtune.linear %x, %wk : tensor<2x3x8xf32>, tensor<4x8xf32> -> tensor<2x3x4xf32>
+  %v = qtune.linear %x, %wv : tensor<2x3x8xf32>, tensor<4x8xf32> -> tensor<2x3x4xf32>
+  %q = qtune.rope %q1 {head_dim = 4 : i64, theta = 10000.0 : f64} : tensor<2x3x8xf32>
+  %k = qtune.rope %k0 {head_dim = 4 : i64, theta = 3.0 : f64} : tensor<2x3x4xf32>
+  %o, %lse = qtune.attention %q, %k, %v {heads = 2 : i64, kv_heads = 1 : i64} : tensor<2x3x8xf32>, tensor<2x3x4xf32>, tensor<2x3x4xf32> -> tensor<2x3x8xf32>, tensor<2x2x3xf32>
+  %a = qtune.linear %o, %wo : tensor<2x3x8xf32>, tensor<8x8xf32> -> tensor<2x3x8xf32>
+  %h2 = arith.addf %h, %a : tensor<2x3x8xf32>
+  %y = qtune.rms_norm %h2, %n2 {eps = 1.0e-5 : f64} : tensor<2x3x8xf32>, tensor<8xf32> -> tensor<2x3x8xf32>
+  %g = qtune.linear %y, %wg : tensor<2x3x8xf32>, tensor<6x8xf32> -> tensor<2x3x6xf32>
+  %u = qtune.linear %y, %wu : tensor<2x3x8xf32>, tensor<6x8xf32> -> tensor<2x3x6xf32>
+  %m = qtune.swiglu %g, %u : tensor<2x3x6xf32>
+  %dn = qtune.linear %m, %wd : tensor<2x3x6xf32>, tensor<8x6xf32> -> tensor<2x3x8xf32>
+  %h3 = arith.addf %h2, %dn : tensor<2x3x8xf32>
+  %f = qtune.rms_norm %h3, %nf {eps = 1.0e-5 : f64} : tensor<2x3x8xf32>, tensor<8xf32> -> tensor<2x3x8xf32>
+  %logits = qtune.linear %f, %head : tensor<2x3x8xf32>, tensor<5x8xf32> -> tensor<2x3x5xf32>
+  %l = qtune.cross_entropy %logits, %labels : tensor<2x3x5xf32>, tensor<2x3xi32> -> tensor<f32>
+  return %l : tensor<f32>
+})mlir"},
+    // Attention without a mask, as many KV heads as query heads, a given
+    // scale, and an inverse rotation; q, k and v trainable directly.
+    {"attention_full_mha_inverse_rope", R"mlir(
+func.func @loss(%q: tensor<1x4x6xf32> {qtune.role = #qtune.role<trainable>},
+                %k: tensor<1x4x6xf32> {qtune.role = #qtune.role<trainable>},
+                %v: tensor<1x4x6xf32> {qtune.role = #qtune.role<trainable>},
+                %t: tensor<1x4x6xf32>) -> tensor<f32> {
+  %r = qtune.rope %q {head_dim = 2 : i64, theta = 5.0 : f64, inverse} : tensor<1x4x6xf32>
+  %o, %lse = qtune.attention %r, %k, %v {heads = 3 : i64, kv_heads = 3 : i64, scale = 0.7 : f64, causal = false} : tensor<1x4x6xf32>, tensor<1x4x6xf32>, tensor<1x4x6xf32> -> tensor<1x4x6xf32>, tensor<1x3x4xf32>
+  %l = qtune.mse_loss %o, %t : tensor<1x4x6xf32>, tensor<1x4x6xf32> -> tensor<f32>
+  return %l : tensor<f32>
+})mlir"},
 };
 
 class GradientTest : public ::testing::TestWithParam<Case> {};

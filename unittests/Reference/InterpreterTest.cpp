@@ -191,3 +191,78 @@ func.func @t(%x: tensor<3xf32>) -> tensor<3xf32> {
 }
 
 } // namespace
+
+namespace {
+
+// Decoder ops on values small enough to write the answers out by hand.
+TEST_F(InterpreterTest, DecoderOpsMatchHandComputedValues) {
+  std::vector<HostTensor> out = run(R"mlir(
+func.func @ops(%table: tensor<3x2xf32>, %w: tensor<2xf32>, %x: tensor<1x2x2xf32>,
+               %q: tensor<1x2x1xf32>, %k: tensor<1x2x1xf32>, %v: tensor<1x2x1xf32>,
+               %g: tensor<2xf32>, %u: tensor<2xf32>)
+    -> (tensor<2x2xf32>, tensor<1x2x2xf32>, tensor<1x2x2xf32>, tensor<1x2x1xf32>,
+        tensor<1x1x2xf32>, tensor<2xf32>) {
+  %ids = arith.constant dense<[2, 0]> : tensor<2xi32>
+  %e = qtune.embedding %table, %ids : tensor<3x2xf32>, tensor<2xi32> -> tensor<2x2xf32>
+  %n = qtune.rms_norm %x, %w {eps = 1.0e-6 : f64} : tensor<1x2x2xf32>, tensor<2xf32> -> tensor<1x2x2xf32>
+  %r = qtune.rope %x {head_dim = 2 : i64, theta = 10000.0 : f64} : tensor<1x2x2xf32>
+  %o, %lse = qtune.attention %q, %k, %v {heads = 1 : i64, kv_heads = 1 : i64} : tensor<1x2x1xf32>, tensor<1x2x1xf32>, tensor<1x2x1xf32> -> tensor<1x2x1xf32>, tensor<1x1x2xf32>
+  %s = qtune.swiglu %g, %u : tensor<2xf32>
+  return %e, %n, %r, %o, %lse, %s : tensor<2x2xf32>, tensor<1x2x2xf32>, tensor<1x2x2xf32>, tensor<1x2x1xf32>, tensor<1x1x2xf32>, tensor<2xf32>
+}
+)mlir",
+                                    {HostTensor({3, 2}, {1, 2, 3, 4, 5, 6}),
+                                     HostTensor({2}, {1, 2}),
+                                     HostTensor({1, 2, 2}, {3, 4, 1, 0}),
+                                     HostTensor({1, 2, 1}, {1, 2}),
+                                     HostTensor({1, 2, 1}, {1, 3}),
+                                     HostTensor({1, 2, 1}, {10, 20}),
+                                     HostTensor({2}, {1, -2}),
+                                     HostTensor({2}, {2, 3})});
+  ASSERT_EQ(out.size(), 6u);
+  // Embedding: rows 2 and 0 of the table.
+  EXPECT_EQ(out[0].data, (std::vector<double>{5, 6, 1, 2}));
+  // RMSNorm: row (3, 4) has mean square 12.5; row (1, 0) has 0.5.
+  double r0 = 1 / std::sqrt(12.5 + 1e-6), r1 = 1 / std::sqrt(0.5 + 1e-6);
+  std::vector<double> norm{3 * r0, 8 * r0, 1 * r1, 0};
+  for (int i = 0; i < 4; ++i)
+    EXPECT_NEAR(out[1].data[i], norm[i], 1e-12) << i;
+  // RoPE: position 0 unchanged; position 1 rotated by 1 radian (f_0 = 1).
+  std::vector<double> rot{3, 4, std::cos(1.0), std::sin(1.0)};
+  for (int i = 0; i < 4; ++i)
+    EXPECT_NEAR(out[2].data[i], rot[i], 1e-12) << i;
+  // Causal attention, d = 1, scale 1: query 0 sees key 0 only; query 1 sees
+  // scores 2·1 and 2·3.
+  double p0 = std::exp(2.0) / (std::exp(2.0) + std::exp(6.0));
+  EXPECT_NEAR(out[3].data[0], 10, 1e-12);
+  EXPECT_NEAR(out[3].data[1], p0 * 10 + (1 - p0) * 20, 1e-12);
+  EXPECT_NEAR(out[4].data[0], 1.0, 1e-12);
+  EXPECT_NEAR(out[4].data[1], std::log(std::exp(2.0) + std::exp(6.0)), 1e-12);
+  // SwiGLU: silu(1)·2 and silu(−2)·3.
+  auto silu = [](double z) { return z / (1 + std::exp(-z)); };
+  EXPECT_NEAR(out[5].data[0], silu(1) * 2, 1e-12);
+  EXPECT_NEAR(out[5].data[1], silu(-2) * 3, 1e-12);
+}
+
+TEST_F(InterpreterTest, TokenIdOutsideTheVocabularyIsAnError) {
+  module = parseSourceString<ModuleOp>(R"mlir(
+func.func @e(%table: tensor<3x2xf32>, %ids: tensor<2xi32>) -> tensor<2x2xf32> {
+  %e = qtune.embedding %table, %ids : tensor<3x2xf32>, tensor<2xi32> -> tensor<2x2xf32>
+  return %e : tensor<2x2xf32>
+})mlir",
+                                       context.get());
+  ASSERT_TRUE(module);
+  std::string diagnostics;
+  ScopedDiagnosticHandler handler(context.get(), [&](Diagnostic &d) {
+    diagnostics += d.str();
+    return success();
+  });
+  auto func = *module->getOps<func::FuncOp>().begin();
+  EXPECT_TRUE(failed(qtune::ref::run(
+      func, {HostTensor({3, 2}), HostTensor({2}, {1, 3})})));
+  EXPECT_NE(diagnostics.find("token id 3 at position 1 is outside [0, 3)"),
+            std::string::npos)
+      << diagnostics;
+}
+
+} // namespace

@@ -922,3 +922,71 @@ func.func @qft_missing_zeros(%g: tensor<4x16xbf16>, %x: tensor<4x32xbf16>, %c: t
       -> tensor<16x8xi32>, tensor<16x32xi8>, tensor<16xf32>
   return
 }
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// Decoder ops
+//===----------------------------------------------------------------------===//
+
+func.func @embedding_wrong_width(%t: tensor<16x8xbf16>, %ids: tensor<4xi32>) {
+  // expected-error @+1 {{'qtune.embedding' op result must be 4x8 of 'bf16' (the ids' shape, then the table's D), got 'tensor<4x6xbf16>'}}
+  %h = qtune.embedding %t, %ids : tensor<16x8xbf16>, tensor<4xi32> -> tensor<4x6xbf16>
+  return
+}
+
+// -----
+
+func.func @rms_norm_weight_length(%x: tensor<4x8xf32>, %w: tensor<6xf32>) {
+  // expected-error @+1 {{'qtune.rms_norm' op weight must be [8] (the input's last dimension), got 6}}
+  %y = qtune.rms_norm %x, %w : tensor<4x8xf32>, tensor<6xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_eps(%x: tensor<4x8xf32>, %w: tensor<8xf32>) {
+  // expected-error @+1 {{'qtune.rms_norm' op eps must be positive, got 0}}
+  %y = qtune.rms_norm %x, %w {eps = 0.0 : f64} : tensor<4x8xf32>, tensor<8xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @rope_odd_head_dim(%x: tensor<2x4x9xf32>) {
+  // expected-error @+1 {{'qtune.rope' op head_dim must be positive and even, got 3}}
+  %y = qtune.rope %x {head_dim = 3 : i64} : tensor<2x4x9xf32>
+  return
+}
+
+// -----
+
+func.func @rope_heads_do_not_divide(%x: tensor<2x4x10xf32>) {
+  // expected-error @+1 {{'qtune.rope' op the last dimension (10) must be a multiple of head_dim (4)}}
+  %y = qtune.rope %x {head_dim = 4 : i64} : tensor<2x4x10xf32>
+  return
+}
+
+// -----
+
+func.func @attention_kv_heads(%q: tensor<2x4x12xf32>, %k: tensor<2x4x8xf32>) {
+  // expected-error @+1 {{'qtune.attention' op heads (3) must be a positive multiple of kv_heads (2)}}
+  %o, %l = qtune.attention %q, %k, %k {heads = 3 : i64, kv_heads = 2 : i64} : tensor<2x4x12xf32>, tensor<2x4x8xf32>, tensor<2x4x8xf32> -> tensor<2x4x12xf32>, tensor<2x3x4xf32>
+  return
+}
+
+// -----
+
+func.func @attention_key_shape(%q: tensor<2x4x8xf32>, %k: tensor<2x4x8xf32>, %v: tensor<2x4x4xf32>) {
+  // expected-error @+1 {{'qtune.attention' op key must be 2x4x4 of 'f32' (kv_heads x head_dim = 1 x 4), got 'tensor<2x4x8xf32>'}}
+  %o, %l = qtune.attention %q, %k, %v {heads = 2 : i64, kv_heads = 1 : i64} : tensor<2x4x8xf32>, tensor<2x4x8xf32>, tensor<2x4x4xf32> -> tensor<2x4x8xf32>, tensor<2x2x4xf32>
+  return
+}
+
+// -----
+
+func.func @attention_lse_shape(%q: tensor<2x4x8xf32>, %k: tensor<2x4x4xf32>) {
+  // expected-error @+1 {{'qtune.attention' op lse must be 2x2x4 ([..., heads, S]), got 2x4x2}}
+  %o, %l = qtune.attention %q, %k, %k {heads = 2 : i64, kv_heads = 1 : i64} : tensor<2x4x8xf32>, tensor<2x4x4xf32>, tensor<2x4x4xf32> -> tensor<2x4x8xf32>, tensor<2x4x2xf32>
+  return
+}

@@ -397,3 +397,37 @@ func.func @qft(%c: tensor<16x8xi32> {qtune.role = #qtune.role<trainable>}, %s: t
       -> tensor<16x8xi32>, tensor<16x32xi8>, tensor<16xf32>
   return %nc, %nm, %ns : tensor<16x8xi32>, tensor<16x32xi8>, tensor<16xf32>
 }
+
+//===----------------------------------------------------------------------===//
+// Decoder ops and their gradient ops
+//===----------------------------------------------------------------------===//
+
+// CHECK-LABEL: func.func @decoder_ops
+// CHECK: qtune.embedding %{{.*}}, %{{.*}} : tensor<16x8xbf16>, tensor<2x4xi32> -> tensor<2x4x8xbf16>
+// CHECK: qtune.rms_norm %{{.*}}, %{{.*}} {eps = 1.000000e-05 : f64} : tensor<2x4x8xbf16>, tensor<8xbf16> -> tensor<2x4x8xbf16>
+// CHECK: qtune.rope %{{.*}} {head_dim = 4 : i64, theta = 5.000000e+05 : f64} : tensor<2x4x8xbf16>
+// CHECK: qtune.rope %{{.*}} {head_dim = 4 : i64, inverse} : tensor<2x4x8xbf16>
+// CHECK: qtune.attention %{{.*}}, %{{.*}}, %{{.*}} {heads = 2 : i64, kv_heads = 1 : i64} : tensor<2x4x8xbf16>, tensor<2x4x4xbf16>, tensor<2x4x4xbf16> -> tensor<2x4x8xbf16>, tensor<2x2x4xf32>
+// CHECK: qtune.attention %{{.*}}, %{{.*}}, %{{.*}} {causal = false, heads = 2 : i64, kv_heads = 1 : i64, scale = 1.250000e-01 : f64}
+// CHECK: qtune.swiglu %{{.*}}, %{{.*}} : tensor<2x4x8xbf16>
+// CHECK: qtune.embedding_grad
+// CHECK: qtune.rms_norm_grad
+// CHECK: qtune.rms_norm_weight_grad
+// CHECK: qtune.attention_grad {{.*}} -> tensor<2x4x8xbf16>, tensor<2x4x4xbf16>, tensor<2x4x4xbf16>
+// CHECK: qtune.swiglu_grad {{.*}} : tensor<2x4x8xbf16> -> tensor<2x4x8xbf16>, tensor<2x4x8xbf16>
+func.func @decoder_ops(%t: tensor<16x8xbf16>, %ids: tensor<2x4xi32>, %w: tensor<8xbf16>,
+                       %k: tensor<2x4x4xbf16>, %g: tensor<2x4x8xbf16>) {
+  %h = qtune.embedding %t, %ids : tensor<16x8xbf16>, tensor<2x4xi32> -> tensor<2x4x8xbf16>
+  %n = qtune.rms_norm %h, %w {eps = 1.0e-5 : f64} : tensor<2x4x8xbf16>, tensor<8xbf16> -> tensor<2x4x8xbf16>
+  %r = qtune.rope %n {head_dim = 4 : i64, theta = 500000.0 : f64} : tensor<2x4x8xbf16>
+  %ri = qtune.rope %r {head_dim = 4 : i64, inverse} : tensor<2x4x8xbf16>
+  %o, %lse = qtune.attention %r, %k, %k {heads = 2 : i64, kv_heads = 1 : i64} : tensor<2x4x8xbf16>, tensor<2x4x4xbf16>, tensor<2x4x4xbf16> -> tensor<2x4x8xbf16>, tensor<2x2x4xf32>
+  %o2, %lse2 = qtune.attention %r, %k, %k {heads = 2 : i64, kv_heads = 1 : i64, scale = 0.125 : f64, causal = false} : tensor<2x4x8xbf16>, tensor<2x4x4xbf16>, tensor<2x4x4xbf16> -> tensor<2x4x8xbf16>, tensor<2x2x4xf32>
+  %s = qtune.swiglu %o, %r : tensor<2x4x8xbf16>
+  %de = qtune.embedding_grad %g, %ids : tensor<2x4x8xbf16>, tensor<2x4xi32> -> tensor<16x8xf32>
+  %dn = qtune.rms_norm_grad %g, %h, %w {eps = 1.0e-5 : f64} : tensor<2x4x8xbf16>, tensor<2x4x8xbf16>, tensor<8xbf16> -> tensor<2x4x8xbf16>
+  %dw = qtune.rms_norm_weight_grad %g, %h {eps = 1.0e-5 : f64} : tensor<2x4x8xbf16>, tensor<2x4x8xbf16> -> tensor<8xbf16>
+  %dq, %dk, %dv = qtune.attention_grad %r, %k, %k, %o, %lse, %g {heads = 2 : i64, kv_heads = 1 : i64, scale = 0.5 : f64, causal = true} : tensor<2x4x8xbf16>, tensor<2x4x4xbf16>, tensor<2x4x4xbf16>, tensor<2x4x8xbf16>, tensor<2x2x4xf32>, tensor<2x4x8xbf16> -> tensor<2x4x8xbf16>, tensor<2x4x4xbf16>, tensor<2x4x4xbf16>
+  %dg, %du = qtune.swiglu_grad %o, %r, %g : tensor<2x4x8xbf16> -> tensor<2x4x8xbf16>, tensor<2x4x8xbf16>
+  return
+}

@@ -149,3 +149,87 @@ LogicalResult CrossEntropyOp::buildAdjoint(OpBuilder &b,
         resultGrads[0]);
   return success();
 }
+
+//===----------------------------------------------------------------------===//
+// Decoder ops
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbeddingOp::buildAdjoint(OpBuilder &b, ArrayRef<Value> resultGrads,
+                                        ArrayRef<bool> needGrad,
+                                        SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.assign(2, Value());
+  if (needGrad[1])
+    return emitOpError("qtune-autodiff: integer token ids have no gradient");
+  if (resultGrads[0] && needGrad[0])
+    operandGrads[0] = EmbeddingGradOp::create(
+        b, getLoc(), getTable().getType(), resultGrads[0], getIds());
+  return success();
+}
+
+LogicalResult RmsNormOp::buildAdjoint(OpBuilder &b, ArrayRef<Value> resultGrads,
+                                      ArrayRef<bool> needGrad,
+                                      SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.assign(2, Value());
+  Value g = resultGrads[0];
+  if (!g)
+    return success();
+  if (needGrad[0])
+    operandGrads[0] =
+        RmsNormGradOp::create(b, getLoc(), getInput().getType(), g, getInput(),
+                              getWeight(), getEpsAttr());
+  if (needGrad[1])
+    operandGrads[1] = RmsNormWeightGradOp::create(
+        b, getLoc(), getWeight().getType(), g, getInput(), getEpsAttr());
+  return success();
+}
+
+LogicalResult RopeOp::buildAdjoint(OpBuilder &b, ArrayRef<Value> resultGrads,
+                                   ArrayRef<bool> needGrad,
+                                   SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.assign(1, Value());
+  if (!resultGrads[0] || !needGrad[0])
+    return success();
+  // A rotation's transpose is the opposite rotation.
+  operandGrads[0] = RopeOp::create(b, getLoc(), resultGrads[0], getHeadDimAttr(),
+                                   getThetaAttr(),
+                                   getInverse() ? UnitAttr() : b.getUnitAttr());
+  return success();
+}
+
+LogicalResult AttentionOp::buildAdjoint(OpBuilder &b, ArrayRef<Value> resultGrads,
+                                        ArrayRef<bool> needGrad,
+                                        SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.assign(3, Value());
+  Value g = resultGrads[0];
+  if (resultGrads[1])
+    return emitOpError("qtune-autodiff: the attention's lse result is kept "
+                       "for the backward pass and may not reach the loss");
+  if (!g)
+    return success();
+  auto grads = AttentionGradOp::create(
+      b, getLoc(),
+      TypeRange{getQuery().getType(), getKey().getType(), getValue().getType()},
+      getQuery(), getKey(), getValue(), getResult(), getLse(), g,
+      getHeadsAttr(), getKvHeadsAttr(), b.getF64FloatAttr(getScaleValue()),
+      getCausalAttr());
+  for (unsigned i = 0; i < 3; ++i)
+    if (needGrad[i])
+      operandGrads[i] = grads->getResult(i);
+  return success();
+}
+
+LogicalResult SwigluOp::buildAdjoint(OpBuilder &b, ArrayRef<Value> resultGrads,
+                                     ArrayRef<bool> needGrad,
+                                     SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.assign(2, Value());
+  if (!resultGrads[0])
+    return success();
+  Type t = getGate().getType();
+  auto grads = SwigluGradOp::create(b, getLoc(), TypeRange{t, t}, getGate(),
+                                    getUp(), resultGrads[0]);
+  if (needGrad[0])
+    operandGrads[0] = grads.getGradGate();
+  if (needGrad[1])
+    operandGrads[1] = grads.getGradUp();
+  return success();
+}

@@ -7,6 +7,8 @@
 #include "mlir/IR/PatternMatch.h"
 #include "llvm/ADT/STLExtras.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace qtune;
 
@@ -352,6 +354,107 @@ LogicalResult CrossEntropyOp::verify() {
     return emitOpError() << "labels must have the logits' leading dimensions ("
                          << shapeStr(logits.getShape().drop_back())
                          << "), got " << shapeStr(labels.getShape());
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Decoder ops
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbeddingOp::verify() {
+  auto table = getTable().getType();
+  if (table.getRank() != 2)
+    return emitOpError() << "table must be V x D (rank 2), got shape "
+                         << shapeStr(table.getShape());
+  SmallVector<int64_t> expected(getIds().getType().getShape());
+  expected.push_back(table.getDimSize(1));
+  auto result = getResult().getType();
+  if (result.getShape() != ArrayRef<int64_t>(expected) ||
+      result.getElementType() != table.getElementType())
+    return emitOpError() << "result must be " << shapeStr(expected) << " of "
+                         << table.getElementType()
+                         << " (the ids' shape, then the table's D), got "
+                         << result;
+  return success();
+}
+
+LogicalResult RmsNormOp::verify() {
+  auto x = getInput().getType(), w = getWeight().getType();
+  if (x.getRank() < 1)
+    return emitOpError("input must have rank >= 1 ([..., D])");
+  if (w.getRank() != 1 || w.getDimSize(0) != x.getShape().back())
+    return emitOpError() << "weight must be [" << x.getShape().back()
+                         << "] (the input's last dimension), got "
+                         << shapeStr(w.getShape());
+  if (getResult().getType() != x)
+    return emitOpError() << "result must have the input's type " << x
+                         << ", got " << getResult().getType();
+  if (!(getEps().convertToDouble() > 0))
+    return emitOpError() << "eps must be positive, got "
+                         << getEps().convertToDouble();
+  return success();
+}
+
+LogicalResult RopeOp::verify() {
+  auto x = getInput().getType();
+  int64_t d = getHeadDim();
+  if (x.getRank() < 2)
+    return emitOpError() << "input must be [..., S, H x head_dim] (rank >= 2), "
+                            "got shape "
+                         << shapeStr(x.getShape());
+  if (d <= 0 || d % 2 != 0)
+    return emitOpError() << "head_dim must be positive and even, got " << d;
+  if (x.getShape().back() % d != 0)
+    return emitOpError() << "the last dimension (" << x.getShape().back()
+                         << ") must be a multiple of head_dim (" << d << ")";
+  if (!(getTheta().convertToDouble() > 0))
+    return emitOpError() << "theta must be positive, got "
+                         << getTheta().convertToDouble();
+  return success();
+}
+
+double AttentionOp::getScaleValue() {
+  if (auto s = getScale())
+    return s->convertToDouble();
+  return 1.0 / std::sqrt(double(getHeadDim()));
+}
+
+LogicalResult AttentionOp::verify() {
+  auto q = getQuery().getType(), k = getKey().getType(),
+       v = getValue().getType();
+  int64_t h = getHeads(), hkv = getKvHeads();
+  if (h <= 0 || hkv <= 0 || h % hkv != 0)
+    return emitOpError() << "heads (" << h << ") must be a positive multiple "
+                         << "of kv_heads (" << hkv << ")";
+  if (q.getRank() < 2)
+    return emitOpError() << "query must be [..., S, heads x head_dim] (rank "
+                            ">= 2), got shape "
+                         << shapeStr(q.getShape());
+  if (q.getShape().back() % h != 0)
+    return emitOpError() << "query's last dimension (" << q.getShape().back()
+                         << ") must be a multiple of heads (" << h << ")";
+  int64_t d = q.getShape().back() / h;
+  SmallVector<int64_t> kvShape(q.getShape().drop_back());
+  kvShape.push_back(hkv * d);
+  for (auto [name, t] : {std::pair{"key", k}, std::pair{"value", v}})
+    if (t.getShape() != ArrayRef<int64_t>(kvShape) ||
+        t.getElementType() != q.getElementType())
+      return emitOpError() << name << " must be " << shapeStr(kvShape) << " of "
+                           << q.getElementType() << " (kv_heads x head_dim = "
+                           << hkv << " x " << d << "), got " << t;
+  if (getResult().getType() != q)
+    return emitOpError() << "result must have the query's type " << q
+                         << ", got " << getResult().getType();
+  SmallVector<int64_t> lseShape(q.getShape().drop_back(2));
+  lseShape.push_back(h);
+  lseShape.push_back(q.getShape().drop_back().back());
+  if (getLse().getType().getShape() != ArrayRef<int64_t>(lseShape))
+    return emitOpError() << "lse must be " << shapeStr(lseShape)
+                         << " ([..., heads, S]), got "
+                         << shapeStr(getLse().getType().getShape());
+  if (auto s = getScale(); s && !(s->convertToDouble() > 0))
+    return emitOpError() << "scale must be positive, got "
+                         << s->convertToDouble();
   return success();
 }
 

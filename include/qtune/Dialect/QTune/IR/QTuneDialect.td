@@ -38,6 +38,13 @@ def QTune_Dialect : Dialect {
     `qtune.qweight` marked `scale_only`: its codes and zero points must be
     frozen, its scales may train.
 
+    **Decoders.** The rest of a LLaMA-family decoder is `qtune.embedding`,
+    `qtune.rms_norm`, `qtune.rope`, `qtune.attention` (causal, grouped KV
+    heads) and `qtune.swiglu`, on activations shaped `[..., S, D]`; residual
+    adds are `arith.addf`, the lm head a dense `qtune.linear`, the loss
+    `qtune.cross_entropy`. `qtune-import` writes such graphs from a model
+    directory (`docs/import.md`).
+
     **Roles.** Function arguments carry `qtune.role = #qtune.role<...>`, one of
     `input`, `frozen`, `trainable`, `optimizer_state`; passes derive gradients for
     trainable arguments only. `qtune.name = "..."` names an argument or result in

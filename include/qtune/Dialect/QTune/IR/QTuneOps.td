@@ -4,6 +4,7 @@
 #define QTUNE_OPS_TD
 
 include "mlir/IR/OpBase.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 include "qtune/Dialect/QTune/IR/QTuneDialect.td"
 include "qtune/Dialect/QTune/IR/QTuneAttrs.td"
@@ -287,6 +288,8 @@ def QTune_CrossEntropyGradOp : QTune_Op<"cross_entropy_grad", [Pure]> {
     type($labels) `,` type($grad) `->` type($result)
   }];
 }
+
+include "qtune/Dialect/QTune/IR/QTuneDecoderOps.td"
 
 //===----------------------------------------------------------------------===//
 // Optimizers (produced by qtune-optimizer)
