@@ -20,12 +20,13 @@ config.environment["FILECHECK_OPTS"] = "--enable-var-scope"
 config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%python", config.python_executable))
 config.substitutions.append(("%inputs", os.path.join(config.test_source_root, "Inputs")))
+config.substitutions.append(("%examples", os.path.join(config.test_source_root, "..", "examples")))
 
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 
 tool_dirs = [config.qtune_tools_dir, config.llvm_tools_dir]
-tools = ["qtune-opt", "qtune-interp", "qtune-compile", "qtune-run"]
+tools = ["qtune-opt", "qtune-interp", "qtune-compile", "qtune-import", "qtune-run"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 
 

@@ -117,26 +117,32 @@ readTensors(const std::string &path,
   return success();
 }
 
+LogicalResult toOwnedTensor(const NamedTensor &t, bool floatsAsF32,
+                            st::OwnedTensor &out, std::string &error) {
+  out.name = t.name;
+  out.dtype = dtypeFor(t.elementType, floatsAsF32);
+  out.shape = t.value.shape;
+  std::vector<double> values = t.value.data;
+  if (out.dtype == st::DType::I32) // packed code words are bit patterns
+    for (double &v : values)
+      if (v >= 2147483648.0 && v < 4294967296.0)
+        v -= 4294967296.0;
+  if (!st::fromDoubles(values, out.dtype, out.bytes, error)) {
+    error = "tensor '" + t.name + "': " + error;
+    return failure();
+  }
+  return success();
+}
+
 LogicalResult writeTensors(const std::string &path, ArrayRef<NamedTensor> tensors,
                            const std::map<std::string, std::string> &meta,
                            bool floatsAsF32, std::string &error) {
-  std::vector<st::OwnedTensor> owned;
-  for (const NamedTensor &t : tensors) {
-    st::OwnedTensor o;
-    o.name = t.name;
-    o.dtype = dtypeFor(t.elementType, floatsAsF32);
-    o.shape = t.value.shape;
-    std::vector<double> values = t.value.data;
-    if (o.dtype == st::DType::I32) // packed code words are bit patterns
-      for (double &v : values)
-        if (v >= 2147483648.0 && v < 4294967296.0)
-          v -= 4294967296.0;
-    if (!st::fromDoubles(values, o.dtype, o.bytes, error)) {
-      error = path + ": tensor '" + t.name + "': " + error;
+  std::vector<st::OwnedTensor> owned(tensors.size());
+  for (auto [t, o] : llvm::zip(tensors, owned))
+    if (failed(toOwnedTensor(t, floatsAsF32, o, error))) {
+      error = path + ": " + error;
       return failure();
     }
-    owned.push_back(std::move(o));
-  }
   return success(st::write(path, owned, meta, error));
 }
 

@@ -1,7 +1,7 @@
 //===- qtune-interp.cpp - run qtune IR on the CPU reference interpreter ----===//
 //
 //   qtune-interp model.mlir --entry NAME --inputs in.safetensors
-//                --out out.safetensors [--print]
+//                [--params params.safetensors] --out out.safetensors [--print]
 //   qtune-interp model.mlir --entry layer_train_step --inputs in.safetensors
 //                --steps N --lr X --losses losses.json --out trained.safetensors
 //
@@ -45,6 +45,9 @@ static cl::opt<std::string>
 static cl::opt<std::string>
     inputsFile("inputs", cl::desc("safetensors file with one tensor per "
                                   "argument"));
+static cl::opt<std::string> paramsFile(
+    "params", cl::desc("safetensors file with parameters: arguments found "
+                       "here are read from it, the others from --inputs"));
 static cl::opt<uint64_t> randomSeed(
     "random-inputs",
     cl::desc("Instead of --inputs, fill arguments with deterministic "
@@ -190,9 +193,28 @@ int main(int argc, char **argv) {
   };
   std::vector<qtune::HostTensor> args;
   if (!inputsFile.empty()) {
-    if (failed(qtune::ref::readTensors(inputsFile, wanted, args, error,
-                                       supplied)))
+    // Arguments the params file holds come from it, the rest from --inputs.
+    std::vector<bool> fromParams(wanted.size(), false);
+    if (!paramsFile.empty()) {
+      std::unique_ptr<qtune::st::File> params =
+          qtune::st::File::open(paramsFile, error);
+      if (!params)
+        return fail(error);
+      for (auto [i, w] : llvm::enumerate(wanted))
+        fromParams[i] = params->find(w.first) != nullptr;
+    }
+    std::vector<std::pair<std::string, RankedTensorType>> split[2];
+    for (auto [i, w] : llvm::enumerate(wanted))
+      split[fromParams[i]].push_back(w);
+    std::vector<qtune::HostTensor> read[2];
+    if (failed(qtune::ref::readTensors(inputsFile, split[0], read[0], error,
+                                       supplied)) ||
+        (!split[1].empty() &&
+         failed(qtune::ref::readTensors(paramsFile, split[1], read[1], error))))
       return fail(error);
+    size_t next[2] = {0, 0};
+    for (size_t i = 0; i < wanted.size(); ++i)
+      args.push_back(std::move(read[fromParams[i]][next[fromParams[i]]++]));
   } else {
     std::mt19937_64 rng(randomSeed);
     for (auto &[name, type] : wanted) {

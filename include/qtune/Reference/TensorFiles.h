@@ -6,6 +6,7 @@
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/Support/LLVM.h"
 #include "qtune/Support/HostTensor.h"
+#include "qtune/runtime/Safetensors.h"
 
 #include <map>
 #include <string>
@@ -29,6 +30,12 @@ readTensors(const std::string &path,
             llvm::ArrayRef<std::pair<std::string, mlir::RankedTensorType>> wanted,
             std::vector<HostTensor> &out, std::string &error,
             llvm::function_ref<bool(llvm::StringRef)> zeroIfMissing = nullptr);
+
+/// Encodes one tensor as safetensors bytes: floats as F32 (`floatsAsF32`) or
+/// as their own element type, integers as I32/I64 (packed code words, held
+/// as unsigned values, keep their bit patterns).
+mlir::LogicalResult toOwnedTensor(const NamedTensor &tensor, bool floatsAsF32,
+                                  st::OwnedTensor &out, std::string &error);
 
 /// Writes tensors atomically; floats as F32 (`floatsAsF32`) or as their own
 /// element type, integers as I32/I64.

@@ -32,6 +32,9 @@ import subprocess
 import sys
 import zlib
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "scripts"))
+from qtune_tensors import DTYPE_SIZE, bf16_raw, st_read, st_write  # noqa: E402,F401
+
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (1000, 384)]
 QUICK_SHAPE = (1000, 384)
 RANKS = [8, 64]
@@ -256,63 +259,6 @@ def cmd_gen(args):
 
 
 # --- safetensors, standard library only ------------------------------------------
-
-DTYPE_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "U32": 4,
-              "I16": 2, "I8": 1, "U8": 1}
-
-
-def st_read(path):
-    """{name: (dtype, shape, raw bytes)} of a safetensors file."""
-    with open(path, "rb") as fh:
-        data = fh.read()
-    if len(data) < 8:
-        raise ValueError("%s: not a safetensors file (too short)" % path)
-    (hlen,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + hlen].decode("utf-8"))
-    base = 8 + hlen
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        out[name] = (info["dtype"], list(info["shape"]), data[base + b:base + e])
-    return out
-
-
-def st_write(path, tensors):
-    """Writes {name: (dtype, shape, raw bytes)} (names sorted, 8-byte aligned header)."""
-    header, blobs, offset = {}, [], 0
-    for name in sorted(tensors):
-        dtype, shape, raw = tensors[name]
-        numel = 1
-        for d in shape:
-            numel *= d
-        if len(raw) != numel * DTYPE_SIZE[dtype]:
-            raise ValueError("%s: %d bytes for %s%s" % (name, len(raw), dtype, shape))
-        header[name] = {"dtype": dtype, "shape": list(shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(struct.pack("<Q", len(text)))
-        fh.write(text)
-        for raw in blobs:
-            fh.write(raw)
-    os.replace(tmp, path)
-
-
-def bf16_raw(values):
-    """Little-endian bfloat16 bytes of floats, rounded to nearest even."""
-    out = bytearray()
-    for v in values:
-        bits = struct.unpack("<I", struct.pack("<f", v))[0]
-        bits += 0x7FFF + ((bits >> 16) & 1)
-        out += struct.pack("<H", (bits >> 16) & 0xFFFF)
-    return bytes(out)
-
 
 def zero_padding(raw, rows, row_words, count, bits):
     """Clears the padding bits after the last code of every row (canonical packing:

@@ -3,6 +3,8 @@
 #include "qtune/Dialect/QTune/IR/QTuneDialect.h"
 #include "qtune/Dialect/QTune/IR/QTuneOps.h"
 
+#include "mlir/IR/BuiltinOps.h"
+
 #include "mlir/IR/Builders.h"
 #include "mlir/Interfaces/FunctionInterfaces.h"
 
@@ -90,6 +92,28 @@ LogicalResult QTuneDialect::verifyOperationAttribute(Operation *op,
                              << "' must be array<i64: tileM, tileN, tileK, "
                                 "warpsM, warpsN> of positive values, got "
                              << attr.getValue();
+    return success();
+  }
+  if (attr.getName() == kPeftAttrName) {
+    auto dict = dyn_cast<DictionaryAttr>(attr.getValue());
+    auto fail = [&](llvm::StringRef what) {
+      return op->emitError() << "'" << kPeftAttrName << "' " << what;
+    };
+    if (!isa<ModuleOp>(op))
+      return fail("applies to the module only");
+    if (!dict)
+      return fail("must be a dictionary");
+    auto r = dict.getAs<IntegerAttr>("r");
+    if (!r || r.getInt() <= 0)
+      return fail("needs a positive integer 'r'");
+    if (!dict.getAs<FloatAttr>("lora_alpha") ||
+        !dict.getAs<FloatAttr>("lora_dropout"))
+      return fail("needs float 'lora_alpha' and 'lora_dropout'");
+    auto targets = dict.getAs<ArrayAttr>("target_modules");
+    if (!targets || !llvm::all_of(targets, llvm::IsaPred<StringAttr>))
+      return fail("needs 'target_modules', an array of strings");
+    if (!dict.getAs<StringAttr>("base_model_name_or_path"))
+      return fail("needs a string 'base_model_name_or_path'");
     return success();
   }
   return op->emitError() << "unknown qtune attribute '" << attr.getName().getValue()

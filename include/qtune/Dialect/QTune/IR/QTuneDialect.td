@@ -87,6 +87,10 @@ def QTune_Dialect : Dialect {
     /// Result attribute: the index of the argument this result replaces (an
     /// in-place update of a parameter or optimizer state).
     static constexpr llvm::StringLiteral kUpdatesAttrName = "qtune.updates";
+    /// Module attribute of an imported LoRA model: the adapter configuration
+    /// a PEFT-compatible checkpoint records ({r, lora_alpha, lora_dropout,
+    /// target_modules, base_model_name_or_path}); copied into the bundle.
+    static constexpr llvm::StringLiteral kPeftAttrName = "qtune.peft";
   private:
     void registerAttributes();
     void registerTypes();

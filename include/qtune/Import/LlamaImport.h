@@ -1,0 +1,80 @@
+//===- LlamaImport.h - LLaMA-family model directory to qtune IR -*- C++ -*-===//
+//
+// Builds the qtune graph of a LLaMA-family decoder for a training method and
+// quantizes its linear layers with round-to-nearest through the format
+// interface. The graph has one function `<name>` (input_ids, labels → mean
+// cross-entropy loss) and, unless disabled, `<name>_logits` (input_ids →
+// logits); both take the parameters as arguments named like the Hugging Face
+// tensors they come from: a quantized layer `model.layers.0.self_attn.q_proj`
+// has components `...q_proj.codes`, `...q_proj.scales`, ...; its LoRA adapter
+// `...q_proj.lora_A.weight` and `...q_proj.lora_B.weight` (PEFT's names).
+// See docs/import.md.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef QTUNE_IMPORT_LLAMAIMPORT_H
+#define QTUNE_IMPORT_LLAMAIMPORT_H
+
+#include "qtune/Dialect/QTune/IR/QTuneAttrs.h"
+#include "qtune/Import/HFCheckpoint.h"
+#include "qtune/Import/LlamaConfig.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+
+#include <functional>
+#include <set>
+
+namespace qtune::import {
+
+enum class Method { None, Lora, Peqa, Qft };
+
+/// The seven linear layers of a decoder block, by their short names (q, k,
+/// v, o, gate, up, down) and Hugging Face module paths.
+struct LinearLayer {
+  const char *shortName;
+  const char *module; ///< "self_attn.q_proj", ...
+};
+llvm::ArrayRef<LinearLayer> linearLayers();
+
+struct ImportOptions {
+  Method method = Method::Lora;
+  /// LoRA: rank, alpha, dropout; the layers it (and PEQA / QFT) applies to.
+  int64_t loraRank = 16;
+  double loraAlpha = 32;
+  double loraDropout = 0;
+  std::set<std::string> targets{"q", "k", "v", "o", "gate", "up", "down"};
+  /// The format of every decoder linear layer; null keeps them dense (bf16).
+  QuantFormatAttrInterface format;
+  /// Per-layer overrides: the last pattern that is a substring of a layer's
+  /// module path (e.g. "layers.0.mlp.down_proj", "mlp.") wins; a null format
+  /// keeps that layer dense.
+  std::vector<std::pair<std::string, QuantFormatAttrInterface>> layerFormats;
+  int64_t batch = 1, seqLen = 512;
+  /// Seeds the LoRA A initialization (Kaiming-uniform, as PEFT; B is zero).
+  uint64_t seed = 0;
+  bool logitsEntry = true;
+  std::string name = "model";
+};
+
+struct ImportResult {
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+  std::vector<st::OwnedTensor> params;
+  /// Elements of the trainable tensors.
+  int64_t numTrainable = 0;
+  /// Per quantized layer: relative Frobenius error of its RTN weight.
+  std::vector<std::pair<std::string, double>> quantError;
+};
+
+/// Imports; on failure returns nullopt with `error` naming the tensor,
+/// option or field. `progress` (may be empty) hears "layer i/n" as layers
+/// are quantized.
+std::optional<ImportResult>
+importLlama(mlir::MLIRContext &context, const LlamaConfig &config,
+            HFCheckpoint &checkpoint, const ImportOptions &options,
+            std::string &error,
+            const std::function<void(int64_t, int64_t)> &progress = {});
+
+} // namespace qtune::import
+
+#endif // QTUNE_IMPORT_LLAMAIMPORT_H

@@ -1,0 +1,384 @@
+//===- LlamaImport.cpp - LLaMA-family model directory to qtune IR ----------===//
+
+#include "qtune/Import/LlamaImport.h"
+
+#include "qtune/Dialect/QTune/IR/QTuneOps.h"
+#include "qtune/Reference/TensorFiles.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Verifier.h"
+
+#include <cmath>
+#include <map>
+#include <random>
+
+using namespace mlir;
+
+namespace qtune::import {
+
+llvm::ArrayRef<LinearLayer> linearLayers() {
+  static const LinearLayer kLayers[] = {
+      {"q", "self_attn.q_proj"},   {"k", "self_attn.k_proj"},
+      {"v", "self_attn.v_proj"},   {"o", "self_attn.o_proj"},
+      {"gate", "mlp.gate_proj"},   {"up", "mlp.up_proj"},
+      {"down", "mlp.down_proj"}};
+  return kLayers;
+}
+
+namespace {
+
+/// A function argument holding a parameter.
+struct Param {
+  std::string name;
+  RankedTensorType type;
+  Role role; ///< in the loss function (the logits function freezes all)
+};
+
+/// How one linear layer is built.
+struct LayerPlan {
+  std::string path; ///< "model.layers.0.self_attn.q_proj"
+  int64_t n, k;
+  QuantFormatAttrInterface format; ///< null: dense bf16 weight
+  bool lora = false, scaleOnly = false;
+};
+
+class Importer {
+public:
+  Importer(MLIRContext &ctx, const LlamaConfig &c, HFCheckpoint &ckpt,
+           const ImportOptions &o, std::string &error)
+      : ctx(ctx), c(c), ckpt(ckpt), o(o), error(error), b(&ctx),
+        bf16(b.getBF16Type()) {}
+
+  std::optional<ImportResult>
+  run(const std::function<void(int64_t, int64_t)> &progress);
+
+private:
+  bool checkOptions();
+  bool dense(const std::string &name, std::vector<int64_t> shape, Role role);
+  bool linear(const std::string &path, int64_t n, int64_t k, bool targeted);
+  bool addTensor(const std::string &name, Type elementType, HostTensor value,
+                 Role role);
+  QuantFormatAttrInterface formatOf(const std::string &path) const;
+  func::FuncOp buildFunction(ModuleOp module, bool withLoss);
+
+  MLIRContext &ctx;
+  const LlamaConfig &c;
+  HFCheckpoint &ckpt;
+  const ImportOptions &o;
+  std::string &error;
+  OpBuilder b;
+  Type bf16;
+  std::vector<Param> params;
+  std::map<std::string, LayerPlan> layers;
+  ImportResult result;
+};
+
+QuantFormatAttrInterface Importer::formatOf(const std::string &path) const {
+  QuantFormatAttrInterface f = o.format;
+  for (const auto &[pattern, format] : o.layerFormats)
+    if (path.find(pattern) != std::string::npos)
+      f = format;
+  return f;
+}
+
+bool Importer::checkOptions() {
+  if (o.batch <= 0 || o.seqLen <= 0) {
+    error = "--batch and --seq-len must be positive";
+    return false;
+  }
+  if (!checkSequenceLength(c, o.seqLen, error))
+    return false;
+  if (o.method == Method::Lora) {
+    if (o.loraRank <= 0) {
+      error = "--lora-r must be positive (got " + std::to_string(o.loraRank) + ")";
+      return false;
+    }
+    if (o.loraDropout != 0) {
+      error = "--lora-dropout: LoRA dropout is not implemented yet; use 0";
+      return false;
+    }
+  }
+  if (o.method != Method::None && o.targets.empty()) {
+    error = "--targets names no layer";
+    return false;
+  }
+  return true;
+}
+
+bool Importer::addTensor(const std::string &name, Type elementType,
+                         HostTensor value, Role role) {
+  st::OwnedTensor owned;
+  ref::NamedTensor named{name, elementType, std::move(value)};
+  if (failed(ref::toOwnedTensor(named, /*floatsAsF32=*/false, owned, error)))
+    return false;
+  auto type = RankedTensorType::get(named.value.shape, elementType);
+  params.push_back({name, type, role});
+  if (role == Role::trainable)
+    result.numTrainable += type.getNumElements();
+  result.params.push_back(std::move(owned));
+  return true;
+}
+
+bool Importer::dense(const std::string &name, std::vector<int64_t> shape,
+                     Role role) {
+  std::vector<double> values;
+  if (!ckpt.read(name, shape, values, error))
+    return false;
+  return addTensor(name, bf16, HostTensor(std::move(shape), std::move(values)),
+                   role);
+}
+
+bool Importer::linear(const std::string &path, int64_t n, int64_t k,
+                      bool targeted) {
+  LayerPlan plan{path, n, k, formatOf(path)};
+  plan.lora = targeted && o.method == Method::Lora;
+  plan.scaleOnly = targeted && o.method == Method::Peqa;
+  bool qft = targeted && o.method == Method::Qft;
+  std::string weightName = path + ".weight";
+  if (!plan.format) {
+    if (plan.scaleOnly || qft) {
+      error = path + ": " + (qft ? "QFT" : "PEQA") +
+              " trains a quantized weight, but this layer's format keeps it "
+              "dense; give it a format";
+      return false;
+    }
+    if (!dense(weightName, {n, k}, Role::frozen))
+      return false;
+  } else {
+    auto fail = [&](llvm::StringRef why) {
+      std::string f;
+      llvm::raw_string_ostream os(f);
+      os << plan.format;
+      error = path + ": format " + f + " " + why.str();
+      return false;
+    };
+    if (qft && !isQftFormat(plan.format))
+      return fail("cannot train with QFT (QFT needs an 8-bit #qtune.uniform "
+                  "format, e.g. --format '#qtune.uniform<bits = 8>')");
+    std::string diag;
+    if (failed(plan.format.verifyShape(n, k, [&]() {
+          return emitError(UnknownLoc::get(&ctx));
+        })))
+      return fail("does not fit its " + std::to_string(n) + "x" +
+                  std::to_string(k) + " weight");
+    std::vector<double> w;
+    if (!ckpt.read(weightName, {n, k}, w, error))
+      return false;
+    SmallVector<HostTensor> comps = plan.format.quantize(n, k, w, {});
+    std::vector<double> back(n * k);
+    plan.format.dequantize(n, k, comps, back);
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n * k; ++i) {
+      num += (back[i] - w[i]) * (back[i] - w[i]);
+      den += w[i] * w[i];
+    }
+    result.quantError.push_back({path, den > 0 ? std::sqrt(num / den) : 0.0});
+    SmallVector<ComponentSpec> specs = plan.format.getComponents(n, k);
+    bool hasScale = false;
+    for (auto [i, spec] : llvm::enumerate(specs)) {
+      Role role = Role::frozen;
+      if (plan.scaleOnly && spec.kind == ComponentKind::Scale)
+        role = Role::trainable, hasScale = true;
+      if (qft && i == 0)
+        role = Role::trainable;
+      if (!addTensor(path + "." + spec.name, spec.elementType,
+                     std::move(comps[i]), role))
+        return false;
+    }
+    if (plan.scaleOnly && !hasScale)
+      return fail("has no scale component for PEQA to train");
+  }
+  if (plan.lora) {
+    // PEFT's initialization: A Kaiming-uniform (bound 1/sqrt(in)), B zero.
+    std::mt19937_64 rng(o.seed ^ std::hash<std::string>()(path));
+    double bound = 1.0 / std::sqrt(double(k));
+    HostTensor a({o.loraRank, k}), bz({n, o.loraRank});
+    for (double &v : a.data)
+      v = std::uniform_real_distribution<double>(-bound, bound)(rng);
+    if (!addTensor(path + ".lora_A.weight", bf16, std::move(a), Role::trainable) ||
+        !addTensor(path + ".lora_B.weight", bf16, std::move(bz), Role::trainable))
+      return false;
+  }
+  layers[path] = plan;
+  return true;
+}
+
+func::FuncOp Importer::buildFunction(ModuleOp module, bool withLoss) {
+  Location loc = UnknownLoc::get(&ctx);
+  int64_t B = o.batch, S = o.seqLen, D = c.hiddenSize;
+  auto ids = RankedTensorType::get({B, S}, b.getI32Type());
+  auto act = [&](int64_t width) {
+    return RankedTensorType::get({B, S, width}, bf16);
+  };
+  std::string name = withLoss ? o.name : o.name + "_logits";
+  b.setInsertionPointToEnd(module.getBody());
+  auto func = func::FuncOp::create(b, loc, name, b.getFunctionType({}, {}));
+  Block *body = func.addEntryBlock();
+  SmallVector<Type> argTypes;
+  SmallVector<DictionaryAttr> argAttrs;
+  auto addArg = [&](Type type, llvm::StringRef argName, Role role) {
+    argTypes.push_back(type);
+    argAttrs.push_back(b.getDictionaryAttr(
+        {b.getNamedAttr(QTuneDialect::kNameAttrName, b.getStringAttr(argName)),
+         b.getNamedAttr(QTuneDialect::kRoleAttrName, RoleAttr::get(&ctx, role))}));
+    return body->addArgument(type, loc);
+  };
+  Value inputIds = addArg(ids, "input_ids", Role::input);
+  Value labels = withLoss ? addArg(ids, "labels", Role::input) : Value();
+  std::map<std::string, Value> arg;
+  for (const Param &p : params)
+    arg[p.name] = addArg(p.type, p.name, withLoss ? p.role : Role::frozen);
+
+  b.setInsertionPointToStart(body);
+  auto eps = b.getF64FloatAttr(c.rmsNormEps);
+  auto norm = [&](Value x, const std::string &weight) -> Value {
+    return RmsNormOp::create(b, loc, x.getType(), x, arg[weight], eps);
+  };
+  auto proj = [&](Value x, const std::string &path) -> Value {
+    const LayerPlan &plan = layers.at(path);
+    Value w;
+    if (plan.format) {
+      SmallVector<Value> comps;
+      for (const ComponentSpec &spec : plan.format.getComponents(plan.n, plan.k))
+        comps.push_back(arg[path + "." + spec.name]);
+      w = QWeightOp::create(b, loc,
+                            QWeightType::get(&ctx, plan.n, plan.k, plan.format),
+                            comps, plan.scaleOnly);
+    } else {
+      w = arg[path + ".weight"];
+    }
+    Value y = LinearOp::create(b, loc, act(plan.n), x, w, Value());
+    if (!plan.lora)
+      return y;
+    Value d = LoraOp::create(b, loc, act(plan.n), x,
+                             arg[path + ".lora_A.weight"],
+                             arg[path + ".lora_B.weight"],
+                             b.getF64FloatAttr(o.loraAlpha),
+                             b.getI64IntegerAttr(o.loraRank),
+                             b.getF64FloatAttr(o.loraDropout));
+    return arith::AddFOp::create(b, loc, y, d);
+  };
+  auto theta = b.getF64FloatAttr(c.ropeTheta);
+  auto headDim = b.getI64IntegerAttr(c.headDim);
+  Value h = EmbeddingOp::create(b, loc, act(D), arg["model.embed_tokens.weight"],
+                                inputIds);
+  for (int64_t l = 0; l < c.numLayers; ++l) {
+    std::string p = "model.layers." + std::to_string(l) + ".";
+    Value x = norm(h, p + "input_layernorm.weight");
+    Value q = RopeOp::create(b, loc, proj(x, p + "self_attn.q_proj"), headDim,
+                             theta, UnitAttr());
+    Value k = RopeOp::create(b, loc, proj(x, p + "self_attn.k_proj"), headDim,
+                             theta, UnitAttr());
+    Value v = proj(x, p + "self_attn.v_proj");
+    auto lse = RankedTensorType::get({B, c.numHeads, S}, b.getF32Type());
+    auto attn = AttentionOp::create(
+        b, loc, TypeRange{act(c.numHeads * c.headDim), lse}, q, k, v,
+        b.getI64IntegerAttr(c.numHeads), b.getI64IntegerAttr(c.numKvHeads),
+        FloatAttr(), b.getBoolAttr(true));
+    h = arith::AddFOp::create(b, loc, h,
+                              proj(attn.getResult(), p + "self_attn.o_proj"));
+    x = norm(h, p + "post_attention_layernorm.weight");
+    Value m = SwigluOp::create(b, loc, proj(x, p + "mlp.gate_proj"),
+                               proj(x, p + "mlp.up_proj"));
+    h = arith::AddFOp::create(b, loc, h, proj(m, p + "mlp.down_proj"));
+  }
+  h = norm(h, "model.norm.weight");
+  Value head = arg[c.tieWordEmbeddings ? "model.embed_tokens.weight"
+                                       : "lm_head.weight"];
+  Value logits = LinearOp::create(b, loc, act(c.vocabSize), h, head, Value());
+  Value result = logits;
+  if (withLoss)
+    result = CrossEntropyOp::create(b, loc, RankedTensorType::get({}, b.getF32Type()),
+                                    logits, labels);
+  func::ReturnOp::create(b, loc, result);
+  func.setType(b.getFunctionType(argTypes, result.getType()));
+  func.setAllArgAttrs(argAttrs);
+  func.setResultAttr(0, QTuneDialect::kNameAttrName,
+                     b.getStringAttr(withLoss ? "loss" : "logits"));
+  return func;
+}
+
+std::optional<ImportResult>
+Importer::run(const std::function<void(int64_t, int64_t)> &progress) {
+  if (!checkOptions())
+    return std::nullopt;
+  int64_t D = c.hiddenSize, F = c.intermediateSize;
+  int64_t qOut = c.numHeads * c.headDim, kvOut = c.numKvHeads * c.headDim;
+  if (!dense("model.embed_tokens.weight", {c.vocabSize, D}, Role::frozen))
+    return std::nullopt;
+  for (int64_t l = 0; l < c.numLayers; ++l) {
+    if (progress)
+      progress(l + 1, c.numLayers);
+    std::string p = "model.layers." + std::to_string(l) + ".";
+    if (!dense(p + "input_layernorm.weight", {D}, Role::frozen))
+      return std::nullopt;
+    const std::map<std::string, std::pair<int64_t, int64_t>> shapes{
+        {"q", {qOut, D}},  {"k", {kvOut, D}}, {"v", {kvOut, D}},
+        {"o", {D, qOut}},  {"gate", {F, D}},  {"up", {F, D}},
+        {"down", {D, F}}};
+    for (const LinearLayer &layer : linearLayers()) {
+      auto [n, k] = shapes.at(layer.shortName);
+      if (!linear(p + layer.module, n, k, o.targets.count(layer.shortName)))
+        return std::nullopt;
+    }
+    if (!dense(p + "post_attention_layernorm.weight", {D}, Role::frozen))
+      return std::nullopt;
+  }
+  if (!dense("model.norm.weight", {D}, Role::frozen))
+    return std::nullopt;
+  if (!c.tieWordEmbeddings && !dense("lm_head.weight", {c.vocabSize, D}, Role::frozen))
+    return std::nullopt;
+  // Anything left is something this architecture does not have (biases, q/k
+  // norms, ...): refuse rather than drop it. Rotary inverse frequencies are
+  // recomputed from rope_theta.
+  for (const std::string &name : ckpt.unread())
+    if (!llvm::StringRef(name).ends_with("rotary_emb.inv_freq")) {
+      error = "the checkpoint has tensor '" + name +
+              "', which a " + c.modelType +
+              " decoder as qtune builds it does not use (biases and extra "
+              "norms are not supported)";
+      return std::nullopt;
+    }
+
+  result.module = ModuleOp::create(UnknownLoc::get(&ctx));
+  ModuleOp module = *result.module;
+  if (o.method == Method::Lora) {
+    SmallVector<Attribute> targets;
+    for (const LinearLayer &layer : linearLayers())
+      if (o.targets.count(layer.shortName))
+        targets.push_back(b.getStringAttr(
+            llvm::StringRef(layer.module).rsplit('.').second));
+    module->setAttr(
+        QTuneDialect::kPeftAttrName,
+        b.getDictionaryAttr(
+            {b.getNamedAttr("r", b.getI64IntegerAttr(o.loraRank)),
+             b.getNamedAttr("lora_alpha", b.getF64FloatAttr(o.loraAlpha)),
+             b.getNamedAttr("lora_dropout", b.getF64FloatAttr(o.loraDropout)),
+             b.getNamedAttr("target_modules", b.getArrayAttr(targets)),
+             b.getNamedAttr("base_model_name_or_path",
+                            b.getStringAttr(c.nameOrPath))}));
+  }
+  buildFunction(module, /*withLoss=*/true);
+  if (o.logitsEntry)
+    buildFunction(module, /*withLoss=*/false);
+  if (failed(verify(module))) {
+    error = "the imported graph does not verify (see the diagnostics above)";
+    return std::nullopt;
+  }
+  return std::move(result);
+}
+
+} // namespace
+
+std::optional<ImportResult>
+importLlama(MLIRContext &context, const LlamaConfig &config,
+            HFCheckpoint &checkpoint, const ImportOptions &options,
+            std::string &error,
+            const std::function<void(int64_t, int64_t)> &progress) {
+  Importer importer(context, config, checkpoint, options, error);
+  return importer.run(progress);
+}
+
+} // namespace qtune::import

@@ -1,0 +1,243 @@
+//===- qtune-import.cpp - a Hugging Face LLaMA-family model to qtune IR ----===//
+//
+//   qtune-import MODEL_DIR -o model.mlir [--params model.safetensors]
+//       [--method lora|peqa|qft|none] [--lora-r 16 --lora-alpha 32]
+//       [--targets q,k,v,o,gate,up,down] [--format '#qtune.uniform<...>']
+//       [--layer-format PATTERN=FORMAT ...] [--batch 1] [--seq-len 512]
+//
+// Reads config.json and the safetensors shards, quantizes the decoder's
+// linear layers with round-to-nearest, and writes the graph (docs/import.md)
+// and its parameters. Errors name the field, tensor or option.
+//
+//===----------------------------------------------------------------------===//
+
+#include "qtune/Dialect/QTune/IR/QTuneDialect.h"
+#include "qtune/Dialect/QTune/IR/QTuneOps.h"
+#include "qtune/Import/LlamaImport.h"
+
+#include "mlir/AsmParser/AsmParser.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/Support/FileUtilities.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/WithColor.h"
+
+#include <chrono>
+
+using namespace mlir;
+namespace cl = llvm::cl;
+using namespace qtune::import;
+
+static cl::OptionCategory category("qtune-import options");
+static cl::opt<std::string> modelDir(cl::Positional, cl::desc("<model-dir>"),
+                                     cl::Required, cl::cat(category));
+static cl::opt<std::string> outFile("o", cl::desc("Output graph (.mlir)"),
+                                    cl::value_desc("file"), cl::Required,
+                                    cl::cat(category));
+static cl::opt<std::string> paramsFile(
+    "params",
+    cl::desc("Output parameters (.safetensors; default: the graph's path "
+             "with .safetensors)"),
+    cl::cat(category));
+static cl::opt<Method> method(
+    "method", cl::desc("Training method"), cl::init(Method::Lora),
+    cl::values(clEnumValN(Method::Lora, "lora", "LoRA adapters on quantized weights"),
+               clEnumValN(Method::Peqa, "peqa", "train the quantization scales"),
+               clEnumValN(Method::Qft, "qft", "train INT8 weights with Lion"),
+               clEnumValN(Method::None, "none", "nothing trainable (evaluation)")),
+    cl::cat(category));
+static cl::opt<int64_t> loraRank("lora-r", cl::desc("LoRA rank"), cl::init(16),
+                                 cl::cat(category));
+static cl::opt<double> loraAlpha("lora-alpha", cl::desc("LoRA alpha"),
+                                 cl::init(32), cl::cat(category));
+static cl::opt<double> loraDropout("lora-dropout", cl::desc("LoRA dropout"),
+                                   cl::init(0), cl::cat(category));
+static cl::opt<std::string> targets(
+    "targets",
+    cl::desc("Linear layers the method applies to, among q,k,v,o,gate,up,down"),
+    cl::init("q,k,v,o,gate,up,down"), cl::cat(category));
+static cl::opt<std::string> formatText(
+    "format",
+    cl::desc("Format of the decoder's linear layers (default '#qtune.uniform<"
+             "bits = 4, group = 128>', for QFT '#qtune.uniform<bits = 8>'; "
+             "'none' keeps them dense)"),
+    cl::cat(category));
+static cl::list<std::string> layerFormats(
+    "layer-format",
+    cl::desc("PATTERN=FORMAT: layers whose module path contains PATTERN take "
+             "FORMAT ('none': dense); the last match wins"),
+    cl::cat(category));
+static cl::opt<int64_t> batch("batch", cl::desc("Sequences per step"),
+                              cl::init(1), cl::cat(category));
+static cl::opt<int64_t> seqLen("seq-len", cl::desc("Tokens per sequence"),
+                               cl::init(512), cl::cat(category));
+static cl::opt<uint64_t> seed("seed", cl::desc("Seed of the LoRA initialization"),
+                              cl::init(0), cl::cat(category));
+static cl::opt<bool> noLogits("no-logits",
+                              cl::desc("Do not emit the <name>_logits function"),
+                              cl::cat(category));
+static cl::opt<std::string> funcName("name", cl::desc("Name of the loss function"),
+                                     cl::init("model"), cl::cat(category));
+
+static int fail(const llvm::Twine &message) {
+  llvm::WithColor::error(llvm::errs(), "qtune-import") << message << "\n";
+  return 1;
+}
+
+/// "#qtune.uniform<bits = 4>" (or "uniform<bits = 4>"), or null for "none".
+static bool parseFormat(MLIRContext &ctx, std::string text,
+                        qtune::QuantFormatAttrInterface &out,
+                        std::string &error) {
+  llvm::StringRef t = llvm::StringRef(text).trim();
+  if (t == "none") {
+    out = nullptr;
+    return true;
+  }
+  std::string full = t.starts_with("#") ? t.str() : "#qtune." + t.str();
+  std::string diag;
+  ScopedDiagnosticHandler handler(&ctx, [&](Diagnostic &d) {
+    diag = d.str();
+    return success();
+  });
+  Attribute attr = parseAttribute(full, &ctx);
+  out = llvm::dyn_cast_or_null<qtune::QuantFormatAttrInterface>(attr);
+  if (!out) {
+    error = "'" + text + "' is not a qtune quantizer format" +
+            (diag.empty() ? "" : " (" + diag + ")");
+    return false;
+  }
+  return true;
+}
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  cl::HideUnrelatedOptions(category);
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "qtune-import: a Hugging Face LLaMA-family model directory to a qtune "
+      "graph and its quantized parameters\n");
+
+  DialectRegistry registry;
+  registry.insert<qtune::QTuneDialect, func::FuncDialect, arith::ArithDialect,
+                  tensor::TensorDialect>();
+  MLIRContext ctx(registry);
+  ctx.loadAllAvailableDialects();
+
+  ImportOptions options;
+  options.method = method;
+  options.loraRank = loraRank;
+  options.loraAlpha = loraAlpha;
+  options.loraDropout = loraDropout;
+  options.batch = batch;
+  options.seqLen = seqLen;
+  options.seed = seed;
+  options.logitsEntry = !noLogits;
+  options.name = funcName;
+  options.targets.clear();
+  llvm::SmallVector<llvm::StringRef> names;
+  llvm::StringRef(targets).split(names, ',', -1, false);
+  for (llvm::StringRef n : names) {
+    n = n.trim();
+    bool known = llvm::any_of(linearLayers(), [&](const LinearLayer &l) {
+      return n == l.shortName;
+    });
+    if (!known)
+      return fail("--targets: unknown layer '" + n +
+                  "' (choose among q, k, v, o, gate, up, down)");
+    options.targets.insert(n.str());
+  }
+  std::string error;
+  std::string defaultFormat = method == Method::Qft
+                                  ? "#qtune.uniform<bits = 8>"
+                                  : "#qtune.uniform<bits = 4, group = 128>";
+  if (!parseFormat(ctx, formatText.empty() ? defaultFormat : formatText,
+                   options.format, error))
+    return fail("--format: " + error);
+  for (const std::string &spec : layerFormats) {
+    auto [pattern, format] = llvm::StringRef(spec).split('=');
+    if (pattern.empty() || format.empty())
+      return fail("--layer-format '" + spec + "' must be PATTERN=FORMAT");
+    qtune::QuantFormatAttrInterface f;
+    if (!parseFormat(ctx, format.str(), f, error))
+      return fail("--layer-format '" + spec + "': " + error);
+    options.layerFormats.push_back({pattern.str(), f});
+  }
+
+  llvm::SmallString<256> configPath(modelDir.getValue());
+  llvm::sys::path::append(configPath, "config.json");
+  auto configText = llvm::MemoryBuffer::getFile(configPath);
+  if (!configText)
+    return fail(llvm::Twine(configPath) + ": " + configText.getError().message());
+  std::optional<LlamaConfig> config =
+      parseLlamaConfig((*configText)->getBuffer(), error);
+  if (!config)
+    return fail(error);
+  if (config->nameOrPath.empty())
+    config->nameOrPath = modelDir;
+  std::unique_ptr<HFCheckpoint> ckpt = HFCheckpoint::open(modelDir, error);
+  if (!ckpt)
+    return fail(error);
+
+  auto start = std::chrono::steady_clock::now();
+  bool tty = llvm::errs().is_displayed();
+  std::optional<ImportResult> result = importLlama(
+      ctx, *config, *ckpt, options, error, [&](int64_t i, int64_t n) {
+        if (tty)
+          llvm::errs() << llvm::formatv("\rquantizing layer {0}/{1}", i, n);
+      });
+  if (tty)
+    llvm::errs() << "\r\033[K";
+  if (!result)
+    return fail(error);
+
+  std::string params = paramsFile;
+  if (params.empty()) {
+    llvm::SmallString<256> p(outFile.getValue());
+    llvm::sys::path::replace_extension(p, ".safetensors");
+    params = std::string(p);
+  }
+  // Parameters first: the graph is only written when its data is.
+  std::map<std::string, std::string> meta{{"format", "qtune"},
+                                          {"graph", llvm::sys::path::filename(outFile).str()}};
+  if (!qtune::st::write(params, result->params, meta, error))
+    return fail(error);
+  std::string ioError;
+  auto out = openOutputFile(outFile, &ioError);
+  if (!out)
+    return fail(ioError);
+  result->module->print(out->os());
+  out->keep();
+
+  double seconds = std::chrono::duration<double>(
+                       std::chrono::steady_clock::now() - start).count();
+  uint64_t bytes = 0;
+  for (const qtune::st::OwnedTensor &t : result->params)
+    bytes += t.bytes.size();
+  double worst = 0, mean = 0;
+  std::string worstLayer;
+  for (const auto &[layer, e] : result->quantError) {
+    mean += e / result->quantError.size();
+    if (e >= worst)
+      worst = e, worstLayer = layer;
+  }
+  llvm::outs() << llvm::formatv(
+      "qtune-import: {0} ({1} layers, hidden {2}, heads {3}/{4}, vocab {5}) -> "
+      "{6} + {7}\n  {8} tensors, {9:F2} MiB; {10:N} trainable parameters; "
+      "batch {11} x seq {12}; {13:F1} s\n",
+      config->modelType, config->numLayers, config->hiddenSize,
+      config->numHeads, config->numKvHeads, config->vocabSize, outFile, params,
+      result->params.size(), bytes / 1048576.0, result->numTrainable, batch,
+      seqLen, seconds);
+  if (!result->quantError.empty())
+    llvm::outs() << llvm::formatv(
+        "  round-to-nearest relative error: mean {0:E2}, worst {1:E2} ({2})\n",
+        mean, worst, worstLayer);
+  return 0;
+}
