@@ -20,6 +20,8 @@
 #   gradients  gradient kernels against the reference interpreter
 #   train    200-step layer regressions (LoRA, PEQA, ...) against the interpreter's runs
 #   peft     LoRA gradients against PEFT over the dequantized weight (bf16)
+#   decoder  a tiny imported LLaMA (GQA, INT4 + LoRA): logits, loss and LoRA
+#            gradients against the interpreter and transformers + PEFT; 30 steps
 #   bench    bench/train_layer.py: forward+backward beside eager and torch.compile
 #            (QTUNE_SKIP=bench skips it)
 #   runtime  the runtime's unit tests (GPU cases: launches, OOM, bad launches)
@@ -160,6 +162,13 @@ step_peft() {
     "$d/params.safetensors" "$out/peft"
 }
 
+# A whole imported decoder: against the interpreter, in training, and against
+# transformers + PEFT.
+step_decoder() {
+  [ -d "$stage/decoder" ] || { echo "not staged: $stage/decoder"; return 1; }
+  "$python" "$here/check_decoder.py" "$stage/qtune-run" "$stage/decoder" "$out/decoder"
+}
+
 # Figures: forward+backward of the INT4 + LoRA layer beside PyTorch eager and
 # torch.compile (bench/train_layer.py); not a pass/fail check of speed.
 step_bench() {
@@ -179,6 +188,7 @@ run_step forward step_forward
 run_step gradients step_gradients
 run_step train step_train
 run_step peft step_peft
+run_step decoder step_decoder
 run_step bench step_bench
 run_step runtime step_runtime
 

@@ -221,6 +221,28 @@ python3 "$here/make_train_data.py" lora "$stage_abs/peft" --random-b --seed 5
 rm -f "$stage_abs/peft/all.safetensors"
 cp "$train/lora_adamw/model.qtb" "$stage_abs/peft/model.qtb"
 
+say "decoder: a tiny LLaMA (GQA, head_dim 48, S = 40) with INT4 + LoRA, and the interpreter's outputs"
+dec="$stage_abs/decoder"
+rm -rf "$dec"
+mkdir -p "$dec"
+python3 examples/tiny_llama.py "$dec/hf" --layers 2 --hidden 192 --heads 4 --kv-heads 2 \
+  --ffn 256 --vocab 256 --seed 7
+"$tools/qtune-import" "$dec/hf" -o "$dec/model.mlir" --params "$dec/imported.safetensors" \
+  --format 'uniform<bits = 4, group = 64>' --lora-r 8 --lora-alpha 16 --seq-len 40 --batch 2
+python3 "$here/make_decoder_data.py" "$dec/imported.safetensors" "$dec" --batch 2 --seq 40 \
+  --vocab 256 --seed 11
+"$tools/qtune-compile" "$dec/model.mlir" --train -o "$dec/model.qtb" --target "$target"
+"$tools/qtune-opt" "$dec/model.mlir" -qtune-autodiff -qtune-optimizer -o "$dec/train.mlir"
+"$tools/qtune-interp" "$dec/train.mlir" --entry model_logits --inputs "$dec/batch.safetensors" \
+  --params "$dec/params.safetensors" --out "$dec/ref_logits.safetensors"
+"$tools/qtune-interp" "$dec/train.mlir" --entry model_grad --inputs "$dec/batch.safetensors" \
+  --params "$dec/params.safetensors" --out "$dec/ref_grads.safetensors"
+"$tools/qtune-interp" "$dec/train.mlir" --entry model_train_step --inputs "$dec/batch.safetensors" \
+  --params "$dec/params.safetensors" --steps 30 --lr 2e-3 --losses "$dec/ref_losses.json" \
+  --out "$dec/ref_trained.safetensors"
+rm -f "$dec/train.mlir" "$dec/imported.safetensors"
+echo "lora 2e-3 30 16" > "$dec/case.txt"   # method, lr, steps, alpha
+
 say "benchmark bundles (bench/: forward+backward of the INT4 + LoRA layer)"
 mkdir -p "$stage_abs/bench"
 python3 bench/layer_model.py "$stage_abs/bench/train_layer.mlir" --loss --m 16,2048,8192

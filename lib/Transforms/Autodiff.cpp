@@ -60,10 +60,9 @@ LogicalResult differentiate(func::FuncOp func) {
   auto accumulate = [&](Value v, Value g) {
     if (!g)
       return;
-    auto it = grads.find(v);
-    grads[v] = it == grads.end()
-                   ? g
-                   : Value(arith::AddFOp::create(b, loc, it->second, g));
+    auto [it, inserted] = grads.try_emplace(v, g);
+    if (!inserted)
+      it->second = arith::AddFOp::create(b, loc, it->second, g);
   };
   auto one = DenseElementsAttr::get(cast<ShapedType>(loss.getType()),
                                     b.getF32FloatAttr(1.0f));

@@ -3,8 +3,11 @@
 #include "qtune/Conversion/QTuneToGPU/ElementwiseKernels.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+
+#include <cmath>
 
 using namespace mlir;
 
@@ -104,13 +107,7 @@ Value blockReduce(ImplicitLocOpBuilder &b, Value v, bool max, Value scratch) {
     return max ? Value(arith::MaximumFOp::create(b, x, y))
                : Value(arith::AddFOp::create(b, x, y));
   };
-  auto warpReduce = [&](Value x) {
-    for (int32_t offset = 16; offset > 0; offset /= 2)
-      x = combine(x, gpu::ShuffleOp::create(b, x, offset, 32,
-                                            gpu::ShuffleMode::XOR)
-                         .getShuffleResult());
-    return x;
-  };
+  auto warpReduce = [&](Value x) { return kernel::warpReduce(b, x, max); };
   Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
   Value c32 = arith::ConstantIndexOp::create(b, 32);
   Value c0 = arith::ConstantIndexOp::create(b, 0);
@@ -225,5 +222,78 @@ gpu::GPUFuncOp buildConvertKernel(OpBuilder &b, Location loc, StringRef name,
                                 ValueRange{i});
       });
 }
+
+gpu::GPUFuncOp buildRowKernel(
+    OpBuilder &b, Location loc, StringRef name, ArrayRef<Type> args,
+    function_ref<void(ImplicitLocOpBuilder &, ValueRange, Value, Value)> body) {
+  auto workgroup =
+      gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
+  auto scratch = MemRefType::get({kElementwiseThreads / 32}, b.getF32Type(),
+                                 MemRefLayoutAttrInterface(), workgroup);
+  return buildKernel(b, loc, name, args, scratch,
+                     [&](ImplicitLocOpBuilder &ib, ValueRange a, ValueRange wg) {
+                       body(ib, a, gpu::BlockIdOp::create(ib, gpu::Dimension::x),
+                            wg[0]);
+                     });
+}
+
+namespace kernel {
+Value f32(B &b, double v) {
+  return arith::ConstantOp::create(b, b.getF32FloatAttr(float(v)));
+}
+Value index(B &b, int64_t v) { return arith::ConstantIndexOp::create(b, v); }
+Value load(B &b, Value memref, Value i) {
+  return memref::LoadOp::create(b, memref, ValueRange{i});
+}
+Value loadF32(B &b, Value memref, Value i) { return toF32(b, load(b, memref, i)); }
+Value scalar(B &b, Value memref) { return load(b, memref, index(b, 0)); }
+void storeAs(B &b, Value v, Value memref, Value i) {
+  Type element = cast<MemRefType>(memref.getType()).getElementType();
+  memref::StoreOp::create(b, fromF32(b, v, element), memref, ValueRange{i});
+}
+Value add(B &b, Value x, Value y) { return arith::AddFOp::create(b, x, y); }
+Value sub(B &b, Value x, Value y) { return arith::SubFOp::create(b, x, y); }
+Value mul(B &b, Value x, Value y) { return arith::MulFOp::create(b, x, y); }
+Value div(B &b, Value x, Value y) { return arith::DivFOp::create(b, x, y); }
+Value intrinsic(B &b, StringRef name, Value x) {
+  return LLVM::CallIntrinsicOp::create(b, x.getType(), b.getStringAttr(name),
+                                       ValueRange{x})
+      .getResult(0);
+}
+Value sqrtF32(B &b, Value x) { return intrinsic(b, "llvm.nvvm.sqrt.rn.f", x); }
+Value exp2F32(B &b, Value x) {
+  return intrinsic(b, "llvm.nvvm.ex2.approx.f32", x);
+}
+Value log2F32(B &b, Value x) { return intrinsic(b, "llvm.nvvm.lg2.approx.f", x); }
+Value expF32(B &b, Value x) { return exp2F32(b, mul(b, x, f32(b, M_LOG2E))); }
+std::pair<Value, Value> sinCosF32(B &b, Value x) {
+  // x − 2π·round(x / 2π), with 2π split in a head exact in f32 and a tail.
+  const double twoPi = 2 * M_PI;
+  const float head = float(twoPi);
+  const double tail = twoPi - double(head);
+  Value k = roundEvenF32(b, mul(b, x, f32(b, 1 / twoPi)));
+  Value r = sub(b, sub(b, x, mul(b, k, f32(b, head))), mul(b, k, f32(b, tail)));
+  return {intrinsic(b, "llvm.nvvm.sin.approx.f", r),
+          intrinsic(b, "llvm.nvvm.cos.approx.f", r)};
+}
+Value warpReduce(B &b, Value v, bool max) {
+  for (int32_t offset = 16; offset > 0; offset /= 2) {
+    Value other =
+        gpu::ShuffleOp::create(b, v, offset, 32, gpu::ShuffleMode::XOR)
+            .getShuffleResult();
+    v = max ? Value(arith::MaximumFOp::create(b, v, other)) : add(b, v, other);
+  }
+  return v;
+}
+Value laneValue(B &b, Value v, int64_t lane) {
+  return gpu::ShuffleOp::create(b, v, int32_t(lane), 32, gpu::ShuffleMode::IDX)
+      .getShuffleResult();
+}
+Value roundedTo(B &b, Value v, Type type) {
+  if (type.isF32())
+    return v;
+  return toF32(b, fromF32(b, v, type));
+}
+} // namespace kernel
 
 } // namespace qtune

@@ -1,6 +1,7 @@
 //===- QTuneToGPU.cpp - lower qtune graphs to GPU kernels + host plan -------===//
 
 #include "qtune/Conversion/Passes.h"
+#include "qtune/Conversion/QTuneToGPU/DecoderKernels.h"
 #include "qtune/Conversion/QTuneToGPU/ElementwiseKernels.h"
 #include "qtune/Conversion/QTuneToGPU/GemmTemplate.h"
 #include "qtune/Conversion/QTuneToGPU/TrainingKernels.h"
@@ -117,6 +118,17 @@ private:
   /// Cross entropy and its gradient: one thread block per row of logits.
   LogicalResult lowerCrossEntropy(OpBuilder &b, Operation *op);
   LogicalResult lowerAdd(OpBuilder &b, arith::AddFOp op);
+  /// A new buffer for the tensor `v`.
+  Value allocFor(OpBuilder &b, Location loc, Value v);
+  /// `acc` (f32) as a buffer of `type`: itself, or converted into a new one.
+  Value fromF32Buffer(OpBuilder &b, Location loc, Value acc,
+                      RankedTensorType type);
+  /// The decoder ops (DecoderKernels.h).
+  LogicalResult lowerEmbedding(OpBuilder &b, Operation *op);
+  LogicalResult lowerRmsNorm(OpBuilder &b, Operation *op);
+  LogicalResult lowerRope(OpBuilder &b, RopeOp op);
+  LogicalResult lowerSwiglu(OpBuilder &b, Operation *op);
+  LogicalResult lowerAttention(OpBuilder &b, Operation *op);
   LogicalResult lowerClip(OpBuilder &b, ClipGradNormOp op);
   /// Optimizer steps update their parameter and state buffers in place: each
   /// must be a function argument that no later op reads.
@@ -498,24 +510,245 @@ LogicalResult Lowering::lowerComponentGrad(OpBuilder &b, ComponentGradOp op) {
   for (Value comp : q.getComponents())
     spec.gradComponentTypes.push_back(
         cast<RankedTensorType>(comp.getType()).getElementType());
-  Type f32 = b.getF32Type();
   Value acc = zeroedF32(b, loc, resultType.getShape());
-  Value result = element.isF32()
-                     ? acc
-                     : Value(memref::AllocOp::create(b, loc,
-                                                     bufferType(resultType)));
   bufs.push_back(acc);
   if (failed(launch(b, op, spec, w.getN(), bufs)))
     return failure();
-  if (!element.isF32()) {
+  buffers.map(op.getResult(), fromF32Buffer(b, loc, acc, resultType));
+  return success();
+}
+
+Value Lowering::allocFor(OpBuilder &b, Location loc, Value v) {
+  return memref::AllocOp::create(b, loc,
+                                 bufferType(cast<RankedTensorType>(v.getType())));
+}
+
+Value Lowering::fromF32Buffer(OpBuilder &b, Location loc, Value acc,
+                              RankedTensorType type) {
+  Type element = type.getElementType(), f32 = b.getF32Type();
+  if (element.isF32())
+    return acc;
+  Value result = memref::AllocOp::create(b, loc, bufferType(type));
+  launchElementwise(
+      b, loc, kernelKey("convert", {f32, element}),
+      [&](OpBuilder &kb, StringRef name) {
+        buildConvertKernel(kb, kernels.getLoc(), name, f32, element);
+      },
+      ValueRange{acc, result}, type.getNumElements());
+  return result;
+}
+
+LogicalResult Lowering::lowerEmbedding(OpBuilder &b, Operation *op) {
+  Location loc = op->getLoc();
+  SmallVector<Value> bufs;
+  if (failed(addBuffers(op, op->getOperands(), bufs)))
+    return failure();
+  bool isGrad = isa<EmbeddingGradOp>(op);
+  Value ids = op->getOperand(1);
+  auto result = cast<RankedTensorType>(op->getResult(0).getType());
+  int64_t d = result.getShape().back();
+  int64_t n = numElements(ids) * d;
+  Type e = elementOf(op->getOperand(0));
+  if (!isGrad) {
+    int64_t v = cast<RankedTensorType>(op->getOperand(0).getType()).getDimSize(0);
+    Value out = allocFor(b, loc, op->getResult(0));
+    bufs.push_back(out);
     launchElementwise(
-        b, loc, kernelKey("convert", {f32, element}),
+        b, loc, kernelKey("embedding", {e}, {double(d), double(v)}),
         [&](OpBuilder &kb, StringRef name) {
-          buildConvertKernel(kb, kernels.getLoc(), name, f32, element);
+          buildEmbeddingKernel(kb, kernels.getLoc(), name, e, d, v);
         },
-        ValueRange{acc, result}, numel);
+        bufs, n);
+    buffers.map(op->getResult(0), out);
+    return success();
   }
-  buffers.map(op.getResult(), result);
+  int64_t v = result.getDimSize(0);
+  Value acc = zeroedF32(b, loc, result.getShape());
+  bufs.push_back(acc);
+  launchElementwise(
+      b, loc, kernelKey("embedding_grad", {e}, {double(d), double(v)}),
+      [&](OpBuilder &kb, StringRef name) {
+        buildEmbeddingGradKernel(kb, kernels.getLoc(), name, e, d, v);
+      },
+      bufs, n);
+  buffers.map(op->getResult(0), fromF32Buffer(b, loc, acc, result));
+  return success();
+}
+
+LogicalResult Lowering::lowerRmsNorm(OpBuilder &b, Operation *op) {
+  Location loc = op->getLoc();
+  SmallVector<Value> bufs;
+  if (failed(addBuffers(op, op->getOperands(), bufs)))
+    return failure();
+  Value out = allocFor(b, loc, op->getResult(0));
+  bufs.push_back(out);
+  buffers.map(op->getResult(0), out);
+  if (auto n = dyn_cast<RmsNormOp>(op)) {
+    Type x = elementOf(n.getInput()), w = elementOf(n.getWeight());
+    int64_t d = n.getWeight().getType().getDimSize(0);
+    double eps = n.getEps().convertToDouble();
+    int64_t rows = numElements(n.getInput()) / d;
+    launchElementwise(
+        b, loc, kernelKey("rms_norm", {x, w}, {double(d), eps}),
+        [&](OpBuilder &kb, StringRef name) {
+          buildRmsNormKernel(kb, kernels.getLoc(), name, x, w, d, eps);
+        },
+        bufs, rows, rows);
+    return success();
+  }
+  if (auto g = dyn_cast<RmsNormGradOp>(op)) {
+    Type gt = elementOf(g.getGrad()), x = elementOf(g.getInput()),
+         w = elementOf(g.getWeight()), dx = elementOf(g.getResult());
+    int64_t d = g.getWeight().getType().getDimSize(0);
+    double eps = g.getEps().convertToDouble();
+    int64_t rows = numElements(g.getInput()) / d;
+    launchElementwise(
+        b, loc, kernelKey("rms_norm_grad", {gt, x, w, dx}, {double(d), eps}),
+        [&](OpBuilder &kb, StringRef name) {
+          buildRmsNormGradKernel(kb, kernels.getLoc(), name, gt, x, w, dx, d, eps);
+        },
+        bufs, rows, rows);
+    return success();
+  }
+  auto wg = cast<RmsNormWeightGradOp>(op);
+  Type gt = elementOf(wg.getGrad()), x = elementOf(wg.getInput()),
+       dw = elementOf(wg.getResult());
+  int64_t d = wg.getType().getDimSize(0);
+  double eps = wg.getEps().convertToDouble();
+  int64_t rows = numElements(wg.getInput()) / d;
+  Value factors = memref::AllocOp::create(
+      b, loc, MemRefType::get({rows}, b.getF32Type()));
+  launchElementwise(
+      b, loc, kernelKey("rms_factor", {x}, {double(d), eps}),
+      [&](OpBuilder &kb, StringRef name) {
+        buildRmsFactorKernel(kb, kernels.getLoc(), name, x, d, eps);
+      },
+      ValueRange{bufs[1], factors}, rows, rows);
+  launchElementwise(
+      b, loc, kernelKey("rms_norm_weight_grad", {gt, x, dw}, {double(d), double(rows)}),
+      [&](OpBuilder &kb, StringRef name) {
+        buildRmsNormWeightGradKernel(kb, kernels.getLoc(), name, gt, x, dw, d, rows);
+      },
+      ValueRange{bufs[0], bufs[1], factors, out}, d);
+  return success();
+}
+
+LogicalResult Lowering::lowerRope(OpBuilder &b, RopeOp op) {
+  Location loc = op.getLoc();
+  SmallVector<Value> bufs;
+  if (failed(addBuffers(op, {op.getInput()}, bufs)))
+    return failure();
+  Value out = allocFor(b, loc, op.getResult());
+  bufs.push_back(out);
+  auto shape = op.getInput().getType().getShape();
+  int64_t width = shape.back(), seq = shape[shape.size() - 2];
+  int64_t hd = op.getHeadDim();
+  double theta = op.getTheta().convertToDouble();
+  bool inverse = op.getInverse();
+  Type e = elementOf(op.getInput());
+  launchElementwise(
+      b, loc,
+      kernelKey(inverse ? "rope_inverse" : "rope", {e},
+                {double(width), double(seq), double(hd), theta}),
+      [&](OpBuilder &kb, StringRef name) {
+        buildRopeKernel(kb, kernels.getLoc(), name, e, width, seq, hd, theta,
+                        inverse);
+      },
+      bufs, numElements(op.getInput()) / 2);
+  buffers.map(op.getResult(), out);
+  return success();
+}
+
+LogicalResult Lowering::lowerSwiglu(OpBuilder &b, Operation *op) {
+  Location loc = op->getLoc();
+  SmallVector<Value> bufs;
+  if (failed(addBuffers(op, op->getOperands(), bufs)))
+    return failure();
+  for (Value r : op->getResults()) {
+    bufs.push_back(allocFor(b, loc, r));
+    buffers.map(r, bufs.back());
+  }
+  Type e = elementOf(op->getOperand(0));
+  bool isGrad = isa<SwigluGradOp>(op);
+  launchElementwise(
+      b, loc, kernelKey(isGrad ? "swiglu_grad" : "swiglu", {e}),
+      [&](OpBuilder &kb, StringRef name) {
+        if (isGrad)
+          buildSwigluGradKernel(kb, kernels.getLoc(), name, e);
+        else
+          buildSwigluKernel(kb, kernels.getLoc(), name, e);
+      },
+      bufs, numElements(op->getOperand(0)));
+  return success();
+}
+
+LogicalResult Lowering::lowerAttention(OpBuilder &b, Operation *op) {
+  Location loc = op->getLoc();
+  auto q = cast<RankedTensorType>(op->getOperand(0).getType());
+  AttentionDims d;
+  if (auto a = dyn_cast<AttentionOp>(op)) {
+    d.heads = a.getHeads();
+    d.kvHeads = a.getKvHeads();
+    d.scale = a.getScaleValue();
+    d.causal = a.getCausal();
+  } else {
+    auto g = cast<AttentionGradOp>(op);
+    d.heads = g.getHeads();
+    d.kvHeads = g.getKvHeads();
+    d.scale = g.getScale().convertToDouble();
+    d.causal = g.getCausal();
+  }
+  d.headDim = q.getShape().back() / d.heads;
+  d.seq = q.getShape()[q.getRank() - 2];
+  d.batch = q.getNumElements() / (d.seq * q.getShape().back());
+  if (d.headDim > kMaxAttentionHeadDim)
+    return op->emitError() << "qtune-lower-to-gpu: attention kernels take head "
+                              "dimensions up to "
+                           << kMaxAttentionHeadDim << ", got " << d.headDim;
+  Type e = q.getElementType();
+  SmallVector<double> key{double(d.batch), double(d.seq), double(d.heads),
+                          double(d.kvHeads), double(d.headDim), d.scale,
+                          double(d.causal)};
+  SmallVector<Value> bufs;
+  if (failed(addBuffers(op, op->getOperands(), bufs)))
+    return failure();
+  if (isa<AttentionOp>(op)) {
+    for (Value r : op->getResults()) {
+      bufs.push_back(allocFor(b, loc, r));
+      buffers.map(r, bufs.back());
+    }
+    int64_t blocks = attentionForwardBlocks(d);
+    launchElementwise(
+        b, loc, kernelKey("attention", {e}, key),
+        [&](OpBuilder &kb, StringRef name) {
+          buildAttentionKernel(kb, kernels.getLoc(), name, e, d);
+        },
+        bufs, blocks, blocks);
+    return success();
+  }
+  // Operands: q, k, v, o, lse, g. dQ first (it also writes delta), then dK/dV.
+  Value dq = allocFor(b, loc, op->getResult(0)), dk = allocFor(b, loc, op->getResult(1)),
+        dv = allocFor(b, loc, op->getResult(2));
+  Value delta = memref::AllocOp::create(
+      b, loc, bufferType(cast<RankedTensorType>(op->getOperand(4).getType())));
+  int64_t qBlocks = attentionForwardBlocks(d), kBlocks = attentionKeyBlocks(d);
+  launchElementwise(
+      b, loc, kernelKey("attention_dq", {e}, key),
+      [&](OpBuilder &kb, StringRef name) {
+        buildAttentionGradQKernel(kb, kernels.getLoc(), name, e, d);
+      },
+      ValueRange{bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], bufs[5], dq, delta},
+      qBlocks, qBlocks);
+  launchElementwise(
+      b, loc, kernelKey("attention_dkv", {e}, key),
+      [&](OpBuilder &kb, StringRef name) {
+        buildAttentionGradKVKernel(kb, kernels.getLoc(), name, e, d);
+      },
+      ValueRange{bufs[0], bufs[1], bufs[2], bufs[4], delta, bufs[5], dk, dv},
+      kBlocks, kBlocks);
+  buffers.map(op->getResult(0), dq);
+  buffers.map(op->getResult(1), dk);
+  buffers.map(op->getResult(2), dv);
   return success();
 }
 
@@ -862,6 +1095,16 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
       ok = lowerMseLossGrad(b, l);
     } else if (isa<CrossEntropyOp, CrossEntropyGradOp>(op)) {
       ok = lowerCrossEntropy(b, &op);
+    } else if (isa<EmbeddingOp, EmbeddingGradOp>(op)) {
+      ok = lowerEmbedding(b, &op);
+    } else if (isa<RmsNormOp, RmsNormGradOp, RmsNormWeightGradOp>(op)) {
+      ok = lowerRmsNorm(b, &op);
+    } else if (auto r = dyn_cast<RopeOp>(op)) {
+      ok = lowerRope(b, r);
+    } else if (isa<SwigluOp, SwigluGradOp>(op)) {
+      ok = lowerSwiglu(b, &op);
+    } else if (isa<AttentionOp, AttentionGradOp>(op)) {
+      ok = lowerAttention(b, &op);
     } else if (auto c = dyn_cast<arith::ConstantOp>(op)) {
       ok = lowerConstant(b, c);
     } else if (auto a = dyn_cast<arith::AddFOp>(op)) {
@@ -893,7 +1136,8 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
                                "qtune.linear, qtune.fused_linear, "
                                "qtune.linear_t, qtune.weight_grad, "
                                "qtune.component_grad, qtune.mse_loss(_grad), "
-                               "qtune.cross_entropy(_grad), "
+                               "qtune.cross_entropy(_grad), the decoder "
+                               "ops and their gradients, "
                                "qtune.clip_grad_norm, qtune.adamw, "
                                "qtune.lion, qtune.qft_lion, arith.addf)";
     }

@@ -17,35 +17,8 @@ namespace qtune {
 
 namespace {
 using B = ImplicitLocOpBuilder;
+using namespace kernel;
 
-Value f32(B &b, double v) {
-  return arith::ConstantOp::create(b, b.getF32FloatAttr(float(v)));
-}
-Value load(B &b, Value memref, Value i) {
-  return memref::LoadOp::create(b, memref, ValueRange{i});
-}
-Value loadF32(B &b, Value memref, Value i) { return toF32(b, load(b, memref, i)); }
-Value scalar(B &b, Value memref) {
-  return load(b, memref, arith::ConstantIndexOp::create(b, 0));
-}
-void storeAs(B &b, Value v, Value memref, Value i) {
-  Type element = cast<MemRefType>(memref.getType()).getElementType();
-  memref::StoreOp::create(b, fromF32(b, v, element), memref, ValueRange{i});
-}
-Value add(B &b, Value x, Value y) { return arith::AddFOp::create(b, x, y); }
-Value sub(B &b, Value x, Value y) { return arith::SubFOp::create(b, x, y); }
-Value mul(B &b, Value x, Value y) { return arith::MulFOp::create(b, x, y); }
-Value div(B &b, Value x, Value y) { return arith::DivFOp::create(b, x, y); }
-// Math through NVVM intrinsics, so no kernel needs libdevice.
-Value intrinsic(B &b, StringRef name, Value x) {
-  return LLVM::CallIntrinsicOp::create(b, x.getType(), b.getStringAttr(name),
-                                       ValueRange{x})
-      .getResult(0);
-}
-Value sqrtF32(B &b, Value x) { return intrinsic(b, "llvm.nvvm.sqrt.rn.f", x); }
-Value exp2F32(B &b, Value x) {
-  return intrinsic(b, "llvm.nvvm.ex2.approx.f32", x);
-}
 /// β·x + (1 − β)·y.
 Value mix(B &b, double beta, Value x, Value y) {
   return add(b, mul(b, f32(b, beta), x), mul(b, f32(b, 1 - beta), y));
@@ -127,21 +100,6 @@ std::pair<Value, Value> rowLogSumExp(B &b, Value logits, Value rowBase,
   Value lse = add(b, mx, mul(b, intrinsic(b, "llvm.nvvm.lg2.approx.f", sum),
                              f32(b, M_LN2)));
   return {mx, lse};
-}
-
-/// A kernel with one block per row and the reduction scratch.
-gpu::GPUFuncOp buildRowKernel(OpBuilder &b, Location loc, StringRef name,
-                              ArrayRef<Type> args,
-                              function_ref<void(B &, ValueRange, Value, Value)> body) {
-  auto workgroup =
-      gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
-  auto scratch = MemRefType::get({kElementwiseThreads / 32}, b.getF32Type(),
-                                 MemRefLayoutAttrInterface(), workgroup);
-  return buildKernel(b, loc, name, args, scratch,
-                     [&](B &ib, ValueRange a, ValueRange wg) {
-                       body(ib, a, gpu::BlockIdOp::create(ib, gpu::Dimension::x),
-                            wg[0]);
-                     });
 }
 
 /// Whether the label is a valid column, and the label as an index.

@@ -134,9 +134,9 @@ func.func @gradients(%g: tensor<2x3x64xbf16>, %x: tensor<2x3x32xbf16>, %c: tenso
 // CHECK-LABEL: func.func @peqa
 // CHECK: %[[ACC:.*]] = memref.alloc() : memref<64x4xf32>
 // CHECK: gpu.launch_func @qtune_kernels::@qtune_elementwise_0
-// CHECK: %[[R:.*]] = memref.alloc() : memref<64x4xbf16>
 // CHECK-NOT: memref.alloc() : memref<64x128
 // CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_1
+// CHECK: %[[R:.*]] = memref.alloc() : memref<64x4xbf16>
 // CHECK: gpu.launch_func @qtune_kernels::@qtune_elementwise_2
 // CHECK: return %[[R]]
 // CHECK: gpu.func @qtune_gemm_1(

@@ -75,6 +75,49 @@ mlir::Value roundEvenF32(mlir::ImplicitLocOpBuilder &b, mlir::Value x);
 mlir::Value toF32(mlir::ImplicitLocOpBuilder &b, mlir::Value v);
 mlir::Value fromF32(mlir::ImplicitLocOpBuilder &b, mlir::Value v, mlir::Type to);
 
+/// A kernel `name(args..., n: index)` of kElementwiseThreads threads, one
+/// block per row: `body(b, arguments, row = blockIdx.x, scratch)` with the
+/// workgroup scratch blockReduce needs. Launched with one block per row.
+mlir::gpu::GPUFuncOp buildRowKernel(
+    mlir::OpBuilder &b, mlir::Location loc, llvm::StringRef name,
+    llvm::ArrayRef<mlir::Type> args,
+    llvm::function_ref<void(mlir::ImplicitLocOpBuilder &, mlir::ValueRange,
+                            mlir::Value, mlir::Value)>
+        body);
+
+/// Small helpers for kernel bodies: f32 constants and arithmetic, loads that
+/// widen to f32, stores that round to the buffer's type, and math through
+/// NVVM intrinsics (so no kernel needs libdevice).
+namespace kernel {
+using B = mlir::ImplicitLocOpBuilder;
+mlir::Value f32(B &b, double v);
+mlir::Value index(B &b, int64_t v);
+mlir::Value load(B &b, mlir::Value memref, mlir::Value i);
+mlir::Value loadF32(B &b, mlir::Value memref, mlir::Value i);
+/// Element 0.
+mlir::Value scalar(B &b, mlir::Value memref);
+void storeAs(B &b, mlir::Value v, mlir::Value memref, mlir::Value i);
+mlir::Value add(B &b, mlir::Value x, mlir::Value y);
+mlir::Value sub(B &b, mlir::Value x, mlir::Value y);
+mlir::Value mul(B &b, mlir::Value x, mlir::Value y);
+mlir::Value div(B &b, mlir::Value x, mlir::Value y);
+mlir::Value intrinsic(B &b, llvm::StringRef name, mlir::Value x);
+mlir::Value sqrtF32(B &b, mlir::Value x);
+/// 2^x and log2(x) (approximate, ~2 ulp), e^x through them.
+mlir::Value exp2F32(B &b, mlir::Value x);
+mlir::Value log2F32(B &b, mlir::Value x);
+mlir::Value expF32(B &b, mlir::Value x);
+/// sin and cos of any f32 angle: reduced to [−π, π] (two-constant
+/// Cody–Waite), then the approximate hardware sine and cosine.
+std::pair<mlir::Value, mlir::Value> sinCosF32(B &b, mlir::Value x);
+/// Sum (or maximum) of the f32 `v` over the warp, in every lane.
+mlir::Value warpReduce(B &b, mlir::Value v, bool max);
+/// Lane `lane`'s `v`, in every lane.
+mlir::Value laneValue(B &b, mlir::Value v, int64_t lane);
+/// `v` rounded to `type` and widened back to f32 (what storing it would keep).
+mlir::Value roundedTo(B &b, mlir::Value v, mlir::Type type);
+} // namespace kernel
+
 /// `name(out: memref<?xT>, n: index)`: out[i] = value for i < n.
 mlir::gpu::GPUFuncOp buildFillKernel(mlir::OpBuilder &b, mlir::Location loc,
                                      llvm::StringRef name, mlir::Type element,

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""GPU check of a whole imported decoder (scripts/gpu-stage.sh stages it under
+STAGE/decoder): a tiny LLaMA with grouped-query attention, INT4 group-64
+weights and LoRA r = 8 on every linear layer. Runs on the GPU machine.
+
+    check_decoder.py QTUNE_RUN STAGE/decoder OUT_DIR
+
+1. qtune's logits (`model_logits`), loss and LoRA gradients (`model_grad`)
+   against the reference interpreter's (relative L2 within 2e-2, loss 1e-2,
+   gradients 5e-2);
+2. 30 steps of `model_train_step` by `qtune-run train` against the
+   interpreter's run (check_train.py);
+3. against Hugging Face transformers + PEFT: LlamaForCausalLM loaded from the
+   same directory with each quantized weight replaced by its dequantized value,
+   wrapped in peft.LoraConfig(r, alpha, all seven projections) holding qtune's
+   adapters, in bf16: logits within 2e-2, loss within 1e-2, every LoRA
+   gradient within 5e-2 (relative L2).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+from check_peft import dequant_uniform4  # noqa: E402
+
+GROUP, RANK, ALPHA = 64, 8, 16.0
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def rel(a, b):
+    a, b = a.double().flatten(), b.double().flatten()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    print(" ".join(os.path.basename(c) if i == 0 else c for i, c in enumerate(cmd)))
+    print((r.stdout + r.stderr).strip())
+    if r.returncode:
+        raise SystemExit("FAILED: %s exited with %d" % (cmd[0], r.returncode))
+
+
+def main():
+    qrun, d, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    os.makedirs(out, exist_ok=True)
+    batch, params = os.path.join(d, "batch.safetensors"), os.path.join(d, "params.safetensors")
+    bundle = os.path.join(d, "model.qtb")
+    ok = True
+
+    def check(what, err, tol):
+        nonlocal ok
+        good = err <= tol
+        ok &= good
+        print("  %-58s %.2e (tolerance %g) %s" % (what, err, tol, "ok" if good else "FAILED"))
+
+    # 1. against the interpreter
+    run([qrun, "forward", bundle, "--entry", "model_logits", "--inputs", batch, "--params", params,
+         "--out", os.path.join(out, "logits.safetensors"), "--poison"])
+    run([qrun, "forward", bundle, "--entry", "model_grad", "--inputs", batch, "--params", params,
+         "--out", os.path.join(out, "grads.safetensors"), "--poison"])
+    logits = load_file(os.path.join(out, "logits.safetensors"))["logits"].float()
+    grads = load_file(os.path.join(out, "grads.safetensors"))
+    ref_logits = load_file(os.path.join(d, "ref_logits.safetensors"))["logits"].float()
+    ref_grads = load_file(os.path.join(d, "ref_grads.safetensors"))
+    print("qtune on the GPU against the reference interpreter:")
+    check("logits", rel(logits, ref_logits), 2e-2)
+    check("loss (%.6f vs %.6f)" % (grads["loss"].item(), ref_grads["loss"].item()),
+          abs(grads["loss"].item() - ref_grads["loss"].item()) / abs(ref_grads["loss"].item()), 1e-2)
+    worst = max(((rel(grads[k].float(), ref_grads[k].float()), k) for k in ref_grads if k != "loss"))
+    check("worst LoRA gradient (%s)" % worst[1].replace("grad_model.", ""), worst[0], 5e-2)
+
+    # 2. training
+    metrics = os.path.join(out, "metrics.jsonl")
+    run([qrun, "train", bundle, "--inputs", batch, "--params", params, "--steps", "30",
+         "--lr", "2e-3", "--metrics", metrics, "--out", os.path.join(out, "trained.safetensors")])
+    r = subprocess.run([sys.executable, os.path.join(here, "check_train.py"), "--name", "decoder_lora",
+                        "--metrics", metrics, "--ref-losses", os.path.join(d, "ref_losses.json")],
+                       capture_output=True, text=True)
+    print((r.stdout + r.stderr).strip())
+    ok &= r.returncode == 0
+
+    # 3. against transformers + PEFT
+    import peft
+    import transformers
+    prm = load_file(params)
+    try:
+        model = transformers.LlamaForCausalLM.from_pretrained(os.path.join(d, "hf"), dtype=torch.float32)
+    except TypeError:
+        model = transformers.LlamaForCausalLM.from_pretrained(os.path.join(d, "hf"), torch_dtype=torch.float32)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.split(".")[-1] in TARGETS:
+                w = dequant_uniform4(prm[name + ".codes"], prm[name + ".scales"], prm[name + ".zeros"], GROUP)
+                module.weight.copy_(w)
+    cfg = peft.LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGETS)
+    try:
+        model = peft.get_peft_model(model, cfg, autocast_adapter_dtype=False)
+    except TypeError:
+        model = peft.get_peft_model(model, cfg)
+    model = model.to(device="cuda", dtype=torch.bfloat16)
+    lora = {}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
+                hf = name.replace("base_model.model.", "")
+                module.lora_A["default"].weight.copy_(prm[hf + ".lora_A.weight"].to(torch.bfloat16))
+                module.lora_B["default"].weight.copy_(prm[hf + ".lora_B.weight"].to(torch.bfloat16))
+                lora[hf] = module
+    b = load_file(batch)
+    ids, labels = b["input_ids"].long().cuda(), b["labels"].long().cuda()
+    hf_logits = model(input_ids=ids).logits
+    loss = F.cross_entropy(hf_logits.float().reshape(-1, hf_logits.shape[-1]), labels.reshape(-1))
+    loss.backward()
+    print("qtune on the GPU against transformers %s + peft %s (bf16, dequantized weights):"
+          % (transformers.__version__, peft.__version__))
+    check("logits", rel(logits.cuda(), hf_logits.float()), 2e-2)
+    check("loss (%.6f vs %.6f)" % (grads["loss"].item(), loss.item()),
+          abs(grads["loss"].item() - loss.item()) / abs(loss.item()), 1e-2)
+    errs = []
+    for hf, module in lora.items():
+        for ab in ("A", "B"):
+            ref = getattr(module, "lora_" + ab)["default"].weight.grad.float()
+            mine = grads["grad_%s.lora_%s.weight" % (hf, ab)].float().cuda()
+            errs.append((rel(mine, ref), "%s.lora_%s" % (hf.replace("model.", ""), ab)))
+    worst = max(errs)
+    check("worst LoRA gradient of %d (%s)" % (len(errs), worst[1]), worst[0], 5e-2)
+    print("decoder check:", "ok" if ok else "FAILED")
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump({"ok": ok}, f)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
