@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <fstream>
@@ -293,6 +294,44 @@ struct Reader {
             return false;
       }
     }
+
+    auto p = h.find("peft");
+    if (p != h.end()) {
+      spec.peft.emplace();
+      if (!peft(*p, *spec.peft))
+        return false;
+    }
+    return true;
+  }
+
+  /// The "peft" object: types here, values in validateBundleSpec.
+  bool peft(const Json &p, PeftConfig &c) {
+    const Json *j = nullptr;
+    if (!object(p, "peft"))
+      return false;
+    if (!(j = member(p, "peft", "r")) || !i64(*j, "peft.r", c.r))
+      return false;
+    if (!(j = member(p, "peft", "lora_alpha")))
+      return false;
+    if (!j->is_number())
+      return fail("peft.lora_alpha", std::string("expected a number, got ") + jsonType(*j));
+    c.loraAlpha = j->get<double>();
+    auto d = p.find("lora_dropout"); // optional, 0 when absent
+    if (d != p.end()) {
+      if (!d->is_number())
+        return fail("peft.lora_dropout", std::string("expected a number, got ") + jsonType(*d));
+      c.loraDropout = d->get<double>();
+    }
+    if (!(j = member(p, "peft", "target_modules")) || !array(*j, "peft.target_modules"))
+      return false;
+    c.targetModules.resize(j->size());
+    for (size_t i = 0; i < j->size(); ++i)
+      if (!string((*j)[i], "peft.target_modules[" + str(i) + "]", c.targetModules[i]))
+        return false;
+    auto b = p.find("base_model_name_or_path"); // optional; null means unknown
+    if (b != p.end() && !b->is_null() &&
+        !string(*b, "peft.base_model_name_or_path", c.baseModelNameOrPath))
+      return false;
     return true;
   }
 };
@@ -300,6 +339,24 @@ struct Reader {
 // ---- BundleSpec -> JSON -----------------------------------------------------------
 
 Json dimsJson(const std::array<uint32_t, 3> &d) { return Json::array({d[0], d[1], d[2]}); }
+
+/// An integral value as a JSON integer (PEFT writes lora_alpha as an int).
+Json numberJson(double v) {
+  if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9007199254740992.0)
+    return Json(static_cast<int64_t>(v));
+  return Json(v);
+}
+
+Json peftJson(const PeftConfig &c) {
+  Json p = Json::object();
+  p["r"] = c.r;
+  p["lora_alpha"] = numberJson(c.loraAlpha);
+  p["lora_dropout"] = c.loraDropout;
+  p["target_modules"] = c.targetModules;
+  if (!c.baseModelNameOrPath.empty())
+    p["base_model_name_or_path"] = c.baseModelNameOrPath;
+  return p;
+}
 
 Json toJson(const BundleSpec &spec, const std::vector<BlobRef> &blobs) {
   Json h = Json::object();
@@ -354,6 +411,8 @@ Json toJson(const BundleSpec &spec, const std::vector<BlobRef> &blobs) {
                           {"outputs", e.outputs},
                           {"launches", std::move(launches)}};
   }
+  if (spec.peft)
+    h["peft"] = peftJson(*spec.peft);
   return h;
 }
 
@@ -525,6 +584,46 @@ bool validateBundleSpec(const BundleSpec &spec, size_t numBlobs, std::string &er
           return false;
         }
       }
+    }
+  }
+  if (spec.peft && !validatePeftConfig(*spec.peft, error)) {
+    error = "peft." + error;
+    return false;
+  }
+  return true;
+}
+
+bool validatePeftConfig(const PeftConfig &c, std::string &error) {
+  auto number = [](double v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    return std::string(buf);
+  };
+  if (c.r < 1 || c.r > std::numeric_limits<int32_t>::max()) {
+    error = "r: must be a positive integer (got " + std::to_string(c.r) + ")";
+    return false;
+  }
+  if (!std::isfinite(c.loraAlpha) || c.loraAlpha <= 0) {
+    error = "lora_alpha: must be finite and positive (got " + number(c.loraAlpha) + ")";
+    return false;
+  }
+  if (!(c.loraDropout >= 0 && c.loraDropout < 1)) {
+    error = "lora_dropout: must be in [0, 1) (got " + number(c.loraDropout) + ")";
+    return false;
+  }
+  if (c.targetModules.empty()) {
+    error = "target_modules: must name at least one module";
+    return false;
+  }
+  std::set<std::string> seen;
+  for (size_t i = 0; i < c.targetModules.size(); ++i) {
+    if (c.targetModules[i].empty()) {
+      error = "target_modules[" + str(i) + "]: must not be empty";
+      return false;
+    }
+    if (!seen.insert(c.targetModules[i]).second) {
+      error = "target_modules[" + str(i) + "]: '" + c.targetModules[i] + "' is listed twice";
+      return false;
     }
   }
   return true;

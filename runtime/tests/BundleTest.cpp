@@ -472,3 +472,112 @@ TEST_F(BundleFileTest, MissingFile) {
 }
 
 } // namespace
+
+// ---- the optional "peft" object -----------------------------------------------------------
+
+namespace {
+
+PeftConfig samplePeft() {
+  PeftConfig c;
+  c.r = 16;
+  c.loraAlpha = 32;
+  c.loraDropout = 0.05;
+  c.targetModules = {"q_proj", "v_proj"};
+  c.baseModelNameOrPath = "meta-llama/Llama-3.2-1B";
+  return c;
+}
+
+TEST_F(BundleFileTest, PeftRoundTrip) {
+  BundleWriter w = sampleWriter();
+  w.spec.peft = samplePeft();
+  const std::string p = path("peft.qtb");
+  std::string error;
+  ASSERT_TRUE(w.write(p, error)) << error;
+  auto b = loadBundle(p, error);
+  ASSERT_NE(b, nullptr) << error;
+  ASSERT_TRUE(b->peft.has_value());
+  EXPECT_EQ(b->peft->r, 16);
+  EXPECT_EQ(b->peft->loraAlpha, 32);
+  EXPECT_EQ(b->peft->loraDropout, 0.05);
+  EXPECT_EQ(b->peft->targetModules, (std::vector<std::string>{"q_proj", "v_proj"}));
+  EXPECT_EQ(b->peft->baseModelNameOrPath, "meta-llama/Llama-3.2-1B");
+  const Json h = Json::parse(bundleHeaderJson(w.spec, w.blobs));
+  EXPECT_TRUE(h["peft"]["lora_alpha"].is_number_integer()); // as PEFT writes it
+  EXPECT_EQ(h["peft"]["target_modules"], Json::array({"q_proj", "v_proj"}));
+
+  // Optional fields: no dropout means 0, a null or absent base model means unknown.
+  std::string file;
+  Json header;
+  sample(file, header);
+  header["peft"] = {{"r", 8}, {"lora_alpha", 2.5}, {"target_modules", {"o_proj"}},
+                    {"base_model_name_or_path", nullptr}};
+  const std::string q = path("peft2.qtb");
+  writeRaw(q, withHeader(file, header.dump()));
+  b = loadBundle(q, error);
+  ASSERT_NE(b, nullptr) << error;
+  ASSERT_TRUE(b->peft.has_value());
+  EXPECT_EQ(b->peft->loraAlpha, 2.5);
+  EXPECT_EQ(b->peft->loraDropout, 0.0);
+  EXPECT_TRUE(b->peft->baseModelNameOrPath.empty());
+}
+
+TEST_F(BundleFileTest, NoPeftByDefault) {
+  std::string error;
+  ASSERT_TRUE(sampleWriter().write(path("plain.qtb"), error)) << error;
+  auto b = loadBundle(path("plain.qtb"), error);
+  ASSERT_NE(b, nullptr) << error;
+  EXPECT_FALSE(b->peft.has_value());
+  const BundleWriter w = sampleWriter();
+  EXPECT_FALSE(Json::parse(bundleHeaderJson(w.spec, w.blobs)).contains("peft"));
+}
+
+TEST_F(BundleFileTest, PeftErrors) {
+  auto withPeft = [](const std::function<void(Json &)> &edit) {
+    return [edit](Json &j) {
+      j["peft"] = {{"r", 16}, {"lora_alpha", 32}, {"lora_dropout", 0.0},
+                   {"target_modules", {"q_proj", "v_proj"}}};
+      edit(j["peft"]);
+    };
+  };
+  expectHeaderError([](Json &j) { j["peft"] = Json::array(); },
+                    "peft: expected an object, got an array");
+  expectHeaderError(withPeft([](Json &p) { p.erase("r"); }), "peft: missing key 'r'");
+  expectHeaderError(withPeft([](Json &p) { p["r"] = "16"; }),
+                    "peft.r: expected an integer, got a string");
+  expectHeaderError(withPeft([](Json &p) { p["r"] = 0; }),
+                    "peft.r: must be a positive integer (got 0)");
+  expectHeaderError(withPeft([](Json &p) { p["lora_alpha"] = "32"; }),
+                    "peft.lora_alpha: expected a number, got a string");
+  expectHeaderError(withPeft([](Json &p) { p["lora_alpha"] = -1; }),
+                    "peft.lora_alpha: must be finite and positive (got -1)");
+  expectHeaderError(withPeft([](Json &p) { p["lora_dropout"] = 1.0; }),
+                    "peft.lora_dropout: must be in [0, 1) (got 1)");
+  expectHeaderError(withPeft([](Json &p) { p["target_modules"] = "q_proj"; }),
+                    "peft.target_modules: expected an array, got a string");
+  expectHeaderError(withPeft([](Json &p) { p["target_modules"] = Json::array(); }),
+                    "peft.target_modules: must name at least one module");
+  expectHeaderError(withPeft([](Json &p) { p["target_modules"] = {"q_proj", 3}; }),
+                    "peft.target_modules[1]: expected a string, got an integer");
+  expectHeaderError(withPeft([](Json &p) { p["target_modules"] = {"q_proj", ""}; }),
+                    "peft.target_modules[1]: must not be empty");
+  expectHeaderError(withPeft([](Json &p) { p["target_modules"] = {"q_proj", "q_proj"}; }),
+                    "peft.target_modules[1]: 'q_proj' is listed twice");
+  expectHeaderError(withPeft([](Json &p) { p["base_model_name_or_path"] = 5; }),
+                    "peft.base_model_name_or_path: expected a string, got an integer");
+
+  // The writer runs the same checks and leaves no file.
+  BundleWriter w = sampleWriter();
+  w.spec.peft = samplePeft();
+  w.spec.peft->loraDropout = -0.5;
+  std::string error;
+  EXPECT_FALSE(w.write(path("bad-peft.qtb"), error));
+  EXPECT_EQ(error, path("bad-peft.qtb") + ": peft.lora_dropout: must be in [0, 1) (got -0.5)");
+  EXPECT_FALSE(fs::exists(path("bad-peft.qtb")));
+  PeftConfig c = samplePeft();
+  EXPECT_TRUE(validatePeftConfig(c, error)) << error;
+  c.loraAlpha = std::numeric_limits<double>::infinity();
+  EXPECT_FALSE(validatePeftConfig(c, error));
+  EXPECT_EQ(error, "lora_alpha: must be finite and positive (got inf)");
+}
+
+} // namespace

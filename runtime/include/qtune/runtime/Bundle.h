@@ -96,6 +96,20 @@ struct Entry {
   std::vector<Launch> launches; ///< run in order on one stream
 };
 
+/// The LoRA configuration of a model whose trainable params are LoRA adapters
+/// (the optional header object "peft"); the trainer writes it into a
+/// checkpoint's adapter_config.json so that PEFT can load the adapter.
+struct PeftConfig {
+  int64_t r = 0;          ///< "r": the adapters' rank, at least 1
+  double loraAlpha = 0;   ///< "lora_alpha": finite, > 0 (scaling = lora_alpha / r)
+  double loraDropout = 0; ///< "lora_dropout": in [0, 1)
+  /// "target_modules": module names the adapters wrap, e.g. {"q_proj", "v_proj"};
+  /// at least one, none empty or repeated.
+  std::vector<std::string> targetModules;
+  /// "base_model_name_or_path": the base model (Hugging Face id or path); may be empty.
+  std::string baseModelNameOrPath;
+};
+
 /// The header without the blobs table: what a compiler produces.
 struct BundleSpec {
   std::string target; ///< e.g. "sm_90a"
@@ -103,6 +117,8 @@ struct BundleSpec {
   uint64_t arenaBytes = 0;
   std::vector<Buffer> buffers;
   std::map<std::string, Entry> entries;
+  /// Optional: the LoRA configuration ("peft" in the header).
+  std::optional<PeftConfig> peft;
 
   /// Id of the first buffer called `name`, or -1.
   int findBuffer(std::string_view name) const;
@@ -134,6 +150,12 @@ std::unique_ptr<Bundle> loadBundle(const std::string &path, std::string &error);
 /// loadBundle that do not concern the container). Messages name the field,
 /// without a file name.
 bool validateBundleSpec(const BundleSpec &spec, size_t numBlobs, std::string &error);
+
+/// Checks a "peft" object's values (r >= 1, lora_alpha finite and > 0,
+/// lora_dropout in [0, 1), target_modules non-empty without empty or repeated
+/// names). Messages name the field without the "peft." prefix, e.g.
+/// "r: must be a positive integer (got 0)"; validateBundleSpec adds it.
+bool validatePeftConfig(const PeftConfig &config, std::string &error);
 
 /// Writes `spec` and `blobs` as a bundle, atomically (temporary file in the
 /// same directory, fsync, rename). Blobs are laid out in order at 64-byte
