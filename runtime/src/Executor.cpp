@@ -374,6 +374,31 @@ bool Executor::downloadRaw(int buffer, std::vector<uint8_t> &bytes, std::string 
                  "cuMemcpyDtoH(buffer '" + b.name + "', " + formatBytes(b.bytes) + ")", error);
 }
 
+bool Executor::downloadRange(int buffer, uint64_t offset, uint64_t size,
+                             std::vector<uint8_t> &bytes, std::string &error) {
+  if (!checkBuffer(buffer, error))
+    return false;
+  const Buffer &b = bundle_.buffers[buffer];
+  if (offset > b.bytes || size > b.bytes - offset) {
+    error = "bytes [" + std::to_string(offset) + ", " + std::to_string(offset) + " + " +
+            std::to_string(size) + ") lie outside buffer '" + b.name + "' (" +
+            std::to_string(b.bytes) + " bytes)";
+    return false;
+  }
+  try {
+    bytes.resize(size);
+  } catch (const std::bad_alloc &) {
+    error = "out of host memory downloading buffer '" + b.name + "'";
+    return false;
+  }
+  const Driver &d = ctx_->driver();
+  return size == 0 ||
+         d.check(d.cuMemcpyDtoH(bytes.data(), address(buffer) + offset, size),
+                 "cuMemcpyDtoH(buffer '" + b.name + "', " + formatBytes(size) + " at " +
+                     std::to_string(offset) + ")",
+                 error);
+}
+
 bool Executor::download(int buffer, std::vector<double> &values, std::string &error) {
   std::vector<uint8_t> bytes;
   if (!downloadRaw(buffer, bytes, error))

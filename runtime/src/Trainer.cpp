@@ -220,6 +220,203 @@ void splitOptimizerStates(const BundleSpec &spec, const TrainPlan &plan,
     (has && has(spec.buffers[id].name) ? load : zero).push_back(id);
 }
 
+std::vector<int> checkpointedParams(const BundleSpec &spec, const TrainPlan &plan) {
+  std::vector<int> out;
+  for (int id : plan.saved)
+    if (spec.buffers[id].role == BufferRole::Trainable ||
+        spec.buffers[id].role == BufferRole::OptimizerState)
+      out.push_back(id);
+  return out;
+}
+
+// ---- token-model entries -----------------------------------------------------------------
+
+bool planTokenInputs(const BundleSpec &spec, const std::string &entry,
+                     const std::vector<int> &inputs, bool needLabels, TokenInputs &tokens,
+                     std::string &error) {
+  tokens = TokenInputs{};
+  tokens.inputIds = findIn(spec, inputs, kInputIds);
+  if (tokens.inputIds < 0) {
+    error = "entry '" + entry + "' has no input 'input_ids' (inputs: " + nameList(spec, inputs) +
+            "); token batches go to an I32 [B, S] input named 'input_ids'";
+    return false;
+  }
+  const Buffer &ids = spec.buffers[tokens.inputIds];
+  if (ids.dtype != st::DType::I32 || ids.shape.size() != 2 || ids.shape[0] < 1 ||
+      ids.shape[1] < 1) {
+    error = "entry '" + entry + "': input 'input_ids' is " + std::string(st::dtypeName(ids.dtype)) +
+            " " + st::shapeText(ids.shape) + "; it must be I32 [B, S] with B, S >= 1";
+    return false;
+  }
+  tokens.batch = ids.shape[0];
+  tokens.seqLen = ids.shape[1];
+  if (!needLabels)
+    return true;
+  tokens.labels = findIn(spec, inputs, kLabels);
+  if (tokens.labels < 0) {
+    error = "entry '" + entry + "' has no input 'labels' (inputs: " + nameList(spec, inputs) +
+            "); token batches go to I32 [B, S] inputs named 'input_ids' and 'labels'";
+    return false;
+  }
+  const Buffer &labels = spec.buffers[tokens.labels];
+  if (labels.dtype != st::DType::I32 || labels.shape != ids.shape) {
+    error = "entry '" + entry + "': input 'labels' is " +
+            std::string(st::dtypeName(labels.dtype)) + " " + st::shapeText(labels.shape) +
+            "; it must be I32 [B, S] like input_ids (I32 " + st::shapeText(ids.shape) + ")";
+    return false;
+  }
+  return true;
+}
+
+namespace {
+
+bool endsWith(std::string_view s, std::string_view suffix) {
+  return s.size() > suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+std::string entryList(const BundleSpec &spec) {
+  std::string all;
+  for (const auto &[n, e] : spec.entries)
+    all += (all.empty() ? "" : ", ") + n;
+  return all.empty() ? "none" : all;
+}
+
+/// `requested` if it exists, else the one entry `matches` accepts; `one` and
+/// `many` describe those entries in the errors ("ends in", "end in").
+bool selectEntry(const BundleSpec &spec, const std::string &requested,
+                 const std::function<bool(const std::string &, const Entry &)> &matches,
+                 const std::string &one, const std::string &many, std::string &name,
+                 std::string &error) {
+  if (!requested.empty()) {
+    if (spec.entries.count(requested)) {
+      name = requested;
+      return true;
+    }
+    error = "no entry '" + requested + "' (entries: " + entryList(spec) + ")";
+    return false;
+  }
+  std::vector<std::string> found;
+  for (const auto &[n, e] : spec.entries)
+    if (matches(n, e))
+      found.push_back(n);
+  if (found.size() == 1) {
+    name = found.front();
+    return true;
+  }
+  if (found.empty()) {
+    error = "no entry " + one + " (entries: " + entryList(spec) + "); choose one with --entry";
+    return false;
+  }
+  std::string list;
+  for (const std::string &n : found)
+    list += (list.empty() ? "" : ", ") + n;
+  error = std::to_string(found.size()) + " entries " + many + " (" + list +
+          "); choose one with --entry";
+  return false;
+}
+
+} // namespace
+
+bool selectLossEntry(const BundleSpec &spec, const std::string &requested, std::string &name,
+                     std::string &error) {
+  auto matches = [&](const std::string &, const Entry &e) {
+    return e.inputs.size() == 2 && findIn(spec, e.inputs, kInputIds) >= 0 &&
+           findIn(spec, e.inputs, kLabels) >= 0 && findIn(spec, e.outputs, kLossOutput) >= 0;
+  };
+  return selectEntry(spec, requested, matches,
+                     "takes exactly 'input_ids' and 'labels' and writes 'loss'",
+                     "take exactly 'input_ids' and 'labels' and write 'loss'", name, error);
+}
+
+bool planLoss(const BundleSpec &spec, const std::string &name, LossPlan &plan,
+              std::string &error) {
+  auto it = spec.entries.find(name);
+  if (it == spec.entries.end()) {
+    error = "no entry '" + name + "'";
+    return false;
+  }
+  const Entry &e = it->second;
+  plan = LossPlan{};
+  plan.entry = name;
+  if (!planTokenInputs(spec, name, e.inputs, /*needLabels=*/true, plan.tokens, error))
+    return false;
+  if (e.inputs.size() != 2) {
+    error = "entry '" + name + "' takes " + nameList(spec, e.inputs) +
+            "; a loss entry takes exactly 'input_ids' and 'labels'";
+    return false;
+  }
+  plan.loss = findIn(spec, e.outputs, kLossOutput);
+  if (plan.loss < 0) {
+    error = "entry '" + name + "' has no output 'loss' (outputs: " + nameList(spec, e.outputs) +
+            ")";
+    return false;
+  }
+  if (!checkScalar(spec, name, plan.loss, "output", error))
+    return false;
+  plan.params = e.params;
+  return true;
+}
+
+bool selectLogitsEntry(const BundleSpec &spec, const std::string &requested, std::string &name,
+                       std::string &error) {
+  auto matches = [](const std::string &n, const Entry &) { return endsWith(n, kLogitsSuffix); };
+  return selectEntry(spec, requested, matches, "ends in '_logits'", "end in '_logits'", name,
+                     error);
+}
+
+bool planLogits(const BundleSpec &spec, const std::string &name, LogitsPlan &plan,
+                std::string &error) {
+  auto it = spec.entries.find(name);
+  if (it == spec.entries.end()) {
+    error = "no entry '" + name + "'";
+    return false;
+  }
+  const Entry &e = it->second;
+  plan = LogitsPlan{};
+  plan.entry = name;
+  if (!planTokenInputs(spec, name, e.inputs, /*needLabels=*/false, plan.tokens, error))
+    return false;
+  if (e.inputs.size() != 1) {
+    error = "entry '" + name + "' takes " + nameList(spec, e.inputs) +
+            "; a logits entry takes exactly 'input_ids'";
+    return false;
+  }
+  plan.logits = findIn(spec, e.outputs, kLogitsOutput);
+  if (plan.logits < 0) {
+    error = "entry '" + name + "' has no output 'logits' (outputs: " +
+            nameList(spec, e.outputs) + ")";
+    return false;
+  }
+  const Buffer &l = spec.buffers[plan.logits];
+  const int64_t b = plan.tokens.batch, s = plan.tokens.seqLen;
+  const bool shapeOk = (l.shape.size() == 3 && l.shape[0] == b && l.shape[1] == s) ||
+                       (l.shape.size() == 2 && l.shape[0] == b * s);
+  if ((l.dtype != st::DType::F32 && l.dtype != st::DType::BF16) || !shapeOk ||
+      l.shape.back() < 1) {
+    error = "entry '" + name + "': output 'logits' is " + std::string(st::dtypeName(l.dtype)) +
+            " " + st::shapeText(l.shape) + "; it must be F32 or BF16 [" + std::to_string(b) +
+            ", " + std::to_string(s) + ", V] or [" + std::to_string(b * s) +
+            ", V] for input_ids " + st::shapeText(spec.buffers[plan.tokens.inputIds].shape);
+    return false;
+  }
+  plan.vocab = l.shape.back();
+  plan.params = e.params;
+  return true;
+}
+
+std::optional<int64_t> bundleVocab(const BundleSpec &spec, const std::string &entry) {
+  std::string fn = entry;
+  if (endsWith(fn, kTrainStepSuffix))
+    fn.resize(fn.size() - kTrainStepSuffix.size());
+  std::string name = fn + std::string(kLogitsSuffix), error;
+  if (!spec.entries.count(name) && !selectLogitsEntry(spec, "", name, error))
+    return std::nullopt;
+  LogitsPlan plan;
+  if (!planLogits(spec, name, plan, error))
+    return std::nullopt;
+  return plan.vocab;
+}
+
 // ---- loop ----------------------------------------------------------------------------------------
 
 std::string metricsJsonl(const std::vector<StepRecord> &records) {
@@ -230,6 +427,9 @@ std::string metricsJsonl(const std::vector<StepRecord> &records) {
     j["loss"] = r.loss; // nlohmann writes NaN and infinities as null
     j["lr"] = r.lr;
     j["ms"] = r.ms;
+    if (r.tokens > 0)
+      j["tokens_per_s"] = r.ms > 0 ? static_cast<double>(r.tokens) * 1e3 / r.ms : 0.0;
+    j["skipped"] = r.skipped;
     out += j.dump();
     out += '\n';
   }
@@ -246,15 +446,150 @@ std::string formatLoss(double loss) {
   return buf;
 }
 
-std::string progressLine(const StepRecord &r, int64_t steps, double elapsedSeconds) {
-  const std::string loss = formatLoss(r.loss);
-  const double rate = elapsedSeconds > 0 ? static_cast<double>(r.step) / elapsedSeconds : 0;
-  const double eta = rate > 0 ? static_cast<double>(steps - r.step) / rate : 0;
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "step %lld/%lld  loss %s  lr %.2e  %.1f steps/s  eta %.1f s",
-                static_cast<long long>(r.step), static_cast<long long>(steps), loss.c_str(), r.lr, rate,
-                eta);
+std::string formatDuration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0)
+    return "?";
+  const long long t = std::llround(std::min(seconds, 1e12));
+  char buf[64];
+  if (t < 60)
+    std::snprintf(buf, sizeof buf, "%llds", t);
+  else if (t < 3600)
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", t / 60, t % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm%02llds", t / 3600, t / 60 % 60, t % 60);
   return buf;
+}
+
+std::string formatRate(double v) {
+  char buf[64];
+  if (!std::isfinite(v) || v < 0)
+    return "?";
+  if (v < 1e3)
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+  else if (v < 1e6)
+    std::snprintf(buf, sizeof buf, "%.1fk", v / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.2fM", v / 1e6);
+  return buf;
+}
+
+namespace {
+
+/// Counted steps per second of this process, and the seconds left.
+void rates(const Progress &p, double &stepsPerSecond, double &eta) {
+  stepsPerSecond =
+      p.elapsedSeconds > 0 ? static_cast<double>(p.stepsDone) / p.elapsedSeconds : 0;
+  eta = stepsPerSecond > 0 ? static_cast<double>(p.steps - p.step) / stepsPerSecond : 0;
+}
+
+} // namespace
+
+std::string progressLine(const Progress &p) {
+  double rate, eta;
+  rates(p, rate, eta);
+  char buf[320];
+  std::snprintf(buf, sizeof buf, "step %lld/%lld  loss %s  lr %.2e  %.1f steps/s",
+                static_cast<long long>(p.step), static_cast<long long>(p.steps),
+                formatLoss(p.loss).c_str(), p.lr, rate);
+  std::string line = buf;
+  if (p.tokensPerSecond > 0)
+    line += "  " + formatRate(p.tokensPerSecond) + " tok/s";
+  std::snprintf(buf, sizeof buf, "  eta %.1f s", eta);
+  line += buf;
+  if (p.skipped > 0)
+    line += "  (" + std::to_string(p.skipped) + " skipped)";
+  return line;
+}
+
+std::string progressBar(const Progress &p, int width) {
+  double rate, eta;
+  rates(p, rate, eta);
+  width = std::max(width, 1);
+  const double frac =
+      p.steps > 0 ? std::clamp(static_cast<double>(p.step) / static_cast<double>(p.steps), 0.0, 1.0)
+                  : 0.0;
+  const int filled = static_cast<int>(frac * width);
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "step %lld/%lld [", static_cast<long long>(p.step),
+                static_cast<long long>(p.steps));
+  std::string line = buf;
+  line += std::string(static_cast<size_t>(filled), '#');
+  line += std::string(static_cast<size_t>(width - filled), '-');
+  if (std::isfinite(p.loss))
+    std::snprintf(buf, sizeof buf, "] loss %.4f", p.loss);
+  else
+    std::snprintf(buf, sizeof buf, "] loss %s", formatLoss(p.loss).c_str());
+  line += buf;
+  if (p.tokensPerSecond > 0) {
+    line += " | " + formatRate(p.tokensPerSecond) + " tok/s";
+  } else {
+    std::snprintf(buf, sizeof buf, " | %.1f steps/s", rate);
+    line += buf;
+  }
+  line += " | eta " + formatDuration(eta);
+  if (p.skipped > 0)
+    line += " | " + std::to_string(p.skipped) + " skipped";
+  return line;
+}
+
+TrainResult runTraining(const TrainRunConfig &c, BatchLoader *loader, const TrainHooks &hooks) {
+  TrainResult result;
+  TrainProgress &p = result.progress;
+  p.step = c.startStep;
+  TokenBatch batch;
+  try {
+    while (p.step < c.schedule.steps) {
+      const int64_t t = p.step + 1;
+      StepRecord r;
+      r.step = t;
+      r.lr = learningRate(c.schedule, t);
+      if (loader)
+        loader->next(batch);
+      std::string error;
+      if (!hooks.step(t, r.lr, loader ? &batch : nullptr, r, error)) {
+        result.outcome = TrainOutcome::Failed;
+        result.error = error.rfind("step ", 0) == 0 ? error : "step " + std::to_string(t) + ": " + error;
+        return result;
+      }
+      r.step = t;
+      ++p.attempts;
+      if (!std::isfinite(r.loss)) {
+        r.skipped = true;
+        ++p.skipped;
+        ++p.consecutiveSkips;
+        if (hooks.onStep)
+          hooks.onStep(r, p);
+        if (p.consecutiveSkips > c.maxSkips) {
+          result.outcome = TrainOutcome::TooManySkips;
+          result.error = "step " + std::to_string(t) + ": loss is " + numberText(r.loss);
+          if (c.maxSkips > 0)
+            result.error += " for " + std::to_string(p.consecutiveSkips) +
+                            " consecutive steps (more than --max-skips " +
+                            std::to_string(c.maxSkips) + ")";
+          return result;
+        }
+        continue;
+      }
+      r.skipped = false;
+      p.consecutiveSkips = 0;
+      p.step = t;
+      if (hooks.onStep)
+        hooks.onStep(r, p);
+      if (hooks.save && c.saveEvery > 0 && t % c.saveEvery == 0 && t < c.schedule.steps) {
+        if (!hooks.save(p, error)) {
+          result.outcome = TrainOutcome::Failed;
+          result.error = "checkpoint after step " + std::to_string(t) + ": " + error;
+          return result;
+        }
+      }
+    }
+  } catch (const std::exception &e) { // out of memory drawing a batch, say
+    result.outcome = TrainOutcome::Failed;
+    result.error = "step " + std::to_string(p.step + 1) + ": " + e.what();
+    return result;
+  }
+  result.outcome = TrainOutcome::Finished;
+  return result;
 }
 
 bool TrainLoop::uploadScalar(int buffer, double value, std::string &error) {
@@ -268,25 +603,38 @@ bool TrainLoop::uploadScalar(int buffer, double value, std::string &error) {
   return ex_.upload(buffer, t, reinterpret_cast<const uint8_t *>(&value), error);
 }
 
-bool TrainLoop::step(int64_t t, StepRecord &record, std::string &error) {
+bool uploadTokens(Executor &ex, const TokenInputs &tokens, const TokenBatch &batch,
+                  std::string &error) {
+  auto up = [&](int id, const std::vector<int32_t> &values) {
+    const Buffer &b = ex.bundle().buffers[id];
+    st::TensorInfo t;
+    t.name = b.name;
+    t.dtype = st::DType::I32;
+    t.shape = {batch.batch, batch.seqLen};
+    t.bytes = values.size() * sizeof(int32_t);
+    return ex.upload(id, t, reinterpret_cast<const uint8_t *>(values.data()), error);
+  };
+  return up(tokens.inputIds, batch.inputIds) &&
+         (tokens.labels < 0 || up(tokens.labels, batch.labels));
+}
+
+bool TrainLoop::step(int64_t t, double lr, const TokenBatch *batch, StepRecord &record,
+                     std::string &error) {
   const auto start = std::chrono::steady_clock::now();
-  record = StepRecord{};
   record.step = t;
-  record.lr = learningRate(schedule_, t);
+  record.lr = lr;
   std::vector<double> loss;
-  if (!uploadScalar(plan_.lr, record.lr, error) ||
+  if ((batch && !uploadTokens(ex_, plan_.tokens, *batch, error)) ||
+      !uploadScalar(plan_.lr, lr, error) ||
       (plan_.step >= 0 && !uploadScalar(plan_.step, static_cast<double>(t), error)) ||
       !ex_.run(plan_.entry, error) || !ex_.download(plan_.loss, loss, error)) {
     error = "step " + std::to_string(t) + ": " + error;
     return false;
   }
   record.loss = loss.empty() ? std::nan("") : loss.front();
+  record.tokens = batch ? batch->batch * batch->seqLen : 0;
   record.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
                   .count();
-  if (!std::isfinite(record.loss)) {
-    error = "step " + std::to_string(t) + ": loss is " + numberText(record.loss);
-    return false;
-  }
   return true;
 }
 

@@ -431,10 +431,14 @@ TEST(TrainConventionTest, SplitOptimizerStates) {
 
 
 TEST(TrainReportTest, MetricsJsonl) {
-  std::vector<StepRecord> records = {{1, 2.5, 0.001, 0.125},
-                                     {2, std::numeric_limits<double>::quiet_NaN(), 0.5, 2}};
-  EXPECT_EQ(metricsJsonl(records), "{\"step\":1,\"loss\":2.5,\"lr\":0.001,\"ms\":0.125}\n"
-                                   "{\"step\":2,\"loss\":null,\"lr\":0.5,\"ms\":2.0}\n");
+  std::vector<StepRecord> records = {{1, 2.5, 0.001, 0.125, 0, false},
+                                     {2, std::numeric_limits<double>::quiet_NaN(), 0.5, 2, 0, true},
+                                     {2, 1.5, 0.5, 4, 1000, false}};
+  EXPECT_EQ(metricsJsonl(records),
+            "{\"step\":1,\"loss\":2.5,\"lr\":0.001,\"ms\":0.125,\"skipped\":false}\n"
+            "{\"step\":2,\"loss\":null,\"lr\":0.5,\"ms\":2.0,\"skipped\":true}\n"
+            "{\"step\":2,\"loss\":1.5,\"lr\":0.5,\"ms\":4.0,\"tokens_per_s\":250000.0,"
+            "\"skipped\":false}\n");
   EXPECT_EQ(metricsJsonl({}), "");
 }
 
@@ -446,13 +450,50 @@ TEST(TrainReportTest, FormatLoss) {
   EXPECT_EQ(formatLoss(-2.5e7), "-2.500000e+07");
 }
 
+TEST(TrainReportTest, FormatDurationAndRate) {
+  EXPECT_EQ(formatDuration(0.2), "0s");
+  EXPECT_EQ(formatDuration(45.4), "45s");
+  EXPECT_EQ(formatDuration(80), "1m20s");
+  EXPECT_EQ(formatDuration(3599.6), "1h00m00s");
+  EXPECT_EQ(formatDuration(7500), "2h05m00s");
+  EXPECT_EQ(formatDuration(std::numeric_limits<double>::infinity()), "?");
+  EXPECT_EQ(formatRate(812.3), "812");
+  EXPECT_EQ(formatRate(12345), "12.3k");
+  EXPECT_EQ(formatRate(4.56e6), "4.56M");
+}
+
+Progress progress(int64_t step, int64_t steps, double loss, double lr, double elapsed,
+                  int64_t done, double tokPerS, int64_t skipped) {
+  Progress p;
+  p.step = step;
+  p.steps = steps;
+  p.loss = loss;
+  p.lr = lr;
+  p.elapsedSeconds = elapsed;
+  p.stepsDone = done;
+  p.tokensPerSecond = tokPerS;
+  p.skipped = skipped;
+  return p;
+}
+
 TEST(TrainReportTest, ProgressLine) {
-  StepRecord r{40, 0.012345, 1e-3, 1.0};
-  EXPECT_EQ(progressLine(r, 200, 40 / 812.3),
+  EXPECT_EQ(progressLine(progress(40, 200, 0.012345, 1e-3, 40 / 812.3, 40, 0, 0)),
             "step 40/200  loss 0.012345  lr 1.00e-03  812.3 steps/s  eta 0.2 s");
-  r = {200, 3.5e-7, 2.5e-5, 1.0};
-  EXPECT_EQ(progressLine(r, 200, 2.0), "step 200/200  loss 3.500000e-07  lr 2.50e-05  100.0 "
-                                       "steps/s  eta 0.0 s");
+  EXPECT_EQ(progressLine(progress(200, 200, 3.5e-7, 2.5e-5, 2.0, 200, 0, 0)),
+            "step 200/200  loss 3.500000e-07  lr 2.50e-05  100.0 steps/s  eta 0.0 s");
+  // A resumed run: the rate counts this process's steps only.
+  EXPECT_EQ(progressLine(progress(150, 200, 2.31, 1e-3, 5.0, 50, 12345, 2)),
+            "step 150/200  loss 2.310000  lr 1.00e-03  10.0 steps/s  12.3k tok/s  eta 5.0 s  "
+            "(2 skipped)");
+}
+
+TEST(TrainReportTest, ProgressBar) {
+  EXPECT_EQ(progressBar(progress(40, 200, 2.31, 1e-3, 40.0, 40, 12345, 0), 10),
+            "step 40/200 [##--------] loss 2.3100 | 12.3k tok/s | eta 2m40s");
+  EXPECT_EQ(progressBar(progress(200, 200, 0.5, 1e-3, 10.0, 200, 0, 3), 4),
+            "step 200/200 [####] loss 0.5000 | 20.0 steps/s | eta 0s | 3 skipped");
+  EXPECT_EQ(progressBar(progress(0, 10, std::nan(""), 1e-3, 0, 0, 0, 0), 5),
+            "step 0/10 [-----] loss nan | 0.0 steps/s | eta 0s");
 }
 
 // ---- qtune-run train ----------------------------------------------------------------------------

@@ -3,10 +3,17 @@
 //   qtune-run inspect model.qtb
 //   qtune-run forward model.qtb --inputs in.safetensors --params params.safetensors
 //                     --out out.safetensors [--entry forward] [--poison] [--time N]
-//   qtune-run train model.qtb --inputs batch.safetensors --params params.safetensors
-//                   --steps N --lr X --out trained.safetensors [--entry NAME]
-//                   [--warmup W] [--schedule constant|cosine] [--min-lr Y]
-//                   [--metrics FILE.jsonl] [--log-every K] [--device D]
+//   qtune-run train model.qtb (--inputs batch.safetensors | --data tokens.u16)
+//                   --params params.safetensors --steps N --lr X
+//                   [--out trained.safetensors] [--save-dir DIR [--save-every N]
+//                   [--keep K]] [--resume PATH] [--entry NAME] [--warmup W]
+//                   [--schedule constant|cosine] [--min-lr Y] [--max-skips K]
+//                   [--data-format u16|u32|text] [--seed S] [--no-shuffle]
+//                   [--vocab V] [--metrics FILE.jsonl] [--log-every K] [--device D]
+//   qtune-run eval model.qtb --params P --data FILE [--entry E] [--max-batches N]
+//                  [--json]
+//   qtune-run generate model.qtb --params P --prompt TEXT [--max-new-tokens N]
+//                      [--temperature T] [--top-p P] [--seed S]
 //
 // Any failure prints one line "qtune-run: error: ..." and exits with 1.
 //
@@ -14,18 +21,27 @@
 
 #include "qtune/runtime/AtomicFile.h"
 #include "qtune/runtime/Bundle.h"
+#include "qtune/runtime/Checkpoint.h"
 #include "qtune/runtime/Cuda.h"
 #include "qtune/runtime/Executor.h"
+#include "qtune/runtime/Float16.h"
 #include "qtune/runtime/Safetensors.h"
+#include "qtune/runtime/Sampling.h"
+#include "qtune/runtime/TokenData.h"
 #include "qtune/runtime/Trainer.h"
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <set>
+
+#include <unistd.h>
 
 using namespace qtune;
 using namespace qtune::rt;
@@ -159,15 +175,16 @@ std::unique_ptr<st::File> openTensors(const Bundle &b, const std::string &entry,
   return file;
 }
 
-/// The executor for `b` on GPU `device`, announced on stdout.
-std::unique_ptr<Executor> openExecutor(const Bundle &b, int device) {
+/// The executor for `b` on GPU `device`, announced on `log`.
+std::unique_ptr<Executor> openExecutor(const Bundle &b, int device, FILE *log = stdout) {
   std::string error;
   auto ex = Executor::create(b, device, error);
   if (!ex)
     fail(error);
   const cuda::Context &ctx = ex->context();
-  std::printf("device %d: %s (sm_%d), arena %s\n", ctx.ordinal(), ctx.name().c_str(),
-              ctx.computeCapability(), cuda::formatBytes(b.arenaBytes).c_str());
+  std::fprintf(log, "device %d: %s (sm_%d), arena %s\n", ctx.ordinal(), ctx.name().c_str(),
+               ctx.computeCapability(), cuda::formatBytes(b.arenaBytes).c_str());
+  std::fflush(log);
   return ex;
 }
 
@@ -254,10 +271,160 @@ void forward(const ForwardOptions &o) {
   }
 }
 
+// ---- tensors from several files --------------------------------------------------------------
+
+/// The tensors of several safetensors files, a checkpoint directory (or a
+/// save directory, meaning its latest checkpoint) standing for its
+/// qtune_state.safetensors. A name is taken from the last file that has it, so
+/// `--params base.safetensors --params out/checkpoint-200` reads the frozen
+/// weights from the first and the trained ones from the second.
+class TensorSources {
+public:
+  void open(const std::vector<std::string> &paths) {
+    for (const std::string &p : paths) {
+      std::error_code ec;
+      std::string file = p, error;
+      if (std::filesystem::is_directory(p, ec)) {
+        std::string checkpoint;
+        if (!resolveCheckpoint(p, checkpoint, error))
+          fail(error);
+        file = (std::filesystem::path(checkpoint) / kStateFile).string();
+      }
+      auto f = st::File::open(file, error);
+      if (!f)
+        fail(error);
+      files_.push_back(std::move(f));
+    }
+  }
+  bool empty() const { return files_.empty(); }
+  /// The file that supplies `name`, or null.
+  const st::File *holder(const std::string &name) const {
+    for (auto it = files_.rbegin(); it != files_.rend(); ++it)
+      if ((*it)->find(name))
+        return it->get();
+    return nullptr;
+  }
+  /// "a.safetensors" or "a.safetensors, b.safetensors".
+  std::string label() const {
+    std::string s;
+    for (const auto &f : files_)
+      s += (s.empty() ? "" : ", ") + f->path();
+    return s;
+  }
+  /// The files' tensor names, for messages.
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto &f : files_)
+      for (const st::TensorInfo &t : f->tensors())
+        out.push_back(t.name);
+    return out;
+  }
+  size_t size() const { return files_.size(); }
+
+private:
+  std::vector<std::unique_ptr<st::File>> files_;
+};
+
+/// Checks that `sources` (opened from --params) hold every buffer of `ids`
+/// with the buffer's shape and a dtype Executor::upload takes. Messages are
+/// those of openTensors.
+void checkSources(const Bundle &b, const std::string &entry, const std::vector<int> &ids,
+                  const TensorSources &sources, const char *what) {
+  if (ids.empty())
+    return;
+  if (sources.empty())
+    fail("entry '" + entry + "' has " + std::to_string(ids.size()) + " " + what +
+         "; pass them with --" + what);
+  std::vector<std::string> missing;
+  for (int id : ids)
+    if (!sources.holder(b.buffers[id].name))
+      missing.push_back(b.buffers[id].name);
+  if (!missing.empty()) {
+    std::string msg = sources.label() + ": missing " + std::to_string(missing.size()) +
+                      " of the " + std::to_string(ids.size()) + " " + what + " of entry '" +
+                      entry + "':";
+    for (const std::string &m : missing)
+      msg += " " + m;
+    msg += sources.size() == 1 ? " (the file has:" : " (the files have:";
+    const std::vector<std::string> names = sources.names();
+    for (size_t i = 0; i < names.size() && i < 20; ++i)
+      msg += " " + names[i];
+    if (names.size() > 20)
+      msg += " ... and " + std::to_string(names.size() - 20) + " more";
+    if (names.empty())
+      msg += " nothing";
+    fail(msg + ")");
+  }
+  std::string error;
+  for (int id : ids) {
+    const st::File *f = sources.holder(b.buffers[id].name);
+    if (!checkUpload(b.buffers[id], *f->find(b.buffers[id].name), error))
+      fail(f->path() + ": " + error);
+  }
+}
+
+void upload(Executor &ex, const std::vector<int> &ids, const TensorSources &sources) {
+  std::string error;
+  for (int id : ids) {
+    const st::File *f = sources.holder(ex.bundle().buffers[id].name);
+    const st::TensorInfo &t = *f->find(ex.bundle().buffers[id].name);
+    if (!ex.upload(id, t, f->data(t), error))
+      fail(f->path() + ": " + error);
+  }
+}
+
+// ---- token data ---------------------------------------------------------------------------
+
+/// Opens --data with --data-format (or the format its extension implies).
+std::unique_ptr<TokenData> openData(const std::string &path, const std::string &formatName) {
+  TokenFormat format = tokenFormatForPath(path);
+  if (!formatName.empty()) {
+    auto f = parseTokenFormat(formatName);
+    if (!f)
+      fail("unknown --data-format '" + formatName + "' (expected u16, u32 or text)");
+    format = *f;
+  }
+  std::string error;
+  auto data = TokenData::open(path, format, error);
+  if (!data)
+    fail(error);
+  return data;
+}
+
+/// Checks the data's token ids against the vocabulary the bundle tells for
+/// `entry` (or --vocab); prints a note when neither tells one.
+void checkDataVocab(const Bundle &b, const std::string &entry, const TokenData &data,
+                    int64_t vocabOption, FILE *log) {
+  std::optional<int64_t> vocab = bundleVocab(b, entry);
+  if (vocab && vocabOption > 0 && *vocab != vocabOption)
+    fail("--vocab " + std::to_string(vocabOption) + " differs from the vocabulary of the "
+         "bundle's logits entry (" + std::to_string(*vocab) + ")");
+  if (!vocab && vocabOption > 0)
+    vocab = vocabOption;
+  std::string error;
+  if (vocab) {
+    if (!data.checkVocab(*vocab, error))
+      fail(error);
+  } else {
+    std::fprintf(log, "note: the bundle has no logits entry to tell the vocabulary size; token "
+                      "ids are not checked (pass --vocab V to check them)\n");
+  }
+}
+
+std::string tokenCount(uint64_t n) {
+  char buf[64];
+  if (n >= 10000000)
+    std::snprintf(buf, sizeof buf, "%.1fM", static_cast<double>(n) / 1e6);
+  else
+    std::snprintf(buf, sizeof buf, "%llu", static_cast<unsigned long long>(n));
+  return buf;
+}
+
 // ---- train ---------------------------------------------------------------------------------
 
 struct TrainOptions {
-  std::string bundle, inputs, params, out, entry, metrics;
+  std::string bundle, inputs, out, entry, metrics;
+  std::vector<std::string> params;
   std::string schedule = "constant";
   int64_t steps = 0;
   double lr = std::nan("");
@@ -265,6 +432,20 @@ struct TrainOptions {
   int64_t warmup = 0;
   int64_t logEvery = 0; ///< 0: about 20 lines per run
   int device = 0;
+  // token data
+  std::string data, dataFormat;
+  int64_t vocab = 0;
+  uint64_t seed = 0;
+  bool shuffle = true;
+  int64_t maxSkips = -1; ///< -1: 10 with --data, 0 with --inputs
+  // checkpoints
+  std::string saveDir, resume;
+  int64_t saveEvery = 0, keep = 0;
+  // which options the command line gave (a resumed run takes the others from
+  // the checkpoint)
+  bool stepsGiven = false, lrGiven = false, minLrGiven = false, warmupGiven = false,
+       scheduleGiven = false, seedGiven = false, shuffleGiven = false, dataFormatGiven = false,
+       vocabGiven = false;
 };
 
 /// "a, b, c" with at most `max` names, then "... and N more".
@@ -277,88 +458,334 @@ std::string someNames(const Bundle &b, const std::vector<int> &ids, size_t max =
   return s;
 }
 
+std::string scheduleText(const LrSchedule &s) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%lld steps, lr %.3e, schedule %s",
+                static_cast<long long>(s.steps), s.lr, std::string(scheduleName(s.kind)).c_str());
+  std::string t = buf;
+  if (s.kind == ScheduleKind::Cosine) {
+    std::snprintf(buf, sizeof buf, " (min lr %.3e)", s.minLr);
+    t += buf;
+  }
+  if (s.warmup > 0)
+    t += ", warmup " + std::to_string(s.warmup);
+  return t;
+}
+
+/// Progress on stderr: a bar redrawn in place when stderr is a terminal,
+/// otherwise plain lines on stdout every `every` steps.
+class ProgressReport {
+public:
+  ProgressReport(bool bar, int64_t every) : bar_(bar), every_(every) {}
+  bool bar() const { return bar_; }
+
+  void step(const Progress &p, bool last) {
+    if (bar_) {
+      const auto now = std::chrono::steady_clock::now();
+      if (!last && shown_ && now - lastDraw_ < std::chrono::milliseconds(100))
+        return;
+      lastDraw_ = now;
+      shown_ = true;
+      std::fprintf(stderr, "\r%s\033[K", progressBar(p, 20).c_str());
+      if (last) {
+        std::fputc('\n', stderr);
+        shown_ = false;
+      }
+      std::fflush(stderr);
+      return;
+    }
+    if (p.step % every_ == 0 || last) {
+      std::printf("%s\n", progressLine(p).c_str());
+      std::fflush(stdout);
+    }
+  }
+
+  /// Prints a message line on stdout, clearing the bar first.
+  void message(const std::string &text) {
+    if (bar_ && shown_) {
+      std::fputs("\r\033[K", stderr);
+      std::fflush(stderr);
+      shown_ = false;
+    }
+    std::printf("%s\n", text.c_str());
+    std::fflush(stdout);
+  }
+
+  /// Ends the bar's line (before an error message).
+  void close() {
+    if (bar_ && shown_) {
+      std::fputc('\n', stderr);
+      std::fflush(stderr);
+      shown_ = false;
+    }
+  }
+
+private:
+  bool bar_;
+  int64_t every_;
+  bool shown_ = false;
+  std::chrono::steady_clock::time_point lastDraw_{};
+};
+
 void train(const TrainOptions &o) {
-  // Everything that can be checked without a GPU comes first.
-  LrSchedule schedule;
-  auto kind = parseSchedule(o.schedule);
-  if (!kind)
-    fail("unknown --schedule '" + o.schedule + "' (expected constant or cosine)");
-  schedule.kind = *kind;
-  schedule.lr = o.lr;
-  schedule.minLr = o.minLr;
-  schedule.warmup = o.warmup;
-  schedule.steps = o.steps;
   std::string error;
+  // ---- options that need no file ----
+  if (!o.data.empty() && !o.inputs.empty())
+    fail("--data and --inputs exclude each other: --data draws input_ids and labels from a token "
+         "file, --inputs reads a fixed batch");
+  if (o.data.empty() &&
+      (o.dataFormatGiven || o.vocabGiven || o.seedGiven || o.shuffleGiven))
+    fail("--data-format, --vocab, --seed and --shuffle/--no-shuffle apply to --data only");
+  if (o.out.empty() && o.saveDir.empty())
+    fail("nothing would be saved: pass --out FILE, --save-dir DIR or both");
+  if (o.saveDir.empty() && (o.saveEvery > 0 || o.keep > 0))
+    fail("--save-every and --keep need --save-dir");
+
+  // ---- the checkpoint to resume from ----
+  const bool resuming = !o.resume.empty();
+  LoadedCheckpoint ckpt;
+  if (resuming) {
+    std::string dir;
+    if (!resolveCheckpoint(o.resume, dir, error) || !loadCheckpoint(dir, ckpt, error))
+      fail(error);
+  }
+
+  // ---- the schedule: the checkpoint's, with what the command line gives ----
+  LrSchedule schedule = resuming ? ckpt.state.schedule : LrSchedule{};
+  if (!resuming && !o.stepsGiven)
+    fail("--steps is required (a run resumed with --resume takes it from the checkpoint)");
+  if (!resuming && !o.lrGiven)
+    fail("--lr is required (a run resumed with --resume takes it from the checkpoint)");
+  if (o.scheduleGiven) {
+    auto kind = parseSchedule(o.schedule);
+    if (!kind)
+      fail("unknown --schedule '" + o.schedule + "' (expected constant or cosine)");
+    schedule.kind = *kind;
+  }
+  if (o.stepsGiven)
+    schedule.steps = o.steps;
+  if (o.lrGiven)
+    schedule.lr = o.lr;
+  if (o.minLrGiven)
+    schedule.minLr = o.minLr;
+  if (o.warmupGiven)
+    schedule.warmup = o.warmup;
+  if (resuming && !o.minLrGiven && schedule.kind == ScheduleKind::Constant)
+    schedule.minLr = 0;
   if (!checkSchedule(schedule, error))
     fail(error);
-  if (o.minLr != 0 && schedule.kind != ScheduleKind::Cosine)
+  if (o.minLrGiven && o.minLr != 0 && schedule.kind != ScheduleKind::Cosine)
     fail("--min-lr applies to --schedule cosine only");
+  const int64_t startStep = resuming ? ckpt.state.step : 0;
+  if (startStep >= schedule.steps)
+    fail(ckpt.dir + " is at step " + std::to_string(startStep) + " of " +
+         std::to_string(schedule.steps) + " already; pass --steps above " +
+         std::to_string(startStep) + " to train further");
+  const int64_t maxSkips = o.maxSkips >= 0 ? o.maxSkips : (o.data.empty() ? 0 : 10);
 
+  // ---- the bundle and its entry ----
   auto b = load(o.bundle);
+  if (resuming && !o.entry.empty() && o.entry != ckpt.state.entry)
+    fail(ckpt.dir + " trained entry '" + ckpt.state.entry + "', not --entry '" + o.entry + "'");
   std::string name;
-  if (!selectTrainEntry(*b, o.entry, name, error))
+  if (!selectTrainEntry(*b, resuming ? ckpt.state.entry : o.entry, name, error))
     fail(o.bundle + ": " + error);
   TrainPlan plan;
   if (!planTraining(*b, name, plan, error))
     fail(o.bundle + ": " + error);
   const Entry &entry = b->entries.at(name);
+  const BundleFingerprint fingerprint = fingerprintBytes(b->fileBytes);
+  auto fingerprintText = [](const BundleFingerprint &f) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%llu bytes, fnv1a64 %016llx",
+                  static_cast<unsigned long long>(f.bytes),
+                  static_cast<unsigned long long>(f.fnv1a64));
+    return std::string(buf);
+  };
+  if (resuming && !(fingerprint == ckpt.state.bundle))
+    fail(ckpt.dir + " was written for bundle " + ckpt.state.bundlePath + " (" +
+         fingerprintText(ckpt.state.bundle) + "), but " + o.bundle + " differs (" +
+         fingerprintText(fingerprint) + "); resume with the bundle it was trained with");
 
-  auto inputs = openTensors(*b, name, plan.batch, o.inputs, "inputs");
-  auto params = openTensors(*b, name, plan.required, o.params, "params");
-  if (!params && !o.params.empty()) { // only optimizer states: the file may still hold some
-    params = st::File::open(o.params, error);
-    if (!params)
+  // ---- the batches ----
+  std::unique_ptr<TokenData> data;
+  std::unique_ptr<BatchLoader> loader;
+  std::unique_ptr<st::File> inputs;
+  if (resuming && ckpt.state.data && o.data.empty())
+    fail(ckpt.dir + " was trained on --data " + ckpt.state.data->path +
+         "; pass --data to resume it");
+  if (resuming && !ckpt.state.data && !o.data.empty())
+    fail(ckpt.dir + " was trained on a fixed batch (--inputs), not on --data");
+  if (!o.data.empty()) {
+    if (!planTokenInputs(*b, name, plan.batch, /*needLabels=*/true, plan.tokens, error))
+      fail(o.bundle + ": " + error);
+    if (plan.batch.size() != 2)
+      fail(o.bundle + ": entry '" + name + "' takes " + someNames(*b, plan.batch) +
+           " besides lr and step; --data supplies only input_ids and labels");
+    std::string formatName = o.dataFormat;
+    if (resuming && formatName.empty())
+      formatName = std::string(tokenFormatName(ckpt.state.data->format));
+    data = openData(o.data, formatName);
+    uint64_t seed = o.seed;
+    bool shuffle = o.shuffle;
+    if (resuming) {
+      const DataState &d = *ckpt.state.data;
+      if (data->format() != d.format || data->size() != d.tokens)
+        fail(o.data + ": " + tokenCount(data->size()) + " " +
+             std::string(tokenFormatName(data->format())) + " tokens, but " + ckpt.dir +
+             " was trained on " + tokenCount(d.tokens) + " " +
+             std::string(tokenFormatName(d.format)) + " tokens (" + d.path +
+             "); resume with the same data");
+      if (o.seedGiven && o.seed != d.loader.seed)
+        fail("--seed " + std::to_string(o.seed) + " differs from the checkpoint's seed " +
+             std::to_string(d.loader.seed) + "; leave it out to resume");
+      if (o.shuffleGiven && o.shuffle != d.loader.shuffle)
+        fail(std::string(o.shuffle ? "--shuffle" : "--no-shuffle") +
+             " differs from the checkpoint (" + (d.loader.shuffle ? "shuffled" : "not shuffled") +
+             "); leave it out to resume");
+      seed = d.loader.seed;
+      shuffle = d.loader.shuffle;
+    }
+    checkDataVocab(*b, name, *data, o.vocab, stdout);
+    loader = BatchLoader::create(*data, plan.tokens.batch, plan.tokens.seqLen, shuffle, seed,
+                                 error);
+    if (!loader)
       fail(error);
+    if (resuming && !loader->restore(ckpt.state.data->loader, error))
+      fail(ckpt.dir + ": " + error);
+  } else {
+    inputs = openTensors(*b, name, plan.batch, o.inputs, "inputs");
   }
-  std::vector<int> loadStates, zeroStates;
-  splitOptimizerStates(*b, plan, [&](const std::string &n) { return params && params->find(n); },
-                       loadStates, zeroStates);
-  for (int id : loadStates)
-    if (!checkUpload(b->buffers[id], *params->find(b->buffers[id].name), error))
-      fail(params->path() + ": " + error);
 
+  // ---- params: frozen from --params; trainable and optimizer states from
+  // --params (or zero), or all from the checkpoint when resuming ----
+  TensorSources params;
+  params.open(o.params);
+  const std::vector<int> checkpointed = checkpointedParams(*b, plan);
+  std::vector<int> fromParams, loadStates, zeroStates;
+  if (resuming) {
+    for (int id : plan.required)
+      if (b->buffers[id].role != BufferRole::Trainable)
+        fromParams.push_back(id);
+    checkSources(*b, name, fromParams, params, "params");
+    for (int id : checkpointed) {
+      const Buffer &buf = b->buffers[id];
+      const st::TensorInfo *t = ckpt.tensors->find(buf.name);
+      if (!t)
+        fail(ckpt.tensors->path() + ": no tensor '" + buf.name + "' (" +
+             std::string(roleName(buf.role)) + " " + std::string(st::dtypeName(buf.dtype)) + " " +
+             st::shapeText(buf.shape) + ")");
+      if (t->dtype != buf.dtype || t->shape != buf.shape)
+        fail(ckpt.tensors->path() + ": tensor '" + buf.name + "' is " +
+             std::string(st::dtypeName(t->dtype)) + " " + st::shapeText(t->shape) +
+             ", but buffer '" + buf.name + "' is " + std::string(st::dtypeName(buf.dtype)) + " " +
+             st::shapeText(buf.shape));
+    }
+  } else {
+    fromParams = plan.required;
+    checkSources(*b, name, fromParams, params, "params");
+    splitOptimizerStates(*b, plan, [&](const std::string &n) { return params.holder(n) != nullptr; },
+                         loadStates, zeroStates);
+    for (int id : loadStates) {
+      const st::File *f = params.holder(b->buffers[id].name);
+      if (!checkUpload(b->buffers[id], *f->find(b->buffers[id].name), error))
+        fail(f->path() + ": " + error);
+    }
+  }
+
+  // ---- the PEFT adapter that checkpoints carry ----
+  std::vector<int> lora;
+  if (!o.saveDir.empty()) {
+    std::vector<int> trainable;
+    for (int id : plan.required)
+      if (b->buffers[id].role == BufferRole::Trainable)
+        trainable.push_back(id);
+    if (b->peft) {
+      if (!planAdapter(*b, trainable, *b->peft, lora, error))
+        fail(o.bundle + ": " + error);
+      if (lora.empty())
+        std::printf("note: the bundle has a \"peft\" header but no trainable "
+                    "*.lora_A.weight/*.lora_B.weight params; checkpoints hold no PEFT adapter\n");
+    } else {
+      bool anyLora = false;
+      for (int id : trainable)
+        anyLora = anyLora || isLoraParam(b->buffers[id].name);
+      if (anyLora)
+        std::printf("note: the bundle has LoRA params but no \"peft\" header; checkpoints "
+                    "hold no PEFT adapter\n");
+    }
+  }
+
+  // ---- the GPU ----
   auto ex = openExecutor(*b, o.device);
-
-  upload(*ex, plan.batch, inputs.get());
-  upload(*ex, plan.required, params.get());
-  upload(*ex, loadStates, params.get());
-  for (int id : zeroStates) // the arena starts zeroed; say it explicitly all the same
-    if (!ex->fill(id, 0, error))
-      fail(error);
+  if (inputs)
+    upload(*ex, plan.batch, inputs.get());
+  upload(*ex, fromParams, params);
+  if (resuming) {
+    for (int id : checkpointed) {
+      const st::TensorInfo &t = *ckpt.tensors->find(b->buffers[id].name);
+      if (!ex->upload(id, t, ckpt.tensors->data(t), error))
+        fail(ckpt.tensors->path() + ": " + error);
+    }
+  } else {
+    upload(*ex, loadStates, params);
+    for (int id : zeroStates) // the arena starts zeroed; say it explicitly all the same
+      if (!ex->fill(id, 0, error))
+        fail(error);
+  }
 
   std::printf("entry '%s': %zu launches; %zu batch inputs, %zu params (%zu optimizer states)%s\n",
               name.c_str(), entry.launches.size(), plan.batch.size(), plan.saved.size(),
               plan.optimizerStates.size(), plan.step >= 0 ? "; step input" : "");
-  if (!plan.optimizerStates.empty()) {
+  if (resuming) {
+    std::printf("resuming %s: step %lld, %zu trainable params and optimizer states\n",
+                ckpt.dir.c_str(), static_cast<long long>(startStep), checkpointed.size());
+    if (!(schedule.kind == ckpt.state.schedule.kind && schedule.lr == ckpt.state.schedule.lr &&
+          schedule.minLr == ckpt.state.schedule.minLr &&
+          schedule.warmup == ckpt.state.schedule.warmup &&
+          schedule.steps == ckpt.state.schedule.steps))
+      std::printf("note: the schedule differs from the checkpoint's (%s); the remaining steps "
+                  "follow this run's\n",
+                  scheduleText(ckpt.state.schedule).c_str());
+  } else if (!plan.optimizerStates.empty()) {
     if (!zeroStates.empty())
       std::printf("optimizer state: %zu tensors start at zero (%s)\n", zeroStates.size(),
                   someNames(*b, zeroStates).c_str());
     if (!loadStates.empty()) {
+      const st::File *f = params.holder(b->buffers[loadStates.front()].name);
       std::printf("optimizer state: %zu tensors loaded from %s\n", loadStates.size(),
-                  params->path().c_str());
-      auto it = params->metadata().find("steps");
-      if (it != params->metadata().end())
-        std::printf("note: %s was written after %s steps; step numbers restart at 1\n",
-                    params->path().c_str(), it->second.c_str());
+                  params.label().c_str());
+      auto it = f->metadata().find("steps");
+      if (it != f->metadata().end())
+        std::printf("note: %s was written after %s steps; step numbers restart at 1 (--resume "
+                    "a checkpoint to continue them)\n",
+                    f->path().c_str(), it->second.c_str());
     }
   }
   if (!plan.otherOutputs.empty())
     std::printf("note: outputs %s are neither 'loss' nor params; they are not saved\n",
                 someNames(*b, plan.otherOutputs).c_str());
-  std::printf("training %lld steps, lr %.3e, schedule %s", static_cast<long long>(o.steps), o.lr,
-              o.schedule.c_str());
-  if (schedule.kind == ScheduleKind::Cosine)
-    std::printf(" (min lr %.3e)", o.minLr);
-  if (o.warmup > 0)
-    std::printf(", warmup %lld", static_cast<long long>(o.warmup));
-  std::printf("\n");
+  if (loader)
+    std::printf("data %s: %s %s tokens, %llu windows of %lld + 1, batches of %lld (%s, seed "
+                "%llu)\n",
+                data->path().c_str(), tokenCount(data->size()).c_str(),
+                std::string(tokenFormatName(data->format())).c_str(),
+                static_cast<unsigned long long>(loader->windows()),
+                static_cast<long long>(plan.tokens.seqLen), static_cast<long long>(plan.tokens.batch),
+                loader->state().shuffle ? "shuffled" : "in order",
+                static_cast<unsigned long long>(loader->state().seed));
+  std::printf("training %s%s\n", scheduleText(schedule).c_str(),
+              resuming ? (", from step " + std::to_string(startStep + 1)).c_str() : "");
   std::fflush(stdout);
 
-  const int64_t logEvery = o.logEvery > 0 ? o.logEvery : std::max<int64_t>(1, (o.steps + 19) / 20);
+  // ---- the loop ----
+  const int64_t runSteps = schedule.steps - startStep;
+  const int64_t logEvery = o.logEvery > 0 ? o.logEvery : std::max<int64_t>(1, (runSteps + 19) / 20);
+  ProgressReport report(::isatty(STDERR_FILENO) == 1, logEvery);
   std::vector<StepRecord> records; // every step for --metrics; otherwise none
-  if (!o.metrics.empty())
-    records.reserve(static_cast<size_t>(o.steps));
   StepRecord first, last;
+  bool haveFirst = false;
+  int64_t tokensSeen = 0;
   auto writeMetrics = [&]() -> std::string {
     if (o.metrics.empty())
       return "";
@@ -368,70 +795,346 @@ void train(const TrainOptions &o) {
       return o.metrics + ": " + why;
     return "";
   };
-
-  TrainLoop loop(*ex, plan, schedule);
   const auto start = std::chrono::steady_clock::now();
   auto elapsed = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
-  for (int64_t t = 1; t <= o.steps; ++t) {
-    StepRecord r;
-    const bool ok = loop.step(t, r, error);
-    if (!ok && r.step == t && !std::isfinite(r.loss)) { // diverged: keep the curve for a look
-      if (!o.metrics.empty())
-        records.push_back(r);
-      const std::string metricsError = writeMetrics();
-      fail(error + "; stopped without writing " + o.out +
-           (o.metrics.empty() ? ""
-            : metricsError.empty()
-                ? " (the loss curve up to it is in " + o.metrics + ")"
-                : " (and the loss curve could not be written: " + metricsError + ")"));
+
+  auto saveCheckpoint = [&](const TrainProgress &p, std::string &why) -> bool {
+    Checkpoint c;
+    c.state.step = p.step;
+    c.state.skipped = (resuming ? ckpt.state.skipped : 0) + p.skipped;
+    c.state.entry = name;
+    c.state.bundlePath = o.bundle;
+    c.state.bundle = fingerprint;
+    c.state.schedule = schedule;
+    if (loader)
+      c.state.data = DataState{o.data, data->format(), data->size(), plan.tokens.batch,
+                               plan.tokens.seqLen, loader->state()};
+    uint64_t bytes = 0;
+    for (int id : checkpointed) {
+      const Buffer &buf = b->buffers[id];
+      st::OwnedTensor t{buf.name, buf.dtype, buf.shape, {}};
+      if (!ex->downloadRaw(id, t.bytes, why))
+        return false;
+      bytes += t.bytes.size();
+      c.tensors.push_back(std::move(t));
     }
-    if (!ok)
-      fail(error);
+    if (!lora.empty()) {
+      c.peft = b->peft;
+      for (int id : lora)
+        c.adapterNames.push_back(b->buffers[id].name);
+    }
+    std::string written;
+    if (!writeCheckpoint(o.saveDir, c, written, why))
+      return false;
+    std::vector<std::string> removed;
+    if (o.keep > 0 && !pruneCheckpoints(o.saveDir, o.keep, written, removed, why))
+      return false;
+    std::string msg = "saved " + written + " (" + std::to_string(c.tensors.size()) +
+                      " tensors, " + cuda::formatBytes(bytes) +
+                      (lora.empty() ? "" : "; PEFT adapter of " + std::to_string(lora.size()) +
+                                               " tensors") +
+                      ")";
+    for (const std::string &r : removed)
+      msg += "; removed " + r;
+    report.message(msg);
+    const std::string metricsError = writeMetrics(); // the curve so far survives a crash
+    if (!metricsError.empty()) {
+      why = metricsError;
+      return false;
+    }
+    return true;
+  };
+
+  TrainLoop loop(*ex, plan);
+  TrainHooks hooks;
+  hooks.step = [&](int64_t t, double lr, const TokenBatch *batch, StepRecord &r,
+                   std::string &why) { return loop.step(t, lr, batch, r, why); };
+  if (!o.saveDir.empty())
+    hooks.save = saveCheckpoint;
+  hooks.onStep = [&](const StepRecord &r, const TrainProgress &p) {
     if (!o.metrics.empty())
       records.push_back(r);
-    if (t == 1)
-      first = r;
-    last = r;
-    if (t % logEvery == 0 || t == o.steps) {
-      std::printf("%s\n", progressLine(r, o.steps, elapsed()).c_str());
-      std::fflush(stdout);
+    tokensSeen += r.tokens;
+    if (r.skipped) {
+      report.message("step " + std::to_string(r.step) + ": loss is " + formatLoss(r.loss) +
+                     "; skipped (" + std::to_string(p.skipped) + " so far)");
+      return;
     }
-  }
-  const double seconds = elapsed();
+    if (!haveFirst) {
+      first = r;
+      haveFirst = true;
+    }
+    last = r;
+    Progress pr;
+    pr.step = p.step;
+    pr.steps = schedule.steps;
+    pr.loss = r.loss;
+    pr.lr = r.lr;
+    pr.elapsedSeconds = elapsed();
+    pr.stepsDone = p.step - startStep;
+    pr.tokensPerSecond =
+        pr.elapsedSeconds > 0 ? static_cast<double>(tokensSeen) / pr.elapsedSeconds : 0;
+    pr.skipped = p.skipped;
+    report.step(pr, p.step == schedule.steps);
+  };
 
-  std::vector<st::OwnedTensor> outs;
-  for (int id : plan.saved) {
-    const Buffer &buf = b->buffers[id];
-    st::OwnedTensor t{buf.name, buf.dtype, buf.shape, {}};
-    if (!ex->downloadRaw(id, t.bytes, error))
-      fail(error);
-    outs.push_back(std::move(t));
+  TrainRunConfig config;
+  config.schedule = schedule;
+  config.startStep = startStep;
+  config.maxSkips = maxSkips;
+  config.saveEvery = o.saveEvery;
+  const TrainResult result = runTraining(config, loader.get(), hooks);
+  const double seconds = elapsed();
+  report.close();
+
+  if (result.outcome == TrainOutcome::TooManySkips) {
+    const std::string metricsError = writeMetrics();
+    std::string what;
+    if (!o.out.empty())
+      what = o.out;
+    if (!o.saveDir.empty())
+      what += what.empty() ? "a checkpoint" : " or a checkpoint";
+    fail(result.error + "; stopped without writing " + what +
+         (o.metrics.empty() ? ""
+          : metricsError.empty()
+              ? " (the loss curve up to it is in " + o.metrics + ")"
+              : " (and the loss curve could not be written: " + metricsError + ")"));
   }
-  if (!st::write(o.out, outs, {{"entry", name}, {"steps", std::to_string(o.steps)}}, error))
-    fail(error);
+  if (result.outcome == TrainOutcome::Failed) {
+    (void)writeMetrics();
+    fail(result.error);
+  }
+
+  // ---- the end: the last checkpoint, --out, the metrics ----
+  if (!o.saveDir.empty() && !saveCheckpoint(result.progress, error))
+    fail("checkpoint after step " + std::to_string(result.progress.step) + ": " + error);
+  std::vector<st::OwnedTensor> outs;
+  if (!o.out.empty()) {
+    for (int id : plan.saved) {
+      const Buffer &buf = b->buffers[id];
+      st::OwnedTensor t{buf.name, buf.dtype, buf.shape, {}};
+      if (!ex->downloadRaw(id, t.bytes, error))
+        fail(error);
+      outs.push_back(std::move(t));
+    }
+    if (!st::write(o.out, outs,
+                   {{"entry", name}, {"steps", std::to_string(schedule.steps)}}, error))
+      fail(error);
+  }
   const std::string metricsError = writeMetrics();
   if (!metricsError.empty())
-    fail(metricsError + " (" + o.out + " was written)");
+    fail(metricsError + (o.out.empty() ? "" : " (" + o.out + " was written)"));
 
   char wall[64];
   if (seconds < 1)
     std::snprintf(wall, sizeof wall, "%.1f ms", seconds * 1e3);
   else
     std::snprintf(wall, sizeof wall, "%.3f s", seconds);
-  std::printf("trained '%s' for %lld steps in %s (%.1f steps/s); loss %s (step 1) -> %s (step "
-              "%lld)\n",
-              name.c_str(), static_cast<long long>(o.steps), wall,
-              seconds > 0 ? static_cast<double>(o.steps) / seconds : 0.0,
-              formatLoss(first.loss).c_str(), formatLoss(last.loss).c_str(),
-              static_cast<long long>(o.steps));
-  std::printf("wrote %s: %zu tensors (%s)\n", o.out.c_str(), outs.size(),
-              outs.empty() ? "none" : someNames(*b, plan.saved).c_str());
+  std::printf("trained '%s' for %lld steps in %s (%.1f steps/s", name.c_str(),
+              static_cast<long long>(runSteps), wall,
+              seconds > 0 ? static_cast<double>(runSteps) / seconds : 0.0);
+  if (tokensSeen > 0)
+    std::printf(", %s tok/s",
+                formatRate(seconds > 0 ? static_cast<double>(tokensSeen) / seconds : 0).c_str());
+  std::printf("); loss %s (step %lld) -> %s (step %lld)\n", formatLoss(first.loss).c_str(),
+              static_cast<long long>(first.step), formatLoss(last.loss).c_str(),
+              static_cast<long long>(last.step));
+  if (result.progress.skipped > 0)
+    std::printf("skipped %lld step%s with a non-finite loss\n",
+                static_cast<long long>(result.progress.skipped),
+                result.progress.skipped == 1 ? "" : "s");
+  if (!o.out.empty())
+    std::printf("wrote %s: %zu tensors (%s)\n", o.out.c_str(), outs.size(),
+                outs.empty() ? "none" : someNames(*b, plan.saved).c_str());
   if (!o.metrics.empty())
     std::printf("wrote %s: %zu steps\n", o.metrics.c_str(), records.size());
 }
 
+// ---- eval ---------------------------------------------------------------------------------
+
+struct EvalOptions {
+  std::string bundle, data, dataFormat, entry;
+  std::vector<std::string> params;
+  int64_t maxBatches = 0; ///< 0: every whole batch
+  int64_t vocab = 0;
+  bool json = false;
+  int device = 0;
+};
+
+void eval(const EvalOptions &o) {
+  std::string error;
+  FILE *log = o.json ? stderr : stdout; // --json: stdout holds the JSON line alone
+  auto b = load(o.bundle);
+  std::string name;
+  if (!selectLossEntry(*b, o.entry, name, error))
+    fail(o.bundle + ": " + error);
+  LossPlan plan;
+  if (!planLoss(*b, name, plan, error))
+    fail(o.bundle + ": " + error);
+  auto data = openData(o.data, o.dataFormat);
+  checkDataVocab(*b, name, *data, o.vocab, log);
+  auto loader = BatchLoader::create(*data, plan.tokens.batch, plan.tokens.seqLen,
+                                    /*shuffle=*/false, 0, error);
+  if (!loader)
+    fail(error);
+  const uint64_t whole = loader->windows() / static_cast<uint64_t>(plan.tokens.batch);
+  if (whole == 0)
+    fail(o.data + ": " + std::to_string(loader->windows()) +
+         (loader->windows() == 1 ? " window of " : " windows of ") +
+         std::to_string(plan.tokens.seqLen + 1) + " tokens " +
+         (loader->windows() == 1 ? "is" : "are") + " fewer than one batch of " +
+         std::to_string(plan.tokens.batch));
+  const uint64_t batches =
+      o.maxBatches > 0 ? std::min<uint64_t>(whole, static_cast<uint64_t>(o.maxBatches)) : whole;
+  TensorSources params;
+  params.open(o.params);
+  checkSources(*b, name, plan.params, params, "params");
+
+  auto ex = openExecutor(*b, o.device, log);
+  upload(*ex, plan.params, params);
+  const auto start = std::chrono::steady_clock::now();
+  double sum = 0;
+  TokenBatch batch;
+  for (uint64_t k = 0; k < batches; ++k) {
+    loader->next(batch);
+    std::vector<double> loss;
+    if (!uploadTokens(*ex, plan.tokens, batch, error) || !ex->run(name, error) ||
+        !ex->download(plan.loss, loss, error))
+      fail("batch " + std::to_string(k + 1) + ": " + error);
+    const double l = loss.empty() ? std::nan("") : loss.front();
+    if (!std::isfinite(l))
+      fail("batch " + std::to_string(k + 1) + " (windows " + std::to_string(k * plan.tokens.batch) +
+           ".." + std::to_string((k + 1) * plan.tokens.batch - 1) + " of " + o.data +
+           "): loss is " + formatLoss(l));
+    sum += l;
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double mean = sum / static_cast<double>(batches);
+  const double ppl = std::exp(mean);
+  const uint64_t tokens = batches * static_cast<uint64_t>(plan.tokens.batch * plan.tokens.seqLen);
+  if (o.json) {
+    nlohmann::ordered_json j;
+    j["entry"] = name;
+    j["data"] = o.data;
+    j["batches"] = batches;
+    j["tokens"] = tokens;
+    j["loss"] = mean;
+    j["perplexity"] = ppl; // null when it overflows
+    j["seconds"] = seconds;
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
+  const uint64_t unused = loader->windows() - batches * static_cast<uint64_t>(plan.tokens.batch);
+  std::printf("eval '%s': %llu batches of %lld x %lld tokens (%s tokens) from %s in %.3f s\n",
+              name.c_str(), static_cast<unsigned long long>(batches),
+              static_cast<long long>(plan.tokens.batch), static_cast<long long>(plan.tokens.seqLen),
+              tokenCount(tokens).c_str(), o.data.c_str(), seconds);
+  if (unused > 0)
+    std::printf("note: %llu of the %llu windows were not evaluated (%s)\n",
+                static_cast<unsigned long long>(unused),
+                static_cast<unsigned long long>(loader->windows()),
+                batches < whole ? "--max-batches" : "not a whole batch");
+  std::printf("loss %s  perplexity %.4f\n", formatLoss(mean).c_str(), ppl);
+}
+
+// ---- generate -----------------------------------------------------------------------------
+
+struct GenerateOptions {
+  std::string bundle, prompt, entry;
+  std::vector<std::string> params;
+  int64_t maxNewTokens = 64;
+  double temperature = 1.0;
+  double topP = 1.0;
+  uint64_t seed = 0;
+  int device = 0;
+};
+
+void generate(const GenerateOptions &o) {
+  std::string error;
+  SamplingOptions sampling;
+  sampling.temperature = o.temperature;
+  sampling.topP = o.topP;
+  if (!checkSampling(sampling, error))
+    fail(error);
+  if (o.maxNewTokens < 0)
+    fail("--max-new-tokens must not be negative (got " + std::to_string(o.maxNewTokens) + ")");
+  if (o.prompt.empty())
+    fail("--prompt is empty; generation needs at least one byte of context");
+  auto b = load(o.bundle);
+  std::string name;
+  if (!selectLogitsEntry(*b, o.entry, name, error))
+    fail(o.bundle + ": " + error);
+  LogitsPlan plan;
+  if (!planLogits(*b, name, plan, error))
+    fail(o.bundle + ": " + error);
+  std::vector<int64_t> tokens;
+  for (size_t i = 0; i < o.prompt.size(); ++i) {
+    const int64_t t = static_cast<unsigned char>(o.prompt[i]);
+    if (t >= plan.vocab) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf,
+                    "--prompt: byte 0x%02llx at offset %zu is out of range for the model's "
+                    "vocabulary of %lld tokens",
+                    static_cast<unsigned long long>(t), i, static_cast<long long>(plan.vocab));
+      fail(buf);
+    }
+    tokens.push_back(t);
+  }
+  TensorSources params;
+  params.open(o.params);
+  checkSources(*b, name, plan.params, params, "params");
+
+  auto ex = openExecutor(*b, o.device, stderr); // stdout holds the text alone
+  upload(*ex, plan.params, params);
+  const int64_t B = plan.tokens.batch, S = plan.tokens.seqLen, V = plan.vocab;
+  const Buffer &logits = b->buffers[plan.logits];
+  const uint64_t elem = st::dtypeSize(logits.dtype);
+  TokenBatch batch;
+  batch.batch = B;
+  batch.seqLen = S;
+  batch.inputIds.assign(static_cast<size_t>(B * S), 0);
+  std::vector<uint8_t> raw;
+  std::vector<float> row(static_cast<size_t>(V));
+  Rng rng(o.seed);
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t k = 0; k < o.maxNewTokens; ++k) {
+    // Row 0 holds the last S tokens of the context, right-padded with 0.
+    const int64_t len = std::min<int64_t>(S, static_cast<int64_t>(tokens.size()));
+    std::fill(batch.inputIds.begin(), batch.inputIds.end(), 0);
+    for (int64_t s = 0; s < len; ++s)
+      batch.inputIds[static_cast<size_t>(s)] =
+          static_cast<int32_t>(tokens[tokens.size() - static_cast<size_t>(len) + s]);
+    const uint64_t offset = static_cast<uint64_t>(len - 1) * static_cast<uint64_t>(V) * elem;
+    if (!uploadTokens(*ex, plan.tokens, batch, error) || !ex->run(name, error) ||
+        !ex->downloadRange(plan.logits, offset, static_cast<uint64_t>(V) * elem, raw, error))
+      fail("new token " + std::to_string(k + 1) + ": " + error);
+    for (int64_t v = 0; v < V; ++v) {
+      if (logits.dtype == st::DType::F32) {
+        std::memcpy(&row[v], raw.data() + 4 * v, 4);
+      } else {
+        uint16_t bits;
+        std::memcpy(&bits, raw.data() + 2 * v, 2);
+        row[v] = bf16ToFloat(bits);
+      }
+    }
+    int64_t next = 0;
+    if (!sampleToken(row.data(), row.size(), sampling, rng, next, error))
+      fail("new token " + std::to_string(k + 1) + ": " + error);
+    tokens.push_back(next);
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("%s\n", tokensToText(tokens).c_str());
+  std::fflush(stdout);
+  std::fprintf(stderr, "generated %lld tokens in %.3f s (%.1f tok/s; temperature %g, top-p %g, "
+                       "seed %llu)\n",
+               static_cast<long long>(o.maxNewTokens), seconds,
+               seconds > 0 ? static_cast<double>(o.maxNewTokens) / seconds : 0.0, o.temperature,
+               o.topP, static_cast<unsigned long long>(o.seed));
+}
 } // namespace
 
 int main(int argc, char **argv) {
@@ -461,26 +1164,106 @@ int main(int argc, char **argv) {
       app.add_subcommand("train", "Run a bundle's train-step entry for N steps on the GPU");
   trainCmd->add_option("bundle", to.bundle, "Bundle file (.qtb)")->required();
   trainCmd->add_option("--inputs", to.inputs,
-                       "Safetensors file with the batch (every input but lr and step)");
+                       "Safetensors file with a fixed batch (every input but lr and step)");
+  trainCmd->add_option("--data", to.data,
+                       "Token file to draw input_ids and labels from, a new batch every step");
+  CLI::Option *dataFormatOpt = trainCmd->add_option(
+      "--data-format", to.dataFormat,
+      "u16, u32 or text (default: from the extension: .u16/.bin u16, .u32 u32, else text)");
+  CLI::Option *vocabOpt = trainCmd->add_option(
+      "--vocab", to.vocab, "Vocabulary size to check token ids against when the bundle has no "
+                           "logits entry")
+      ->check(CLI::PositiveNumber);
+  CLI::Option *seedOpt =
+      trainCmd->add_option("--seed", to.seed, "Seed of the data order (default: 0)");
+  CLI::Option *shuffleOpt = trainCmd->add_flag(
+      "--shuffle,!--no-shuffle", to.shuffle,
+      "Shuffle the windows of every epoch (default) or take them in file order");
   trainCmd->add_option("--params", to.params,
-                       "Safetensors file with the frozen and trainable params (and optimizer "
-                       "states to resume from)");
-  trainCmd->add_option("--steps", to.steps, "Number of steps")->required();
-  trainCmd->add_option("--lr", to.lr, "Peak learning rate")->required();
-  trainCmd->add_option("--out", to.out, "Safetensors file to write the trained params to")
-      ->required();
+                       "Safetensors file (or checkpoint directory) with the frozen and "
+                       "trainable params and optimizer states to start from; repeatable, a "
+                       "tensor is taken from the last file that has it")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  CLI::Option *stepsOpt = trainCmd->add_option("--steps", to.steps, "Total number of steps");
+  CLI::Option *lrOpt = trainCmd->add_option("--lr", to.lr, "Peak learning rate");
+  trainCmd->add_option("--out", to.out,
+                       "Safetensors file to write every param (frozen ones too) to at the end");
   trainCmd->add_option("--entry", to.entry,
                        "Entry to run (default: the one entry named *_train_step)");
-  trainCmd->add_option("--warmup", to.warmup, "Linear warmup steps (default: 0)");
-  trainCmd->add_option("--schedule", to.schedule, "constant or cosine (default: constant)");
-  trainCmd->add_option("--min-lr", to.minLr,
-                       "Learning rate of the last step with --schedule cosine (default: 0)");
+  CLI::Option *warmupOpt =
+      trainCmd->add_option("--warmup", to.warmup, "Linear warmup steps (default: 0)");
+  CLI::Option *scheduleOpt =
+      trainCmd->add_option("--schedule", to.schedule, "constant or cosine (default: constant)");
+  CLI::Option *minLrOpt = trainCmd->add_option(
+      "--min-lr", to.minLr, "Learning rate of the last step with --schedule cosine (default: 0)");
+  trainCmd->add_option("--max-skips", to.maxSkips,
+                       "Consecutive steps with a non-finite loss to skip before stopping "
+                       "(default: 10 with --data, 0 with --inputs)")
+      ->check(CLI::NonNegativeNumber);
+  trainCmd->add_option("--save-dir", to.saveDir,
+                       "Directory for checkpoints (checkpoint-<step>/), one written at the end");
+  trainCmd->add_option("--save-every", to.saveEvery, "Also save a checkpoint every N steps")
+      ->check(CLI::PositiveNumber);
+  trainCmd->add_option("--keep", to.keep, "Keep only the last K checkpoints (default: all)")
+      ->check(CLI::PositiveNumber);
+  trainCmd->add_option("--resume", to.resume,
+                       "Continue from a checkpoint directory, or the latest one in a --save-dir");
   trainCmd->add_option("--metrics", to.metrics,
                        "Write one JSON object per step to this file (.jsonl)");
   trainCmd->add_option("--log-every", to.logEvery,
-                       "Print a progress line every K steps (default: about 20 lines)")
+                       "Print a progress line every K steps when stderr is not a terminal "
+                       "(default: about 20 lines)")
       ->check(CLI::PositiveNumber);
   trainCmd->add_option("--device", to.device, "CUDA device ordinal (default: 0)")
+      ->check(CLI::NonNegativeNumber);
+
+  EvalOptions eo;
+  CLI::App *evalCmd = app.add_subcommand(
+      "eval", "Mean loss and perplexity of a bundle's loss entry over a token file");
+  evalCmd->add_option("bundle", eo.bundle, "Bundle file (.qtb)")->required();
+  evalCmd->add_option("--params", eo.params,
+                      "Safetensors file or checkpoint directory with the entry's params; "
+                      "repeatable, a tensor is taken from the last file that has it")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  evalCmd->add_option("--data", eo.data, "Token file")->required();
+  evalCmd->add_option("--data-format", eo.dataFormat,
+                      "u16, u32 or text (default: from the extension)");
+  evalCmd->add_option("--entry", eo.entry,
+                      "Loss entry (default: the one taking exactly input_ids and labels)");
+  evalCmd->add_option("--max-batches", eo.maxBatches, "Evaluate at most N batches")
+      ->check(CLI::PositiveNumber);
+  evalCmd->add_option("--vocab", eo.vocab,
+                      "Vocabulary size to check token ids against when the bundle has no "
+                      "logits entry")
+      ->check(CLI::PositiveNumber);
+  evalCmd->add_flag("--json", eo.json, "Print one JSON line on stdout");
+  evalCmd->add_option("--device", eo.device, "CUDA device ordinal (default: 0)")
+      ->check(CLI::NonNegativeNumber);
+
+  GenerateOptions go;
+  CLI::App *generateCmd = app.add_subcommand(
+      "generate", "Continue a prompt byte by byte with a bundle's logits entry");
+  generateCmd->add_option("bundle", go.bundle, "Bundle file (.qtb)")->required();
+  generateCmd->add_option("--params", go.params,
+                          "Safetensors file or checkpoint directory with the entry's params; "
+                          "repeatable, a tensor is taken from the last file that has it")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  generateCmd->add_option("--prompt", go.prompt, "Prompt text (its bytes are the tokens)")
+      ->required();
+  generateCmd->add_option("--entry", go.entry,
+                          "Logits entry (default: the one entry named *_logits)");
+  generateCmd->add_option("--max-new-tokens", go.maxNewTokens,
+                          "Tokens to generate (default: 64)");
+  generateCmd->add_option("--temperature", go.temperature,
+                          "Sampling temperature; 0 is greedy (default: 1)");
+  generateCmd->add_option("--top-p", go.topP,
+                          "Nucleus sampling: keep the smallest set of tokens with probability "
+                          ">= P (default: 1)");
+  generateCmd->add_option("--seed", go.seed, "Sampling seed (default: 0)");
+  generateCmd->add_option("--device", go.device, "CUDA device ordinal (default: 0)")
       ->check(CLI::NonNegativeNumber);
 
   try {
@@ -491,11 +1274,24 @@ int main(int argc, char **argv) {
     std::fprintf(stderr, "qtune-run: error: %s (see qtune-run --help)\n", e.what());
     return 1;
   }
+  to.stepsGiven = stepsOpt->count() > 0;
+  to.lrGiven = lrOpt->count() > 0;
+  to.minLrGiven = minLrOpt->count() > 0;
+  to.warmupGiven = warmupOpt->count() > 0;
+  to.scheduleGiven = scheduleOpt->count() > 0;
+  to.seedGiven = seedOpt->count() > 0;
+  to.shuffleGiven = shuffleOpt->count() > 0;
+  to.dataFormatGiven = dataFormatOpt->count() > 0;
+  to.vocabGiven = vocabOpt->count() > 0;
   try {
     if (*inspectCmd)
       inspect(inspectPath);
     else if (*trainCmd)
       train(to);
+    else if (*evalCmd)
+      eval(eo);
+    else if (*generateCmd)
+      generate(go);
     else
       forward(fo);
   } catch (const Failure &f) {

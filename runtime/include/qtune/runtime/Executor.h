@@ -60,6 +60,9 @@ public:
                 std::string &error);
   /// The buffer's bytes, in its own dtype.
   bool downloadRaw(int buffer, std::vector<uint8_t> &bytes, std::string &error);
+  /// Bytes [offset, offset + size) of the buffer (which must lie inside it).
+  bool downloadRange(int buffer, uint64_t offset, uint64_t size, std::vector<uint8_t> &bytes,
+                     std::string &error);
   /// The buffer's elements widened to double.
   bool download(int buffer, std::vector<double> &values, std::string &error);
 

@@ -2,16 +2,20 @@
 //
 // The runtime side of training: the learning-rate schedule, the checks that a
 // bundle's entry follows the train-step convention (docs/bundle.md, "Train-step
-// entries"), and the loop that runs it step after step on an Executor.
+// entries"), the token-model entries (loss, logits), and the loop that runs a
+// train step step after step, skipping steps whose loss is not finite and
+// saving checkpoints.
 //
 // A train-step entry `<fn>_train_step` takes its batch tensors plus two scalars
 // the trainer supplies itself as inputs (`lr`, and `step` where the optimizer
 // needs it), the model's frozen and trainable tensors and the optimizer states
 // as params, and writes a scalar `loss` output; the updated params are outputs
 // with the same buffer ids as the params, updated in place, so running the
-// entry again continues training from where the arena is.
+// entry again continues training from where the arena is. Token models take
+// the batch as `input_ids` and `labels`, both I32 [B, S].
 //
-// Everything but TrainLoop is pure and needs no GPU. Nothing here throws.
+// Everything but TrainLoop is pure and needs no GPU: runTraining drives any
+// step function (tests use one on the CPU). Nothing here throws.
 //
 //===----------------------------------------------------------------------===//
 #ifndef QTUNE_RUNTIME_TRAINER_H
@@ -19,6 +23,7 @@
 
 #include "qtune/runtime/Bundle.h"
 #include "qtune/runtime/Executor.h"
+#include "qtune/runtime/TokenData.h"
 
 #include <cstdint>
 #include <functional>
@@ -37,6 +42,11 @@ constexpr std::string_view kStepInput = "step";
 constexpr std::string_view kLossOutput = "loss";
 /// The `step` input is an F32: step numbers above 2^24 would not be exact.
 constexpr int64_t kMaxSteps = int64_t(1) << 24;
+/// Token models: the batch inputs, the logits output and its entry's suffix.
+constexpr std::string_view kInputIds = "input_ids";
+constexpr std::string_view kLabels = "labels";
+constexpr std::string_view kLogitsOutput = "logits";
+constexpr std::string_view kLogitsSuffix = "_logits";
 
 // ---- learning-rate schedule ----------------------------------------------------------
 
@@ -81,13 +91,31 @@ double learningRate(const LrSchedule &s, int64_t t);
 bool selectTrainEntry(const BundleSpec &spec, const std::string &requested, std::string &name,
                       std::string &error);
 
+/// The token inputs of an entry: `input_ids` and `labels`, both I32 [B, S].
+struct TokenInputs {
+  int inputIds = -1; ///< buffer id, -1 when absent
+  int labels = -1;   ///< buffer id, -1 when absent (logits entries have none)
+  int64_t batch = 0; ///< B
+  int64_t seqLen = 0; ///< S
+};
+
+/// Finds `input_ids` and, when `needLabels`, `labels` among `inputs` of entry
+/// `entry`: each must be an I32 buffer of shape [B, S] with B, S >= 1, the two
+/// of the same shape. Errors name the entry and the buffer, e.g. "entry
+/// 'm_train_step': input 'labels' is F32 [4, 128]; it must be I32 [B, S] like
+/// input_ids (I32 [4, 128])".
+bool planTokenInputs(const BundleSpec &spec, const std::string &entry,
+                     const std::vector<int> &inputs, bool needLabels, TokenInputs &tokens,
+                     std::string &error);
+
 /// The buffers of a train-step entry, sorted by what the trainer does with them.
 struct TrainPlan {
   std::string entry;
   int lr = -1;   ///< input `lr`: uploaded before every step
   int step = -1; ///< input `step` (1-based step number), or -1 when the entry has none
   int loss = -1; ///< output `loss`: read after every step
-  /// Inputs other than lr and step: read from the inputs file (uploaded once).
+  /// Inputs other than lr and step: the batch (from the inputs file, uploaded
+  /// once, or input_ids and labels from a token file, uploaded every step).
   std::vector<int> batch;
   /// Params the params file must hold: every param that is not an optimizer
   /// state (frozen and trainable ones).
@@ -99,6 +127,9 @@ struct TrainPlan {
   std::vector<int> saved;
   /// Outputs that are neither `loss` nor a param (not saved; normally none).
   std::vector<int> otherOutputs;
+  /// The token inputs when the batch comes from a token file (set by the
+  /// caller with planTokenInputs; inputIds is -1 otherwise).
+  TokenInputs tokens;
 };
 
 /// Checks that entry `name` of `spec` follows the convention and sorts its
@@ -118,48 +149,181 @@ void splitOptimizerStates(const BundleSpec &spec, const TrainPlan &plan,
                           const std::function<bool(const std::string &)> &has,
                           std::vector<int> &load, std::vector<int> &zero);
 
+/// The trainable params and optimizer states of a plan (in entry order): what
+/// a checkpoint holds. Frozen params come from the params file again.
+std::vector<int> checkpointedParams(const BundleSpec &spec, const TrainPlan &plan);
+
+// ---- token-model entries: loss and logits ----------------------------------------------------
+
+/// An entry `<fn>` computing the mean cross entropy of a batch: inputs exactly
+/// `input_ids` and `labels` (I32 [B, S]), output `loss` (float scalar).
+struct LossPlan {
+  std::string entry;
+  TokenInputs tokens;
+  int loss = -1;
+  std::vector<int> params; ///< every param: read from the params files
+};
+
+/// The loss entry: `requested` when non-empty, otherwise the one entry whose
+/// inputs are exactly input_ids and labels and which has an output `loss`.
+bool selectLossEntry(const BundleSpec &spec, const std::string &requested, std::string &name,
+                     std::string &error);
+bool planLoss(const BundleSpec &spec, const std::string &name, LossPlan &plan,
+              std::string &error);
+
+/// An entry `<fn>_logits`: input exactly `input_ids` (I32 [B, S]), output
+/// `logits`, F32 or BF16 of shape [B, S, V] or [B*S, V].
+struct LogitsPlan {
+  std::string entry;
+  TokenInputs tokens;
+  int logits = -1;
+  int64_t vocab = 0; ///< V
+  std::vector<int> params;
+};
+
+/// The logits entry: `requested` when non-empty, otherwise the one entry whose
+/// name ends in "_logits".
+bool selectLogitsEntry(const BundleSpec &spec, const std::string &requested, std::string &name,
+                       std::string &error);
+bool planLogits(const BundleSpec &spec, const std::string &name, LogitsPlan &plan,
+                std::string &error);
+
+/// The vocabulary size the bundle tells for entry `entry` (a train step
+/// `<fn>_train_step` or a loss entry `<fn>`): the last dim of the `logits`
+/// output of `<fn>_logits`, or of the bundle's only "_logits" entry; nullopt
+/// when there is none (or it does not follow the convention).
+std::optional<int64_t> bundleVocab(const BundleSpec &spec, const std::string &entry);
+
 // ---- the loop ----------------------------------------------------------------------------
 
 struct StepRecord {
-  int64_t step = 0; ///< 1-based
+  int64_t step = 0; ///< 1-based; a skipped step's number is tried again
   double loss = 0;
   double lr = 0;
-  double ms = 0; ///< wall clock of the step: lr/step upload, launches, loss download
+  double ms = 0;      ///< wall clock of the step: uploads, launches, loss download
+  int64_t tokens = 0; ///< tokens in the step's batch (B*S); 0 when not a token batch
+  bool skipped = false; ///< the loss was not finite: the step was not counted
 };
 
-/// One JSON object per line: {"step":1,"loss":2.5,"lr":0.001,"ms":0.12}
-/// (a non-finite loss is written as null).
+/// One JSON object per line:
+/// {"step":1,"loss":2.5,"lr":0.001,"ms":0.12,"tokens_per_s":5000.0,"skipped":false}
+/// (a non-finite loss is written as null; tokens_per_s, tokens / step time,
+/// only for token batches).
 std::string metricsJsonl(const std::vector<StepRecord> &records);
 
 /// A loss for people: "%.6f" between 1e-4 and 1e6 (and for 0 and non-finite
 /// values), "%.6e" otherwise: "0.012345", "3.500000e-07".
 std::string formatLoss(double loss);
+/// A duration for people: "45s", "1m20s", "2h05m00s" (rounded to seconds).
+std::string formatDuration(double seconds);
+/// A rate for people: "812", "12.3k", "4.56M".
+std::string formatRate(double perSecond);
 
-/// "step 40/200  loss 0.012345  lr 1.00e-03  812.3 steps/s  eta 0.2 s", where
-/// steps/s and eta come from `elapsedSeconds`, the wall time of steps 1..r.step.
-std::string progressLine(const StepRecord &r, int64_t steps, double elapsedSeconds);
+/// What a progress report shows.
+struct Progress {
+  int64_t step = 0;  ///< steps counted so far (of the whole run, resumed ones included)
+  int64_t steps = 0; ///< the run's total (--steps)
+  double loss = 0;   ///< of the last step
+  double lr = 0;     ///< of the last step
+  double elapsedSeconds = 0; ///< since this process started training
+  int64_t stepsDone = 0;     ///< steps counted by this process
+  double tokensPerSecond = 0; ///< 0 when unknown
+  int64_t skipped = 0;        ///< skipped by this process
+};
 
-/// Runs the steps of a planned train-step entry on an executor whose batch
-/// and params are already uploaded.
+/// "step 40/200  loss 0.012345  lr 1.00e-03  812.3 steps/s  eta 0.2 s", plus
+/// "  12.3k tok/s" before eta when tokensPerSecond > 0 and "  (2 skipped)" at
+/// the end when steps were skipped. Rates come from stepsDone and elapsed.
+std::string progressLine(const Progress &p);
+/// "step 40/200 [#####-----] loss 2.3100 | 12.3k tok/s | eta 1m20s" (steps/s
+/// instead of tok/s when unknown; "| 2 skipped" when steps were skipped);
+/// `width` is the number of cells of the bar.
+std::string progressBar(const Progress &p, int width);
+
+/// How runTraining runs.
+struct TrainRunConfig {
+  LrSchedule schedule;   ///< its `steps` is the run's total
+  int64_t startStep = 0; ///< steps already done (resuming): the first step is startStep + 1
+  /// Consecutive steps with a non-finite loss that are skipped; one more
+  /// stops the run. 0: the first non-finite loss stops it.
+  int64_t maxSkips = 0;
+  /// Call `save` after every saveEvery-th step but the last (0: never).
+  int64_t saveEvery = 0;
+};
+
+/// Where a run is.
+struct TrainProgress {
+  int64_t step = 0;    ///< steps counted so far (startStep included)
+  int64_t attempts = 0; ///< train-step runs by this process, skipped ones included
+  int64_t skipped = 0;  ///< steps skipped by this process
+  int64_t consecutiveSkips = 0;
+};
+
+struct TrainHooks {
+  /// Runs step `t` (learning rate `lr`) on `batch` (null when the batch is not
+  /// drawn from a loader) and fills record.loss, ms and tokens; false on a
+  /// failure (`error` says why). A non-finite loss is no failure: the step is
+  /// skipped.
+  std::function<bool(int64_t t, double lr, const TokenBatch *batch, StepRecord &record,
+                     std::string &error)>
+      step;
+  /// Saves a checkpoint after step progress.step (may be empty).
+  std::function<bool(const TrainProgress &progress, std::string &error)> save;
+  /// Called after every step, skipped ones included (may be empty).
+  std::function<void(const StepRecord &record, const TrainProgress &progress)> onStep;
+};
+
+enum class TrainOutcome {
+  Finished,     ///< every step up to schedule.steps was counted
+  TooManySkips, ///< more than maxSkips consecutive non-finite losses
+  Failed        ///< a hook failed
+};
+
+struct TrainResult {
+  TrainOutcome outcome = TrainOutcome::Failed;
+  TrainProgress progress;
+  /// Failed: "step 7: <hook's error>" or "checkpoint after step 50: <error>".
+  /// TooManySkips with maxSkips 0: "step 63: loss is nan"; otherwise "step 63:
+  /// loss is nan for 11 consecutive steps (more than --max-skips 10)".
+  std::string error;
+};
+
+/// Runs steps startStep + 1 .. schedule.steps: draws the step's batch from
+/// `loader` (may be null), calls hooks.step with the schedule's learning
+/// rate, and counts the step when its loss is finite. A step with a
+/// non-finite loss is skipped: not counted (the next attempt runs the same
+/// step number, with the next batch, and the same learning rate), which is
+/// right when the train step leaves every param untouched on a non-finite
+/// loss, as the compiler's do. Periodic saves follow TrainRunConfig::saveEvery;
+/// the final save is the caller's.
+TrainResult runTraining(const TrainRunConfig &config, BatchLoader *loader,
+                        const TrainHooks &hooks);
+
+/// Runs the steps of a planned train-step entry on an executor whose params
+/// (and batch, unless it comes from a token file) are already uploaded.
 class TrainLoop {
 public:
-  /// `ex`, `plan` and `schedule` must outlive the loop; `plan` must come from
-  /// planTraining on ex.bundle() and `schedule` pass checkSchedule.
-  TrainLoop(Executor &ex, const TrainPlan &plan, const LrSchedule &schedule)
-      : ex_(ex), plan_(plan), schedule_(schedule) {}
+  /// `ex` and `plan` must outlive the loop; `plan` must come from planTraining
+  /// on ex.bundle() (with plan.tokens set for token batches).
+  TrainLoop(Executor &ex, const TrainPlan &plan) : ex_(ex), plan_(plan) {}
 
-  /// Step t: uploads learningRate(schedule, t) into `lr` and t into `step`
-  /// (if the entry has it), runs the entry and reads `loss`. A non-finite loss
-  /// fails with "step t: loss is nan" (the record is still filled in).
-  bool step(int64_t t, StepRecord &record, std::string &error);
+  /// Step t: uploads `batch` into input_ids and labels (when given), `lr` into
+  /// `lr` and t into `step` (if the entry has it), runs the entry and reads
+  /// `loss` into record.loss (which may be non-finite). Fails only when the
+  /// GPU does ("step t: ...").
+  bool step(int64_t t, double lr, const TokenBatch *batch, StepRecord &record,
+            std::string &error);
 
 private:
   bool uploadScalar(int buffer, double value, std::string &error);
 
   Executor &ex_;
   const TrainPlan &plan_;
-  const LrSchedule &schedule_;
 };
+
+/// Uploads a batch's input_ids and (when `tokens.labels` >= 0) labels.
+bool uploadTokens(Executor &ex, const TokenInputs &tokens, const TokenBatch &batch,
+                  std::string &error);
 
 } // namespace qtune::rt
 
