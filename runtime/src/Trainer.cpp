@@ -319,13 +319,16 @@ bool selectEntry(const BundleSpec &spec, const std::string &requested,
 
 bool selectLossEntry(const BundleSpec &spec, const std::string &requested, std::string &name,
                      std::string &error) {
+  // Exactly: a gradient entry (<fn>_grad) takes the same inputs but writes
+  // gradients besides the loss.
   auto matches = [&](const std::string &, const Entry &e) {
     return e.inputs.size() == 2 && findIn(spec, e.inputs, kInputIds) >= 0 &&
-           findIn(spec, e.inputs, kLabels) >= 0 && findIn(spec, e.outputs, kLossOutput) >= 0;
+           findIn(spec, e.inputs, kLabels) >= 0 && e.outputs.size() == 1 &&
+           findIn(spec, e.outputs, kLossOutput) >= 0;
   };
   return selectEntry(spec, requested, matches,
-                     "takes exactly 'input_ids' and 'labels' and writes 'loss'",
-                     "take exactly 'input_ids' and 'labels' and write 'loss'", name, error);
+                     "takes exactly 'input_ids' and 'labels' and writes only 'loss'",
+                     "take exactly 'input_ids' and 'labels' and write only 'loss'", name, error);
 }
 
 bool planLoss(const BundleSpec &spec, const std::string &name, LossPlan &plan,

@@ -337,6 +337,9 @@ SpecBuilder tokenSpec() {
   s.spec.entries["llama"] = {{ids, labels}, {w, a}, {loss}, {}};
   s.spec.entries["llama_logits"] = {{ids}, {w, a}, {logits}, {}};
   s.spec.entries["llama_train_step"] = {{ids, labels, lr, step}, {w, a, am}, {loss, a, am}, {}};
+  // A gradient entry takes the same inputs as the loss entry; it is not one.
+  const int grad = s.add("grad_lora_A", st::DType::F32, {4, 4}, BufferRole::Output);
+  s.spec.entries["llama_grad"] = {{ids, labels}, {w, a}, {loss, grad}, {}};
   return s;
 }
 
@@ -409,14 +412,14 @@ TEST(TokenEntriesTest, Errors) {
   s.spec.entries.erase("llama_logits");
   EXPECT_EQ(bundleVocab(s.spec, "llama"), std::nullopt);
   EXPECT_FALSE(selectLogitsEntry(s.spec, "", name, error));
-  EXPECT_EQ(error, "no entry ends in '_logits' (entries: llama, llama_train_step); choose one "
-                   "with --entry");
+  EXPECT_EQ(error, "no entry ends in '_logits' (entries: llama, llama_grad, llama_train_step); "
+                   "choose one with --entry");
 
   s = tokenSpec();
   s.spec.entries["other"] = s.spec.entries["llama"];
   EXPECT_FALSE(selectLossEntry(s.spec, "", name, error));
-  EXPECT_EQ(error, "2 entries take exactly 'input_ids' and 'labels' and write 'loss' (llama, "
-                   "other); choose one with --entry");
+  EXPECT_EQ(error, "2 entries take exactly 'input_ids' and 'labels' and write only 'loss' "
+                   "(llama, other); choose one with --entry");
   EXPECT_TRUE(selectLossEntry(s.spec, "other", name, error));
   LossPlan loss;
   EXPECT_FALSE(planLoss(s.spec, "llama_train_step", loss, error));

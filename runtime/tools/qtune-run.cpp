@@ -1033,7 +1033,8 @@ void eval(const EvalOptions &o) {
               static_cast<long long>(plan.tokens.batch), static_cast<long long>(plan.tokens.seqLen),
               tokenCount(tokens).c_str(), o.data.c_str(), seconds);
   if (unused > 0)
-    std::printf("note: %llu of the %llu windows were not evaluated (%s)\n",
+    std::printf(unused == 1 ? "note: %llu of the %llu windows was not evaluated (%s)\n"
+                            : "note: %llu of the %llu windows were not evaluated (%s)\n",
                 static_cast<unsigned long long>(unused),
                 static_cast<unsigned long long>(loader->windows()),
                 batches < whole ? "--max-batches" : "not a whole batch");
@@ -1231,7 +1232,7 @@ int main(int argc, char **argv) {
   evalCmd->add_option("--data-format", eo.dataFormat,
                       "u16, u32 or text (default: from the extension)");
   evalCmd->add_option("--entry", eo.entry,
-                      "Loss entry (default: the one taking exactly input_ids and labels)");
+                      "Loss entry (default: the one taking exactly input_ids and labels, writing only loss)");
   evalCmd->add_option("--max-batches", eo.maxBatches, "Evaluate at most N batches")
       ->check(CLI::PositiveNumber);
   evalCmd->add_option("--vocab", eo.vocab,

@@ -165,7 +165,8 @@ struct LossPlan {
 };
 
 /// The loss entry: `requested` when non-empty, otherwise the one entry whose
-/// inputs are exactly input_ids and labels and which has an output `loss`.
+/// inputs are exactly input_ids and labels and whose only output is `loss`
+/// (so not `<fn>_grad`, which writes gradients too).
 bool selectLossEntry(const BundleSpec &spec, const std::string &requested, std::string &name,
                      std::string &error);
 bool planLoss(const BundleSpec &spec, const std::string &name, LossPlan &plan,
