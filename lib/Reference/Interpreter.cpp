@@ -52,6 +52,9 @@ private:
   /// scale · gᵀ · x summed over the leading dimensions (N×K).
   HostTensor weightGrad(const HostTensor &g, const HostTensor &x, double scale);
   HostTensor dequantize(const QWeightValue &w);
+  /// For an optimizer op guarded by a non-finite loss: the inputs its results
+  /// keep (in result order); nullopt otherwise.
+  std::optional<SmallVector<Value>> skippedUpdate(Operation *op);
 
   DenseMap<Value, RefValue> values;
   unsigned depth = 0;
@@ -261,12 +264,38 @@ HostTensor rounded(HostTensor t, Type type) {
   return t;
 }
 
+std::optional<SmallVector<Value>> Evaluator::skippedUpdate(Operation *op) {
+  Value guard;
+  SmallVector<Value> inputs;
+  if (auto a = dyn_cast<AdamWOp>(op)) {
+    guard = a.getGuard();
+    inputs = {a.getParam(), a.getM(), a.getV()};
+  } else if (auto l = dyn_cast<LionOp>(op)) {
+    guard = l.getGuard();
+    inputs = {l.getParam(), l.getM()};
+    if (l.getMScales())
+      inputs.push_back(l.getMScales());
+  } else if (auto q = dyn_cast<QftLionOp>(op)) {
+    guard = q.getGuard();
+    inputs = {q.getCodes(), q.getM(), q.getMScales()};
+  }
+  if (!guard || !values.count(guard) || std::isfinite(tensor(guard).data[0]))
+    return std::nullopt;
+  return inputs;
+}
+
 LogicalResult Evaluator::eval(Operation *op) {
   for (Value v : op->getOperands())
     if (!values.count(v))
       return op->emitError("operand defined outside the function body (the "
                            "reference interpreter runs self-contained "
                            "functions)");
+  // A guarded optimizer step whose loss is not finite changes nothing.
+  if (std::optional<SmallVector<Value>> unchanged = skippedUpdate(op)) {
+    for (auto [result, input] : llvm::zip(op->getResults(), *unchanged))
+      values[result] = values[input];
+    return success();
+  }
   using E = DenseMap<Value, RefValue>;
   E &vs = values;
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)

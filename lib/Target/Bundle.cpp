@@ -263,6 +263,23 @@ LogicalResult buildBundle(ModuleOp module, int ptxBlob, int cubinBlob,
   }
   if (writer.spec.entries.empty())
     return module.emitError("bundle: the module has no function to compile");
+  // An imported LoRA model's adapter configuration, for PEFT-compatible
+  // checkpoints (the dialect verified the attribute's fields).
+  if (auto peft = module->getAttrOfType<DictionaryAttr>(QTuneDialect::kPeftAttrName)) {
+    rt::PeftConfig c;
+    c.r = peft.getAs<IntegerAttr>("r").getInt();
+    c.loraAlpha = peft.getAs<FloatAttr>("lora_alpha").getValueAsDouble();
+    c.loraDropout = peft.getAs<FloatAttr>("lora_dropout").getValueAsDouble();
+    for (Attribute t : peft.getAs<ArrayAttr>("target_modules"))
+      c.targetModules.push_back(cast<StringAttr>(t).str());
+    c.baseModelNameOrPath =
+        peft.getAs<StringAttr>("base_model_name_or_path").str();
+    std::string error;
+    if (!rt::validatePeftConfig(c, error))
+      return module.emitError() << "bundle: '" << QTuneDialect::kPeftAttrName
+                                << "': " << error;
+    writer.spec.peft = std::move(c);
+  }
   return success();
 }
 

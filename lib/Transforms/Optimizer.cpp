@@ -212,7 +212,7 @@ struct QTuneOptimizerPass : qtune::impl::QTuneOptimizerBase<QTuneOptimizerPass> 
             wg.getGrad(), wg.getInput(), param,
             llvm::map_to_vector(q.getComponents().drop_front(),
                                 [&](Value v) { return map.lookup(v); }),
-            entry->getArgument(s.m), entry->getArgument(s.scales), lr,
+            entry->getArgument(s.m), entry->getArgument(s.scales), lr, loss,
             cast<UniformFormatAttr>(Attribute(q.getType().getFormat())),
             wg.getScaleAttr(), b.getF64FloatAttr(beta1), b.getF64FloatAttr(b2),
             b.getF64FloatAttr(weightDecay), b.getI64IntegerAttr(block));
@@ -231,7 +231,7 @@ struct QTuneOptimizerPass : qtune::impl::QTuneOptimizerBase<QTuneOptimizerPass> 
             TypeRange{param.getType(), entry->getArgument(s.m).getType(),
                       entry->getArgument(s.v).getType()},
             param, grads[i], entry->getArgument(s.m),
-            entry->getArgument(s.v), lr, entry->getArgument(stepArg),
+            entry->getArgument(s.v), lr, entry->getArgument(stepArg), loss,
             b.getF64FloatAttr(beta1), b.getF64FloatAttr(b2),
             b.getF64FloatAttr(eps), b.getF64FloatAttr(weightDecay));
         out = {{Value(op.getNewParam()), p},
@@ -245,7 +245,7 @@ struct QTuneOptimizerPass : qtune::impl::QTuneOptimizerBase<QTuneOptimizerPass> 
           types.push_back(scales.getType());
         auto op = LionOp::create(
             b, loc, types, param, grads[i], entry->getArgument(s.m), scales, lr,
-            b.getF64FloatAttr(beta1), b.getF64FloatAttr(b2),
+            loss, b.getF64FloatAttr(beta1), b.getF64FloatAttr(b2),
             b.getF64FloatAttr(weightDecay), StateFormatAttr::get(ctx, *format),
             b.getI64IntegerAttr(block));
         out = {{Value(op.getNewParam()), p}, {Value(op.getNewM()), s.m}};

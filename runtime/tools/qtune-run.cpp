@@ -94,6 +94,14 @@ void inspect(const std::string &path) {
   std::printf("target: %s\n", b->target.c_str());
   std::printf("arena: %llu bytes (%s)\n", static_cast<unsigned long long>(b->arenaBytes),
               cuda::formatBytes(b->arenaBytes).c_str());
+  if (b->peft) {
+    std::string targets;
+    for (const std::string &t : b->peft->targetModules)
+      targets += (targets.empty() ? "" : ",") + t;
+    std::printf("peft: r %lld, lora_alpha %g, lora_dropout %g, target_modules %s, base '%s'\n",
+                static_cast<long long>(b->peft->r), b->peft->loraAlpha, b->peft->loraDropout,
+                targets.c_str(), b->peft->baseModelNameOrPath.c_str());
+  }
   std::printf("kernels (%zu):\n", b->kernels.size());
   for (size_t i = 0; i < b->kernels.size(); ++i) {
     const Kernel &k = b->kernels[i];

@@ -11,14 +11,15 @@
 // ADAMW-SAME: tensor<f32> {qtune.name = "lr", qtune.role = #qtune.role<input>}, %{{.*}}: tensor<f32> {qtune.name = "step", qtune.role = #qtune.role<input>})
 // ADAMW-SAME: -> (tensor<f32> {qtune.name = "loss"}, tensor<8x128xbf16> {qtune.name = "lora_A", qtune.updates = 1 : i64}, tensor<8x128xf32> {qtune.name = "lora_A.m", qtune.updates = 4 : i64}
 // Defaults (β1 0.9, β2 0.999, ε 1e-8, no weight decay) are not printed.
-// ADAMW: qtune.adamw %[[A]], %{{.*}}, %arg4, %arg5, %arg8, %arg9 : tensor<8x128xbf16>
+// ADAMW: %[[LOSS:.*]] = qtune.mse_loss
+// ADAMW: qtune.adamw %[[A]], %{{.*}}, %arg4, %arg5, %arg8, %arg9 if_finite(%[[LOSS]] : tensor<f32>) : tensor<8x128xbf16>
 // ADAMW-NOT: qtune.clip_grad_norm
 
 // LION-LABEL: func.func @loss_train_step(
 // LION-SAME: tensor<8x128xbf16> {qtune.name = "lora_A.m", qtune.role = #qtune.role<optimizer_state>}
 // LION-NOT: {qtune.name = "step"
 // LION: qtune.clip_grad_norm {{.*}} {max_norm = 1.000000e+00 : f64}
-// LION: qtune.lion {{.*}} {momentum = #qtune.state<bf16>}
+// LION: qtune.lion {{.*}} if_finite(%{{.*}} : tensor<f32>) {momentum = #qtune.state<bf16>}
 
 // INT8-LABEL: func.func @loss_train_step(
 // INT8-SAME: tensor<8x128xi8> {qtune.name = "lora_A.m"
@@ -36,7 +37,7 @@
 // QFT-SAME: tensor<64x128xi8> {qtune.name = "codes.m", qtune.role = #qtune.role<optimizer_state>}
 // QFT-SAME: tensor<128xf32> {qtune.name = "codes.m_scales", qtune.role = #qtune.role<optimizer_state>}
 // QFT-NOT: qtune.weight_grad
-// QFT: qtune.qft_lion %{{.*}}, %arg0, %arg1, params(%arg2 : tensor<64x1xbf16>), %arg4, %arg5, %arg6 {block = 64 : i64, format = #qtune.uniform<bits = 8, symmetric = true>}
+// QFT: qtune.qft_lion %{{.*}}, %arg0, %arg1, params(%arg2 : tensor<64x1xbf16>), %arg4, %arg5, %arg6 if_finite(%{{.*}} : tensor<f32>) {block = 64 : i64, format = #qtune.uniform<bits = 8, symmetric = true>}
 // QFT-NOT: qtune.weight_grad
 // QFT: return
 // QFTADAM: argument #1 ('codes') trains 8-bit codes (QFT), which update with Lion and int8 momentum: use optimizer=lion momentum=int8

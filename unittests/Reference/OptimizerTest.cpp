@@ -70,6 +70,42 @@ func.func @step(%p: tensor<3xf32>, %g: tensor<3xf32>, %m: tensor<3xf32>, %v: ten
   }
 }
 
+// if_finite(%loss): a non-finite loss leaves parameter and states as they
+// were (a skipped step); a finite one updates as without the guard.
+TEST_F(OptimizerTest, GuardedStepsChangeNothingWhenTheLossIsNotFinite) {
+  auto f = parse(R"mlir(
+func.func @step(%p: tensor<2xf32>, %g: tensor<2xf32>, %m: tensor<2xf32>, %v: tensor<2xf32>,
+                %lr: tensor<f32>, %t: tensor<f32>, %loss: tensor<f32>, %mi8: tensor<2xi8>, %s: tensor<1xf32>)
+    -> (tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xi8>, tensor<1xf32>) {
+  %np, %nm, %nv = qtune.adamw %p, %g, %m, %v, %lr, %t if_finite(%loss : tensor<f32>)
+      : tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<f32>, tensor<f32>
+  %lp, %lm, %ls = qtune.lion %p, %g, %mi8 scales(%s : tensor<1xf32>), %lr if_finite(%loss : tensor<f32>)
+      {momentum = #qtune.state<int8>, block = 2 : i64}
+      : tensor<2xf32>, tensor<2xf32>, tensor<2xi8>, tensor<f32> -> tensor<2xf32>, tensor<2xi8>, tensor<1xf32>
+  return %np, %nm, %nv, %lp, %lm, %ls : tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xf32>, tensor<2xi8>, tensor<1xf32>
+})mlir", "step");
+  ASSERT_TRUE(f);
+  HostTensor p({2}, {1.0, -2.0}), g({2}, {0.5, -0.25}), m({2}, {0.1, 0.2}),
+      v({2}, {0.01, 0.04}), mi8({2}, {10, -20}), s({1}, {0.01});
+  for (double loss : {std::nan(""), double(INFINITY), -double(INFINITY)}) {
+    auto out = qtune::ref::run(f, {p, g, m, v, HostTensor({}, 0.1), HostTensor({}, 2),
+                                   HostTensor({}, loss), mi8, s});
+    ASSERT_TRUE(succeeded(out));
+    EXPECT_EQ((*out)[0].data, p.data) << loss;
+    EXPECT_EQ((*out)[1].data, m.data);
+    EXPECT_EQ((*out)[2].data, v.data);
+    EXPECT_EQ((*out)[3].data, p.data);
+    EXPECT_EQ((*out)[4].data, mi8.data);
+    EXPECT_EQ((*out)[5].data, s.data);
+  }
+  auto out = qtune::ref::run(f, {p, g, m, v, HostTensor({}, 0.1), HostTensor({}, 2),
+                                 HostTensor({}, 3.5), mi8, s});
+  ASSERT_TRUE(succeeded(out));
+  EXPECT_NE((*out)[0].data, p.data);
+  EXPECT_NE((*out)[3].data, p.data);
+  EXPECT_NE((*out)[4].data, mi8.data);
+}
+
 TEST_F(OptimizerTest, LionWithInt8MomentumMatchesTheUpdateRule) {
   auto f = parse(R"mlir(
 func.func @step(%p: tensor<4xf32>, %g: tensor<4xf32>, %m: tensor<4xi8>, %s: tensor<2xf32>,

@@ -289,6 +289,14 @@ Value laneValue(B &b, Value v, int64_t lane) {
   return gpu::ShuffleOp::create(b, v, int32_t(lane), 32, gpu::ShuffleMode::IDX)
       .getShuffleResult();
 }
+void ifFinite(B &b, Value x, function_ref<void()> body) {
+  Value ok = arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, sub(b, x, x),
+                                   f32(b, 0));
+  auto op = scf::IfOp::create(b, ok, false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(op.thenBlock());
+  body();
+}
 Value roundedTo(B &b, Value v, Type type) {
   if (type.isF32())
     return v;

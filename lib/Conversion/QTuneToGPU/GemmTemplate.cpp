@@ -652,6 +652,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
     args.push_back(flat(builder.getI8Type()));  // m
     args.push_back(flat(builder.getF32Type())); // m_scales
     args.push_back(flat(builder.getF32Type())); // lr
+    if (spec.qftGuarded)
+      args.push_back(flat(builder.getF32Type())); // loss
   } else {
     args.push_back(flat(spec.gradFormat || spec.outputF32 || spec.splitK > 1
                             ? builder.getF32Type()
@@ -702,7 +704,7 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   ValueRange gradComponents =
       entry.getArguments().slice(a, spec.gradComponentTypes.size());
   a += spec.gradComponentTypes.size();
-  Value qftCodes, qftM, qftMScales, qftLr;
+  Value qftCodes, qftM, qftMScales, qftLr, qftGuard;
   ValueRange qftParams;
   if (spec.qftFormat) {
     qftCodes = entry.getArgument(a++);
@@ -711,6 +713,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
     qftM = entry.getArgument(a++);
     qftMScales = entry.getArgument(a++);
     qftLr = entry.getArgument(a++);
+    if (spec.qftGuarded)
+      qftGuard = entry.getArgument(a++);
   }
   Value bias = spec.hasBias ? entry.getArgument(a++) : Value();
   Value residual = spec.hasResidual ? entry.getArgument(a++) : Value();
@@ -749,9 +753,17 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   if (spec.loraRank)
     acc = kb.segmentLoop({loraT, spec.loraRank, nullptr, ValueRange(&loraB, 1)},
                          acc);
-  if (spec.qftFormat)
-    kb.qftEpilogue(acc, qftCodes, qftParams, qftM, qftMScales, qftLr,
-                   shared[2]);
+  if (spec.qftFormat) {
+    auto epilogue = [&] {
+      kb.qftEpilogue(acc, qftCodes, qftParams, qftM, qftMScales, qftLr,
+                     shared[2]);
+    };
+    // A uniform condition: the epilogue's shuffles and barrier stay safe.
+    if (qftGuard)
+      kernel::ifFinite(b, kernel::scalar(b, qftGuard), epilogue);
+    else
+      epilogue();
+  }
   else if (spec.gradFormat)
     kb.gradientEpilogue(acc, gradComponents, y);
   else

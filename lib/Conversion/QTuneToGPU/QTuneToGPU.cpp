@@ -939,18 +939,21 @@ LogicalResult Lowering::lowerAdamW(OpBuilder &b, AdamWOp op) {
   if (failed(requireInPlace(op, {op.getParam(), op.getM(), op.getV()})))
     return failure();
   SmallVector<Value> bufs;
-  if (failed(addBuffers(op, {op.getParam(), op.getGrad(), op.getM(), op.getV(),
-                             op.getLr(), op.getStep()},
-                        bufs)))
+  SmallVector<Value> operands{op.getParam(), op.getGrad(), op.getM(),
+                             op.getV(),     op.getLr(),   op.getStep()};
+  if (op.getGuard())
+    operands.push_back(op.getGuard());
+  if (failed(addBuffers(op, operands, bufs)))
     return failure();
   OptimizerHyper h{op.getBeta1().convertToDouble(),
                    op.getBeta2().convertToDouble(),
                    op.getEps().convertToDouble(),
-                   op.getWeightDecay().convertToDouble()};
+                   op.getWeightDecay().convertToDouble(), bool(op.getGuard())};
   Type p = elementOf(op.getParam()), g = elementOf(op.getGrad());
   launchElementwise(
       b, op.getLoc(),
-      kernelKey("adamw", {p, g}, {h.beta1, h.beta2, h.eps, h.weightDecay}),
+      kernelKey("adamw", {p, g},
+                {h.beta1, h.beta2, h.eps, h.weightDecay, double(h.guarded)}),
       [&](OpBuilder &kb, StringRef name) {
         buildAdamWKernel(kb, kernels.getLoc(), name, p, g, h);
       },
@@ -969,11 +972,13 @@ LogicalResult Lowering::lowerLion(OpBuilder &b, LionOp op) {
   if (op.getMScales())
     operands.push_back(op.getMScales());
   operands.push_back(op.getLr());
+  if (op.getGuard())
+    operands.push_back(op.getGuard());
   if (failed(addBuffers(op, operands, bufs)))
     return failure();
   OptimizerHyper h{op.getBeta1().convertToDouble(),
                    op.getBeta2().convertToDouble(), 0,
-                   op.getWeightDecay().convertToDouble()};
+                   op.getWeightDecay().convertToDouble(), bool(op.getGuard())};
   Type p = elementOf(op.getParam()), g = elementOf(op.getGrad()),
        m = elementOf(op.getM());
   int64_t n = numElements(op.getParam());
@@ -982,7 +987,8 @@ LogicalResult Lowering::lowerLion(OpBuilder &b, LionOp op) {
     launchElementwise(
         b, op.getLoc(),
         kernelKey("lion_int8", {p, g},
-                  {h.beta1, h.beta2, h.weightDecay, double(block)}),
+                  {h.beta1, h.beta2, h.weightDecay, double(block),
+                   double(h.guarded)}),
         [&](OpBuilder &kb, StringRef name) {
           buildLionInt8Kernel(kb, kernels.getLoc(), name, p, g, block, h);
         },
@@ -991,7 +997,8 @@ LogicalResult Lowering::lowerLion(OpBuilder &b, LionOp op) {
   } else {
     launchElementwise(
         b, op.getLoc(),
-        kernelKey("lion", {p, g, m}, {h.beta1, h.beta2, h.weightDecay}),
+        kernelKey("lion", {p, g, m},
+                  {h.beta1, h.beta2, h.weightDecay, double(h.guarded)}),
         [&](OpBuilder &kb, StringRef name) {
           buildLionKernel(kb, kernels.getLoc(), name, p, g, m, h);
         },
@@ -1033,10 +1040,12 @@ LogicalResult Lowering::lowerQftLion(OpBuilder &b, QftLionOp op) {
   spec.qftBeta1 = op.getBeta1().convertToDouble();
   spec.qftBeta2 = op.getBeta2().convertToDouble();
   spec.qftWeightDecay = op.getWeightDecay().convertToDouble();
+  spec.qftGuarded = bool(op.getGuard());
   SmallVector<Value> bufs;
   if (failed(addBuffers(op, {op.getGrad(), op.getInput(), op.getCodes()}, bufs)) ||
       failed(addBuffers(op, op.getParams(), bufs)) ||
-      failed(addBuffers(op, {op.getM(), op.getMScales(), op.getLr()}, bufs)))
+      failed(addBuffers(op, {op.getM(), op.getMScales(), op.getLr()}, bufs)) ||
+      (op.getGuard() && failed(addBuffers(op, {op.getGuard()}, bufs))))
     return failure();
   if (failed(launch(b, op, spec, n, bufs, schedule)))
     return failure();

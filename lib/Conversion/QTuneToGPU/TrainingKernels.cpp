@@ -19,6 +19,21 @@ namespace {
 using B = ImplicitLocOpBuilder;
 using namespace kernel;
 
+/// The argument types, plus the loss when the kernel is guarded.
+SmallVector<Type> withGuard(OpBuilder &b, const OptimizerHyper &h,
+                            SmallVector<Type> args) {
+  if (h.guarded)
+    args.push_back(flatMemRef(b.getF32Type()));
+  return args;
+}
+/// Builds `update` under the guard (the last of `args`) when there is one.
+void guardedBy(B &b, const OptimizerHyper &h, ValueRange args,
+               function_ref<void()> update) {
+  if (h.guarded)
+    ifFinite(b, scalar(b, args.back()), update);
+  else
+    update();
+}
 /// β·x + (1 − β)·y.
 Value mix(B &b, double beta, Value x, Value y) {
   return add(b, mul(b, f32(b, beta), x), mul(b, f32(b, 1 - beta), y));
@@ -215,9 +230,10 @@ gpu::GPUFuncOp buildAdamWKernel(OpBuilder &b, Location loc, StringRef name,
   Type f = b.getF32Type();
   return buildPerElementKernel(
       b, loc, name,
-      {flatMemRef(pElt), flatMemRef(gElt), flatMemRef(f), flatMemRef(f),
-       flatMemRef(f), flatMemRef(f)},
+      withGuard(b, h, {flatMemRef(pElt), flatMemRef(gElt), flatMemRef(f),
+                       flatMemRef(f), flatMemRef(f), flatMemRef(f)}),
       [&](B &ib, ValueRange args, Value i) {
+        guardedBy(ib, h, args, [&] {
         Value p = loadF32(ib, args[0], i), g = loadF32(ib, args[1], i);
         Value lr = scalar(ib, args[4]), t = scalar(ib, args[5]);
         Value m = mix(ib, h.beta1, load(ib, args[2], i), g);
@@ -236,6 +252,7 @@ gpu::GPUFuncOp buildAdamWKernel(OpBuilder &b, Location loc, StringRef name,
         storeAs(ib, sub(ib, p, mul(ib, lr, update)), args[0], i);
         storeAs(ib, m, args[2], i);
         storeAs(ib, v, args[3], i);
+        });
       });
 }
 
@@ -244,15 +261,17 @@ gpu::GPUFuncOp buildLionKernel(OpBuilder &b, Location loc, StringRef name,
                                const OptimizerHyper &h) {
   return buildPerElementKernel(
       b, loc, name,
-      {flatMemRef(pElt), flatMemRef(gElt), flatMemRef(mElt),
-       flatMemRef(b.getF32Type())},
+      withGuard(b, h, {flatMemRef(pElt), flatMemRef(gElt), flatMemRef(mElt),
+                       flatMemRef(b.getF32Type())}),
       [&](B &ib, ValueRange args, Value i) {
+        guardedBy(ib, h, args, [&] {
         Value p = loadF32(ib, args[0], i), g = loadF32(ib, args[1], i);
         Value m = loadF32(ib, args[2], i);
         Value c = mix(ib, h.beta1, m, g);
         storeAs(ib, lionParam(ib, p, c, scalar(ib, args[3]), h.weightDecay),
                 args[0], i);
         storeAs(ib, mix(ib, h.beta2, m, g), args[2], i);
+        });
       });
 }
 
@@ -266,11 +285,13 @@ gpu::GPUFuncOp buildLionInt8Kernel(OpBuilder &b, Location loc, StringRef name,
                                  MemRefLayoutAttrInterface(), workgroup);
   return buildKernel(
       b, loc, name,
-      {flatMemRef(pElt), flatMemRef(gElt), flatMemRef(b.getI8Type()),
-       flatMemRef(f), flatMemRef(f)},
+      withGuard(b, h, {flatMemRef(pElt), flatMemRef(gElt),
+                       flatMemRef(b.getI8Type()), flatMemRef(f), flatMemRef(f)}),
       scratch, [&](B &ib, ValueRange args, ValueRange wg) {
+        // The guard is uniform: every thread of the block skips or none does.
+        guardedBy(ib, h, args.drop_back(), [&] {
         Value pBuf = args[0], gBuf = args[1], mBuf = args[2], sBuf = args[3];
-        Value n = args[5];
+        Value n = args.back();
         Value blockId = gpu::BlockIdOp::create(ib, gpu::Dimension::x);
         Value tid = gpu::ThreadIdOp::create(ib, gpu::Dimension::x);
         Value base = arith::MulIOp::create(
@@ -325,6 +346,7 @@ gpu::GPUFuncOp buildLionInt8Kernel(OpBuilder &b, Location loc, StringRef name,
             });
         inFirstThread(ib, [&] {
           memref::StoreOp::create(ib, scale, sBuf, ValueRange{blockId});
+        });
         });
       });
 }

@@ -114,6 +114,9 @@ std::pair<mlir::Value, mlir::Value> sinCosF32(B &b, mlir::Value x);
 mlir::Value warpReduce(B &b, mlir::Value v, bool max);
 /// Lane `lane`'s `v`, in every lane.
 mlir::Value laneValue(B &b, mlir::Value v, int64_t lane);
+/// Builds `body` under `if (x is finite)` (x − x == 0: false for NaN and
+/// ±inf); the insertion point stays after the if.
+void ifFinite(B &b, mlir::Value x, llvm::function_ref<void()> body);
 /// `v` rounded to `type` and widened back to f32 (what storing it would keep).
 mlir::Value roundedTo(B &b, mlir::Value v, mlir::Type type);
 } // namespace kernel

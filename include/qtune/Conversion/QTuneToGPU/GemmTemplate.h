@@ -80,6 +80,9 @@ struct GemmSpec {
   UniformFormatAttr qftFormat;
   llvm::SmallVector<mlir::Type> qftParamTypes; ///< scales [, zeros]
   double qftBeta1 = 0.9, qftBeta2 = 0.99, qftWeightDecay = 0;
+  /// The QFT step takes the loss after lr and changes nothing when it is not
+  /// finite (the whole block skips the epilogue).
+  bool qftGuarded = false;
 };
 
 /// The shared memory bytes a kernel for `spec` and `schedule` uses, and
@@ -90,7 +93,7 @@ bool gemmUsesDynamicShared(const GemmSpec &spec, const GemmSchedule &schedule);
 
 /// Kernel parameter order: x, weight component(s) (or the dense weight),
 /// [gradient epilogue's weight components], [QFT: codes, scales [, zeros],
-/// m, m_scales, lr], [bias], [residual], [T, B], y (not with QFT), M.
+/// m, m_scales, lr [, loss]], [bias], [residual], [T, B], y (not with QFT), M.
 /// Every tensor is a flat memref<?xT>; y is f32 in the gradient epilogue.
 mlir::gpu::GPUFuncOp buildGemmKernel(mlir::OpBuilder &builder,
                                      mlir::Location loc, llvm::StringRef name,

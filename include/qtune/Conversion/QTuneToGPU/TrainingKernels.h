@@ -63,6 +63,9 @@ mlir::gpu::GPUFuncOp buildAddKernel(mlir::OpBuilder &b, mlir::Location loc,
 
 struct OptimizerHyper {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0;
+  /// The kernel takes one more f32 argument, the step's loss, after the ones
+  /// listed below (before n); when it is not finite nothing is updated.
+  bool guarded = false;
 };
 
 /// `(p, g, m: f32, v: f32, lr: f32, step: f32, n)`, in place: one AdamW step.

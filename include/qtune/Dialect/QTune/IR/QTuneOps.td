@@ -315,10 +315,15 @@ def QTune_AdamWOp : QTune_Op<"adamw", [Pure, AllTypesMatch<["param", "new_param"
     p' = p − lr·(m'/(1−β1^t) / (sqrt(v'/(1−β2^t)) + ε) + wd·p),
     with `lr` and the step number `t` (from 1) runtime scalars, so one compiled
     step serves a whole schedule. Moments are f32.
+
+    With `if_finite(%loss)` the update is guarded: when the 0-d f32 `loss` is
+    NaN or infinite, every result equals its input (nothing changes), so a
+    step with a non-finite loss can be skipped after the fact.
   }];
   let arguments = (ins QTune_FloatTensor:$param, QTune_FloatTensor:$grad,
                        QTune_FloatTensor:$m, QTune_FloatTensor:$v,
                        0DTensorOf<[F32]>:$lr, 0DTensorOf<[F32]>:$step,
+                       Optional<0DTensorOf<[F32]>>:$guard,
                        DefaultValuedAttr<F64Attr, "0.9">:$beta1,
                        DefaultValuedAttr<F64Attr, "0.999">:$beta2,
                        DefaultValuedAttr<F64Attr, "1e-8">:$eps,
@@ -326,24 +331,30 @@ def QTune_AdamWOp : QTune_Op<"adamw", [Pure, AllTypesMatch<["param", "new_param"
   let results = (outs QTune_FloatTensor:$new_param, QTune_FloatTensor:$new_m,
                       QTune_FloatTensor:$new_v);
   let assemblyFormat = [{
-    $param `,` $grad `,` $m `,` $v `,` $lr `,` $step attr-dict `:`
+    $param `,` $grad `,` $m `,` $v `,` $lr `,` $step
+    (`if_finite` `(` $guard^ `:` type($guard) `)`)? attr-dict `:`
     type($param) `,` type($grad) `,` type($m) `,` type($v) `,` type($lr) `,`
     type($step)
   }];
   let hasVerifier = 1;
 }
 
-def QTune_LionOp : QTune_Op<"lion", [Pure]> {
+def QTune_LionOp : QTune_Op<"lion", [Pure, AttrSizedOperandSegments]> {
   let summary = "One Lion step; momentum in f32, bf16, or int8 with per-block scales";
   let description = [{
     c = β1·m + (1−β1)·g;  p' = p − lr·(sign(c) + wd·p);  m' = β2·m + (1−β2)·g.
     With `momentum = #qtune.state<int8>` the momentum is i8 codes with one f32
     scale per `block` consecutive elements (m = code·scale; requantized by
     absmax/127 after the update); the scales are an extra operand and result.
+
+    With `if_finite(%loss)` the update is guarded: when the 0-d f32 `loss` is
+    NaN or infinite, every result equals its input (nothing changes), so a
+    step with a non-finite loss can be skipped after the fact.
   }];
   let arguments = (ins QTune_FloatTensor:$param, QTune_FloatTensor:$grad,
                        AnyRankedTensor:$m, Optional<RankedTensorOf<[F32]>>:$m_scales,
                        0DTensorOf<[F32]>:$lr,
+                       Optional<0DTensorOf<[F32]>>:$guard,
                        DefaultValuedAttr<F64Attr, "0.9">:$beta1,
                        DefaultValuedAttr<F64Attr, "0.99">:$beta2,
                        DefaultValuedAttr<F64Attr, "0.0">:$weight_decay,
@@ -353,13 +364,14 @@ def QTune_LionOp : QTune_Op<"lion", [Pure]> {
                       Optional<RankedTensorOf<[F32]>>:$new_m_scales);
   let assemblyFormat = [{
     $param `,` $grad `,` $m (`scales` `(` $m_scales^ `:` type($m_scales) `)`)? `,` $lr
+    (`if_finite` `(` $guard^ `:` type($guard) `)`)?
     attr-dict `:` type($param) `,` type($grad) `,` type($m) `,` type($lr)
     `->` type(results)
   }];
   let hasVerifier = 1;
 }
 
-def QTune_QftLionOp : QTune_Op<"qft_lion", [Pure]> {
+def QTune_QftLionOp : QTune_Op<"qft_lion", [Pure, AttrSizedOperandSegments]> {
   let summary = "QFT: one Lion step on 8-bit weight codes, fused with their gradient";
   let description = [{
     Quantized full-parameter tuning. The weight W = dequant(codes, scales
@@ -377,12 +389,17 @@ def QTune_QftLionOp : QTune_Op<"qft_lion", [Pure]> {
     at least about half a quantization step. On the GPU the weight-gradient GEMM
     applies this in its epilogue tile by tile: the full N×K gradient is never
     held. Results: the new codes, momentum and momentum scales (in place).
+
+    With `if_finite(%loss)` the update is guarded: when the 0-d f32 `loss` is
+    NaN or infinite, every result equals its input (nothing changes), so a
+    step with a non-finite loss can be skipped after the fact.
   }];
   let arguments = (ins QTune_FloatTensor:$grad, QTune_FloatTensor:$input,
                        RankedTensorOf<[I32]>:$codes,
                        Variadic<QTune_FloatTensor>:$params,
                        RankedTensorOf<[I8]>:$m, RankedTensorOf<[F32]>:$m_scales,
                        0DTensorOf<[F32]>:$lr,
+                       Optional<0DTensorOf<[F32]>>:$guard,
                        QTune_UniformFormatAttr:$format,
                        DefaultValuedAttr<F64Attr, "1.0">:$scale,
                        DefaultValuedAttr<F64Attr, "0.9">:$beta1,
@@ -394,7 +411,8 @@ def QTune_QftLionOp : QTune_Op<"qft_lion", [Pure]> {
                       RankedTensorOf<[F32]>:$new_m_scales);
   let assemblyFormat = [{
     $grad `,` $input `,` $codes `,` `params` `(` $params `:` type($params) `)` `,`
-    $m `,` $m_scales `,` $lr attr-dict `:` type($grad) `,` type($input) `,`
+    $m `,` $m_scales `,` $lr (`if_finite` `(` $guard^ `:` type($guard) `)`)?
+    attr-dict `:` type($grad) `,` type($input) `,`
     type($codes) `,` type($m) `,` type($m_scales) `,` type($lr) `->` type(results)
   }];
   let hasVerifier = 1;
