@@ -230,7 +230,7 @@ python3 examples/tiny_llama.py "$dec/hf" --layers 2 --hidden 192 --heads 4 --kv-
 "$tools/qtune-import" "$dec/hf" -o "$dec/model.mlir" --params "$dec/imported.safetensors" \
   --format 'uniform<bits = 4, group = 64>' --lora-r 8 --lora-alpha 16 --seq-len 40 --batch 2
 python3 "$here/make_decoder_data.py" "$dec/imported.safetensors" "$dec" --batch 2 --seq 40 \
-  --vocab 256 --seed 11
+  --vocab 256 --seed 11 --guard
 "$tools/qtune-compile" "$dec/model.mlir" --train -o "$dec/model.qtb" --target "$target"
 "$tools/qtune-opt" "$dec/model.mlir" -qtune-autodiff -qtune-optimizer -o "$dec/train.mlir"
 "$tools/qtune-interp" "$dec/train.mlir" --entry model_logits --inputs "$dec/batch.safetensors" \
@@ -241,7 +241,14 @@ python3 "$here/make_decoder_data.py" "$dec/imported.safetensors" "$dec" --batch 
   --params "$dec/params.safetensors" --steps 30 --lr 2e-3 --losses "$dec/ref_losses.json" \
   --out "$dec/ref_trained.safetensors"
 rm -f "$dec/train.mlir" "$dec/imported.safetensors"
-echo "lora 2e-3 30 16" > "$dec/case.txt"   # method, lr, steps, alpha
+# PEQA on the same model: the scale gradients of every projection.
+"$tools/qtune-import" "$dec/hf" -o "$dec/peqa.mlir" --params "$dec/peqa_params.safetensors" \
+  --method peqa --format 'uniform<bits = 4, group = 64>' --seq-len 40 --batch 2 --no-logits
+"$tools/qtune-opt" "$dec/peqa.mlir" -qtune-autodiff -o "$dec/peqa_grad.mlir"
+"$tools/qtune-compile" "$dec/peqa_grad.mlir" -o "$dec/peqa.qtb" --target "$target"
+"$tools/qtune-interp" "$dec/peqa_grad.mlir" --entry model_grad --inputs "$dec/batch.safetensors" \
+  --params "$dec/peqa_params.safetensors" --out "$dec/ref_peqa_grads.safetensors"
+rm -f "$dec/peqa.mlir" "$dec/peqa_grad.mlir"
 
 say "benchmark bundles (bench/: forward+backward of the INT4 + LoRA layer)"
 mkdir -p "$stage_abs/bench"

@@ -14,7 +14,13 @@ weights and LoRA r = 8 on every linear layer. Runs on the GPU machine.
    same directory with each quantized weight replaced by its dequantized value,
    wrapped in peft.LoraConfig(r, alpha, all seven projections) holding qtune's
    adapters, in bf16: logits within 2e-2, loss within 1e-2, every LoRA
-   gradient within 5e-2 (relative L2).
+   gradient within 5e-2 (relative L2);
+4. a guarded step: `model_train_step` once with the final norm's weight
+   infinite (a non-finite loss) leaves every adapter and AdamW moment
+   bit-identical;
+5. PEQA on the same model: the scale gradients of `model_grad` against the
+   interpreter and against PyTorch autograd through w = s·(q − z) in the same
+   transformers model (5e-2).
 """
 import json
 import os
@@ -130,6 +136,60 @@ def main():
             errs.append((rel(mine, ref), "%s.lora_%s" % (hf.replace("model.", ""), ab)))
     worst = max(errs)
     check("worst LoRA gradient of %d (%s)" % (len(errs), worst[1]), worst[0], 5e-2)
+    # 4. a guarded step with a non-finite loss changes nothing
+    guard_out = os.path.join(out, "guard.safetensors")
+    run([qrun, "forward", bundle, "--entry", "model_train_step", "--inputs",
+         os.path.join(d, "guard_inputs.safetensors"), "--params",
+         os.path.join(d, "guard_params.safetensors"), "--out", guard_out])
+    after, before = load_file(guard_out), load_file(os.path.join(d, "guard_params.safetensors"))
+    changed = [k for k in after if k != "loss" and not torch.equal(after[k], before[k])]
+    print("guarded step: loss %s; %d updated tensors, %d changed"
+          % (after["loss"].item(), len(after) - 1, len(changed)))
+    good = not torch.isfinite(after["loss"]).item() and not changed and len(after) > 1
+    ok &= good
+    print("  non-finite loss leaves every parameter and state as it was:",
+          "ok" if good else "FAILED %s" % changed[:4])
+
+    # 5. PEQA scale gradients
+    peqa_prm = os.path.join(d, "peqa_params.safetensors")
+    peqa_out = os.path.join(out, "peqa_grads.safetensors")
+    run([qrun, "forward", os.path.join(d, "peqa.qtb"), "--entry", "model_grad", "--inputs", batch,
+         "--params", peqa_prm, "--out", peqa_out, "--poison"])
+    pg, ref_pg, pp = load_file(peqa_out), load_file(os.path.join(d, "ref_peqa_grads.safetensors")), load_file(peqa_prm)
+    print("PEQA scale gradients:")
+    worst = max(((rel(pg[k].float(), ref_pg[k].float()), k) for k in ref_pg if k != "loss"))
+    check("worst against the interpreter (%s)" % worst[1].replace("grad_model.", ""), worst[0], 5e-2)
+    try:
+        base = transformers.LlamaForCausalLM.from_pretrained(os.path.join(d, "hf"), dtype=torch.bfloat16)
+    except TypeError:
+        base = transformers.LlamaForCausalLM.from_pretrained(os.path.join(d, "hf"), torch_dtype=torch.bfloat16)
+    base = base.cuda()
+    scales = {}
+    for name, module in base.named_modules():
+        if name.split(".")[-1] not in TARGETS:
+            continue
+        codes = pp[name + ".codes"].cuda()
+        n = codes.shape[0]
+        words = codes.to(torch.int64) & 0xFFFFFFFF
+        q = torch.stack([(words >> (4 * j)) & 0xF for j in range(8)], dim=-1).view(n, -1).to(torch.bfloat16)
+        z = pp[name + ".zeros"].cuda().repeat_interleave(GROUP, dim=1)
+        s_ = torch.nn.Parameter(pp[name + ".scales"].cuda().clone())
+        scales[name] = s_
+
+        def forward(x, s_=s_, q=q, z=z):
+            return F.linear(x, s_.repeat_interleave(GROUP, dim=1) * (q - z))
+        module.forward = forward
+    for p_ in base.parameters():
+        p_.requires_grad_(False)
+    out_logits = base(input_ids=ids).logits
+    loss = F.cross_entropy(out_logits.float().reshape(-1, out_logits.shape[-1]), labels.reshape(-1))
+    loss.backward()
+    check("loss against autograd (%.6f vs %.6f)" % (pg["loss"].item(), loss.item()),
+          abs(pg["loss"].item() - loss.item()) / abs(loss.item()), 1e-2)
+    worst = max((rel(pg["grad_%s.scales" % n].float().cuda(), s_.grad.float()), n)
+                for n, s_ in scales.items())
+    check("worst against autograd of %d (%s)" % (len(scales), worst[1].replace("model.", "")),
+          worst[0], 5e-2)
     print("decoder check:", "ok" if ok else "FAILED")
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump({"ok": ok}, f)
