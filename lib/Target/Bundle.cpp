@@ -10,6 +10,9 @@
 #include "qtune/Dialect/QTune/IR/QTuneAttrs.h"
 #include "qtune/Dialect/QTune/IR/QTuneDialect.h"
 
+#include <algorithm>
+#include <map>
+
 using namespace mlir;
 namespace rt = qtune::rt;
 
@@ -50,12 +53,123 @@ rt::BufferRole roleOf(std::optional<Role> role) {
   return rt::BufferRole::Input;
 }
 
+/// The memory plan. Function arguments (parameters, optimizer states,
+/// inputs) persist: one buffer per name, shared by every entry that takes it,
+/// laid out first. Each entry's allocations are temporaries, live from the
+/// first to the last launch that touches them (outputs: to the entry's end);
+/// they are packed into one scratch region by their live ranges, and since
+/// entries never run at the same time, every entry reuses the same region.
+class MemoryPlan {
+public:
+  /// A persistent buffer: the existing one with this name, dtype and shape,
+  /// or a new one.
+  int persistent(rt::BundleWriter &w, rt::Buffer buf) {
+    std::string key = buf.name + "|" + std::string(st::dtypeName(buf.dtype)) +
+                      "|" + st::shapeText(buf.shape);
+    auto [it, inserted] = shared.try_emplace(key, -1);
+    if (!inserted) {
+      // One buffer, several views: keep the role that asks the most of the
+      // runtime (trainable over frozen over input).
+      rt::Buffer &old = w.spec.buffers[it->second];
+      if (rank(buf.role) > rank(old.role))
+        old.role = buf.role;
+      return it->second;
+    }
+    it->second = w.addBuffer(buf);
+    persistentIds.push_back(it->second);
+    return it->second;
+  }
+  /// A temporary of entry `entry`; its live range is set with touch().
+  int temporary(rt::BundleWriter &w, rt::Buffer buf, int entry) {
+    int id = w.addBuffer(buf);
+    temps.push_back({id, entry, INT64_MAX, -1});
+    tempIndex[id] = temps.size() - 1;
+    return id;
+  }
+  /// Buffer `id` is used at step `t` of its entry (launch index).
+  void touch(int id, int64_t t) {
+    auto it = tempIndex.find(id);
+    if (it == tempIndex.end())
+      return;
+    Temp &tmp = temps[it->second];
+    tmp.first = std::min(tmp.first, t);
+    tmp.last = std::max(tmp.last, t);
+  }
+  /// Assigns every offset and the arena size.
+  void layout(rt::BundleWriter &w);
+
+private:
+  struct Temp {
+    int id, entry;
+    int64_t first, last;
+  };
+  static int rank(rt::BufferRole r) {
+    switch (r) {
+    case rt::BufferRole::Trainable: return 3;
+    case rt::BufferRole::OptimizerState: return 2;
+    case rt::BufferRole::Frozen: return 1;
+    default: return 0;
+    }
+  }
+  llvm::StringMap<int> shared;
+  std::vector<int> persistentIds;
+  std::vector<Temp> temps;
+  DenseMap<int, size_t> tempIndex;
+};
+
+uint64_t aligned(uint64_t bytes) {
+  return (bytes + rt::kBufferAlignment - 1) / rt::kBufferAlignment *
+         rt::kBufferAlignment;
+}
+
+void MemoryPlan::layout(rt::BundleWriter &w) {
+  uint64_t offset = 0;
+  for (int id : persistentIds) {
+    w.spec.buffers[id].offset = offset;
+    offset += aligned(w.spec.buffers[id].bytes);
+  }
+  uint64_t scratch = offset, peak = 0;
+  // Per entry, largest first: the lowest offset whose range is free of every
+  // placed temporary with an overlapping live range.
+  std::map<int, std::vector<Temp *>> byEntry;
+  for (Temp &t : temps) {
+    if (t.last < 0) // never touched by a launch: live throughout
+      t.first = 0, t.last = INT64_MAX;
+    byEntry[t.entry].push_back(&t);
+  }
+  for (auto &[entry, list] : byEntry) {
+    std::stable_sort(list.begin(), list.end(), [&](Temp *a, Temp *b) {
+      return w.spec.buffers[a->id].bytes > w.spec.buffers[b->id].bytes;
+    });
+    std::vector<std::pair<Temp *, uint64_t>> placed;
+    for (Temp *t : list) {
+      uint64_t size = aligned(w.spec.buffers[t->id].bytes);
+      std::vector<std::pair<uint64_t, uint64_t>> busy;
+      for (auto &[other, at] : placed)
+        if (other->first <= t->last && t->first <= other->last)
+          busy.push_back({at, at + aligned(w.spec.buffers[other->id].bytes)});
+      std::sort(busy.begin(), busy.end());
+      uint64_t at = 0;
+      for (auto [begin, end] : busy) {
+        if (at + size <= begin)
+          break;
+        at = std::max(at, end);
+      }
+      placed.push_back({t, at});
+      w.spec.buffers[t->id].offset = scratch + at;
+      peak = std::max(peak, at + size);
+    }
+  }
+  w.spec.arenaBytes = scratch + peak;
+}
+
 /// Lays out the buffers of one host function and translates its launches.
 class EntryBuilder {
 public:
   EntryBuilder(rt::BundleWriter &w, int ptxBlob, int cubinBlob,
-               llvm::StringMap<int> &kernels)
-      : w(w), ptxBlob(ptxBlob), cubinBlob(cubinBlob), kernels(kernels) {}
+               llvm::StringMap<int> &kernels, MemoryPlan &plan, int index)
+      : w(w), ptxBlob(ptxBlob), cubinBlob(cubinBlob), kernels(kernels),
+        plan(plan), index(index) {}
 
   LogicalResult build(func::FuncOp func);
 
@@ -70,6 +184,8 @@ private:
   rt::BundleWriter &w;
   int ptxBlob, cubinBlob;
   llvm::StringMap<int> &kernels;
+  MemoryPlan &plan;
+  int index; ///< of the entry, for the memory plan
   DenseMap<Value, int> buffers;
 };
 
@@ -88,11 +204,10 @@ FailureOr<int> EntryBuilder::addBuffer(Operation *op, Value v,
   buf.dtype = *dtype;
   buf.shape.assign(type.getShape().begin(), type.getShape().end());
   buf.bytes = uint64_t(type.getNumElements()) * st::dtypeSize(*dtype);
-  buf.offset = w.spec.arenaBytes;
   buf.role = role;
-  w.spec.arenaBytes += (buf.bytes + rt::kBufferAlignment - 1) /
-                       rt::kBufferAlignment * rt::kBufferAlignment;
-  int id = w.addBuffer(buf);
+  bool temporary =
+      role == rt::BufferRole::Output || role == rt::BufferRole::Temporary;
+  int id = temporary ? plan.temporary(w, buf, index) : plan.persistent(w, buf);
   buffers[v] = id;
   return id;
 }
@@ -161,6 +276,7 @@ LogicalResult EntryBuilder::addLaunch(gpu::LaunchFuncOp launch,
       FailureOr<int> buf = bufferOf(launch, arg);
       if (failed(buf))
         return failure();
+      plan.touch(*buf, int64_t(entry.launches.size()));
       const rt::Buffer &b = w.spec.buffers[*buf];
       int64_t numel = int64_t(b.bytes / st::dtypeSize(b.dtype));
       l.args.push_back(rt::Arg::ptr(*buf));
@@ -244,8 +360,11 @@ LogicalResult EntryBuilder::build(func::FuncOp func) {
     return op.emitError() << "bundle: '" << op.getName()
                           << "' cannot run in a host launch plan";
   }
-  for (Value v : ret.getOperands())
+  int64_t end = int64_t(entry.launches.size());
+  for (Value v : ret.getOperands()) {
     entry.outputs.push_back(buffers[v]);
+    plan.touch(buffers[v], end); // read by the runtime after the last launch
+  }
   return success();
 }
 
@@ -254,13 +373,16 @@ LogicalResult EntryBuilder::build(func::FuncOp func) {
 LogicalResult buildBundle(ModuleOp module, int ptxBlob, int cubinBlob,
                           rt::BundleWriter &writer) {
   llvm::StringMap<int> kernels;
+  MemoryPlan plan;
+  int index = 0;
   for (auto func : module.getOps<func::FuncOp>()) {
     if (func.isExternal())
       continue;
-    EntryBuilder builder(writer, ptxBlob, cubinBlob, kernels);
+    EntryBuilder builder(writer, ptxBlob, cubinBlob, kernels, plan, index++);
     if (failed(builder.build(func)))
       return failure();
   }
+  plan.layout(writer);
   if (writer.spec.entries.empty())
     return module.emitError("bundle: the module has no function to compile");
   // An imported LoRA model's adapter configuration, for PEFT-compatible
