@@ -4,7 +4,7 @@ Hugging Face's `save_pretrained` would (config.json + model.safetensors, bf16),
 with the Python standard library only.
 
     tiny_llama.py OUT_DIR [--layers 4 --hidden 256 --heads 4 --kv-heads 2
-                           --ffn 512 --vocab 256 --seed 0 --tied]
+                           --ffn 512 --vocab 256 --seed 0 --tied --zeros]
 
 The default is the embedded example: a byte-vocabulary decoder (vocab 256) of
 4 layers, hidden 256, 4 query heads on 2 KV heads (head_dim 64), SwiGLU width
@@ -34,6 +34,8 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tied", action="store_true", help="tie the lm head to the embedding")
     p.add_argument("--extra", default="", help="JSON merged into config.json (tests)")
+    p.add_argument("--zeros", action="store_true",
+                   help="all-zero weights, written fast (shapes for benchmarks)")
     a = p.parse_args()
     d, hd = a.hidden, a.hidden // a.heads
     rng = random.Random(a.seed)
@@ -42,6 +44,8 @@ def main():
         n = 1
         for s in shape:
             n *= s
+        if a.zeros:
+            return ("BF16", list(shape), bytes(2 * n))
         return ("BF16", list(shape), bf16_raw([mean + rng.gauss(0.0, std) for _ in range(n)]))
 
     t = {"model.embed_tokens.weight": normal([a.vocab, d])}
