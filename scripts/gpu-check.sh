@@ -22,7 +22,8 @@
 #   peft     LoRA gradients against PEFT over the dequantized weight (bf16)
 #   decoder  a tiny imported LLaMA (GQA, INT4 + LoRA): logits, loss and LoRA
 #            gradients against the interpreter and transformers + PEFT; 30 steps
-#   bench    bench/train_layer.py: forward+backward beside eager and torch.compile
+#   bench    bench/train_layer.py: forward+backward beside eager and torch.compile;
+#            bench/decoder_train.py: a 7B-shaped decoder beside transformers + PEFT
 #            (QTUNE_SKIP=bench skips it)
 #   runtime  the runtime's unit tests (GPU cases: launches, OOM, bad launches)
 set -uo pipefail
@@ -172,7 +173,8 @@ step_decoder() {
 # Figures: forward+backward of the INT4 + LoRA layer beside PyTorch eager and
 # torch.compile (bench/train_layer.py); not a pass/fail check of speed.
 step_bench() {
-  "$python" bench/train_layer.py "$stage/bench/train_layer.qtb" "$stage/qtune-run" "$out/bench"
+  "$python" bench/train_layer.py "$stage/bench/train_layer.qtb" "$stage/qtune-run" "$out/bench" &&
+    "$python" bench/decoder_train.py "$stage/qtune-run" "$stage/bench/decoder" "$out/bench/decoder"
 }
 
 # The runtime's unit tests on a GPU: kernels launched from PTX and cubin,

@@ -259,6 +259,22 @@ python3 bench/layer_model.py "$stage_abs/bench/train_layer.mlir" --loss --m 16,2
   --target "$target"
 rm -f "$stage_abs/bench/"*.mlir
 
+say "decoder benchmark bundles (2 layers of LLaMA-7B shapes, seq 2048: LoRA, PEQA, QFT)"
+fig="$stage_abs/bench/decoder"
+mkdir -p "$fig"
+zeros="$(mktemp -d)"
+python3 examples/tiny_llama.py "$zeros/hf" --layers 2 --hidden 4096 --heads 32 --kv-heads 32 \
+  --ffn 11008 --vocab 32000 --zeros
+for method in lora peqa qft; do
+  "$tools/qtune-import" "$zeros/hf" -o "$zeros/$method.mlir" --params "$zeros/$method.safetensors" \
+    --method "$method" --seq-len 2048 --batch 1 --no-logits
+  opts=""
+  [ "$method" = qft ] && opts="optimizer=lion momentum=int8"
+  "$tools/qtune-compile" "$zeros/$method.mlir" --train --optimizer-options "$opts" \
+    -o "$fig/$method.qtb" --target "$target"
+done
+rm -rf "$zeros"
+
 cp "$qtune_run" "$stage_abs/qtune-run"
 # The runtime's own tests: on a GPU they also launch kernels and check the
 # out-of-memory and bad-launch errors.

@@ -21,7 +21,6 @@ Value iadd(B &b, Value x, Value y) { return arith::AddIOp::create(b, x, y); }
 Value imul(B &b, Value x, int64_t y) {
   return arith::MulIOp::create(b, x, index(b, y));
 }
-Value imulv(B &b, Value x, Value y) { return arith::MulIOp::create(b, x, y); }
 Value idiv(B &b, Value x, int64_t y) {
   return arith::DivUIOp::create(b, x, index(b, y));
 }
