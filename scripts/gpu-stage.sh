@@ -232,6 +232,9 @@ python3 examples/tiny_llama.py "$dec/hf" --layers 2 --hidden 192 --heads 4 --kv-
 python3 "$here/make_decoder_data.py" "$dec/imported.safetensors" "$dec" --batch 2 --seq 40 \
   --vocab 256 --seed 11 --guard
 "$tools/qtune-compile" "$dec/model.mlir" --train -o "$dec/model.qtb" --target "$target"
+# The same with the lm head and its loss computed 16 rows at a time.
+"$tools/qtune-compile" "$dec/model.mlir" --train -o "$dec/model_chunked.qtb" --target "$target" \
+  --logits-chunk-bytes 16384
 "$tools/qtune-opt" "$dec/model.mlir" -qtune-autodiff -qtune-optimizer -o "$dec/train.mlir"
 "$tools/qtune-interp" "$dec/train.mlir" --entry model_logits --inputs "$dec/batch.safetensors" \
   --params "$dec/params.safetensors" --out "$dec/ref_logits.safetensors"

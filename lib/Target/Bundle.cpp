@@ -9,6 +9,7 @@
 #include "mlir/IR/Matchers.h"
 #include "qtune/Dialect/QTune/IR/QTuneAttrs.h"
 #include "qtune/Dialect/QTune/IR/QTuneDialect.h"
+#include "qtune/Dialect/QTune/IR/QTuneOps.h"
 
 #include <algorithm>
 #include <map>
@@ -176,8 +177,10 @@ public:
 private:
   FailureOr<int> addBuffer(Operation *op, Value v, std::string name,
                            rt::BufferRole role);
-  /// The buffer a (possibly reshaped or cast) memref value views.
-  FailureOr<int> bufferOf(Operation *user, Value v);
+  /// The buffer a (possibly reshaped, cast or windowed) memref value views;
+  /// `byteOffset` and `numel` describe a window (qtune.buffer_view).
+  FailureOr<int> bufferOf(Operation *user, Value v, int64_t *byteOffset = nullptr,
+                          int64_t *numel = nullptr);
   FailureOr<int64_t> constantOf(Operation *user, Value v);
   LogicalResult addLaunch(gpu::LaunchFuncOp launch, rt::Entry &entry);
 
@@ -212,11 +215,20 @@ FailureOr<int> EntryBuilder::addBuffer(Operation *op, Value v,
   return id;
 }
 
-FailureOr<int> EntryBuilder::bufferOf(Operation *user, Value v) {
+FailureOr<int> EntryBuilder::bufferOf(Operation *user, Value v,
+                                      int64_t *byteOffset, int64_t *numel) {
+  int64_t elements = 0, window = -1;
   while (true) {
     auto it = buffers.find(v);
-    if (it != buffers.end())
+    if (it != buffers.end()) {
+      const rt::Buffer &b = w.spec.buffers[it->second];
+      int64_t size = int64_t(st::dtypeSize(b.dtype));
+      if (byteOffset)
+        *byteOffset = elements * size;
+      if (numel)
+        *numel = window >= 0 ? window : int64_t(b.bytes) / size;
       return it->second;
+    }
     Operation *def = v.getDefiningOp();
     if (auto cast = dyn_cast_or_null<memref::CastOp>(def))
       v = cast.getSource();
@@ -224,7 +236,12 @@ FailureOr<int> EntryBuilder::bufferOf(Operation *user, Value v) {
       v = collapse.getSrc();
     else if (auto expand = dyn_cast_or_null<memref::ExpandShapeOp>(def))
       v = expand.getSrc();
-    else
+    else if (auto view = dyn_cast_or_null<BufferViewOp>(def)) {
+      if (window < 0)
+        window = view.getSize();
+      elements += view.getOffset();
+      v = view.getSource();
+    } else
       return user->emitError("bundle: kernel argument is not a view of a "
                              "function argument or allocation");
   }
@@ -273,14 +290,17 @@ LogicalResult EntryBuilder::addLaunch(gpu::LaunchFuncOp launch,
       if (type.getRank() != 1)
         return launch.emitError("bundle: kernels take flat memref<?xT> "
                                 "arguments");
-      FailureOr<int> buf = bufferOf(launch, arg);
+      int64_t offset = 0, numel = 0;
+      FailureOr<int> buf = bufferOf(launch, arg, &offset, &numel);
       if (failed(buf))
         return failure();
       plan.touch(*buf, int64_t(entry.launches.size()));
-      const rt::Buffer &b = w.spec.buffers[*buf];
-      int64_t numel = int64_t(b.bytes / st::dtypeSize(b.dtype));
-      l.args.push_back(rt::Arg::ptr(*buf));
-      l.args.push_back(rt::Arg::ptr(*buf));
+      if (offset % 16 != 0)
+        return launch.emitError() << "bundle: a window of a buffer must start "
+                                     "16-byte aligned, got byte offset "
+                                  << offset;
+      l.args.push_back(rt::Arg::ptr(*buf, offset));
+      l.args.push_back(rt::Arg::ptr(*buf, offset));
       l.args.push_back(rt::Arg::i64(0));
       l.args.push_back(rt::Arg::i64(numel));
       l.args.push_back(rt::Arg::i64(1));
@@ -355,7 +375,7 @@ LogicalResult EntryBuilder::build(func::FuncOp func) {
       continue;
     }
     if (isa<memref::CastOp, memref::CollapseShapeOp, memref::ExpandShapeOp,
-            arith::ConstantOp, func::ReturnOp>(op))
+            BufferViewOp, arith::ConstantOp, func::ReturnOp>(op))
       continue;
     return op.emitError() << "bundle: '" << op.getName()
                           << "' cannot run in a host launch plan";

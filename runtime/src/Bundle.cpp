@@ -163,7 +163,10 @@ struct Reader {
     if (kind == "ptr") {
       const Json *b = member(j, field, "buffer");
       a.kind = Arg::Kind::Ptr;
-      return b && id(*b, field + ".buffer", a.buffer);
+      if (!b || !id(*b, field + ".buffer", a.buffer))
+        return false;
+      // Optional: a byte offset into the buffer.
+      return !j.contains("offset") || i64(j["offset"], field + ".offset", a.ivalue);
     }
     const Json *v = member(j, field, "value");
     if (!v)
@@ -387,7 +390,12 @@ Json toJson(const BundleSpec &spec, const std::vector<BlobRef> &blobs) {
       Json args = Json::array();
       for (const Arg &a : l.args) {
         switch (a.kind) {
-        case Arg::Kind::Ptr: args.push_back({{"kind", "ptr"}, {"buffer", a.buffer}}); break;
+        case Arg::Kind::Ptr:
+          if (a.ivalue)
+            args.push_back({{"kind", "ptr"}, {"buffer", a.buffer}, {"offset", a.ivalue}});
+          else
+            args.push_back({{"kind", "ptr"}, {"buffer", a.buffer}});
+          break;
         case Arg::Kind::I64: args.push_back({{"kind", "i64"}, {"value", a.ivalue}}); break;
         case Arg::Kind::I32: args.push_back({{"kind", "i32"}, {"value", a.ivalue}}); break;
         case Arg::Kind::F32:
@@ -577,6 +585,15 @@ bool validateBundleSpec(const BundleSpec &spec, size_t numBlobs, std::string &er
         if (arg.kind == Arg::Kind::Ptr &&
             !checkId(arg.buffer, spec.buffers.size(), "buffer", af, error))
           return false;
+        if (arg.kind == Arg::Kind::Ptr && arg.ivalue != 0 &&
+            (arg.ivalue < 0 || arg.ivalue % 16 != 0 ||
+             static_cast<uint64_t>(arg.ivalue) >= spec.buffers[arg.buffer].bytes)) {
+          error = af + ": offset " + std::to_string(arg.ivalue) + " into buffer '" +
+                  spec.buffers[arg.buffer].name + "' (" +
+                  std::to_string(spec.buffers[arg.buffer].bytes) +
+                  " bytes) must be a multiple of 16 inside the buffer";
+          return false;
+        }
         if (arg.kind == Arg::Kind::I32 &&
             (arg.ivalue < std::numeric_limits<int32_t>::min() ||
              arg.ivalue > std::numeric_limits<int32_t>::max())) {

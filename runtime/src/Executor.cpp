@@ -188,7 +188,7 @@ bool Executor::prepare(std::string &error) {
       for (const Arg &a : l.args) {
         uint64_t slot = 0; // little-endian: 4-byte values sit in the low bytes
         switch (a.kind) {
-        case Arg::Kind::Ptr: slot = address(a.buffer); break;
+        case Arg::Kind::Ptr: slot = address(a.buffer) + static_cast<uint64_t>(a.ivalue); break;
         case Arg::Kind::I64: slot = static_cast<uint64_t>(a.ivalue); break;
         case Arg::Kind::I32: {
           const int32_t v = static_cast<int32_t>(a.ivalue);

@@ -447,6 +447,27 @@ TEST_F(BundleFileTest, EntryErrors) {
                       j["entries"][""] = forward;
                     },
                     "entries: an entry has an empty name");
+  // A window of a buffer: 16-byte aligned, inside the buffer ('t' has 128 bytes).
+  expectHeaderError([](Json &j) { j["entries"]["forward"]["launches"][0]["args"][2]["offset"] = 24; },
+                    "entries.forward.launches[0].args[2]: offset 24 into buffer 't' (128 bytes) "
+                    "must be a multiple of 16 inside the buffer");
+  expectHeaderError([](Json &j) { j["entries"]["forward"]["launches"][0]["args"][2]["offset"] = 128; },
+                    "offset 128 into buffer 't' (128 bytes)");
+}
+
+TEST_F(BundleFileTest, PointerOffsetsRoundTrip) {
+  BundleWriter w = sampleWriter();
+  w.spec.entries["forward"].launches[0].args[2] = Arg::ptr(2, 64);
+  const std::string p = path("offset.qtb");
+  std::string error;
+  ASSERT_TRUE(w.write(p, error)) << error;
+  auto b = loadBundle(p, error);
+  ASSERT_NE(b, nullptr) << error;
+  const Arg &a = b->entries.at("forward").launches[0].args[2];
+  EXPECT_EQ(a.kind, Arg::Kind::Ptr);
+  EXPECT_EQ(a.buffer, 2);
+  EXPECT_EQ(a.ivalue, 64);
+  EXPECT_EQ(b->entries.at("forward").launches[0].args[0].ivalue, 0);
 }
 
 TEST_F(BundleFileTest, ExtraKeysAndOutputInPlace) {

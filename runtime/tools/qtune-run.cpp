@@ -63,7 +63,8 @@ std::string dims(const std::array<uint32_t, 3> &d) {
 std::string argText(const Bundle &b, const Arg &a) {
   char buf[64];
   switch (a.kind) {
-  case Arg::Kind::Ptr: return "ptr " + b.buffers[a.buffer].name;
+  case Arg::Kind::Ptr:
+    return "ptr " + b.buffers[a.buffer].name + (a.ivalue ? "+" + std::to_string(a.ivalue) : "");
   case Arg::Kind::I64: return "i64 " + std::to_string(a.ivalue);
   case Arg::Kind::I32: return "i32 " + std::to_string(a.ivalue);
   case Arg::Kind::F32: std::snprintf(buf, sizeof buf, "f32 %g", a.fvalue); return buf;

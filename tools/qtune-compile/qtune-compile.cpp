@@ -68,6 +68,11 @@ static cl::opt<int64_t> tileK("tile-k", cl::desc("GEMM K step (0: by M)"),
 static cl::opt<int64_t> warpsM("warps-m",
                                cl::desc("Warps along M per block (0: by M)"),
                                cl::init(0));
+static cl::opt<int64_t> logitsChunkBytes(
+    "logits-chunk-bytes",
+    cl::desc("Largest f32 logits buffer of an lm head feeding a cross entropy; "
+             "larger ones are computed a chunk of rows at a time"),
+    cl::init(64 << 20));
 static cl::opt<int64_t> warpsN("warps-n",
                                cl::desc("Warps along N per block (0: by M)"),
                                cl::init(0));
@@ -144,6 +149,7 @@ int main(int argc, char **argv) {
   lowerOptions.tileK = tileK;
   lowerOptions.warpsM = warpsM;
   lowerOptions.warpsN = warpsN;
+  lowerOptions.logitsChunkBytes = logitsChunkBytes;
   pm.addPass(qtune::createQTuneLowerToGPU(lowerOptions));
   if (failed(parsePassPipeline("gpu.module(convert-nvgpu-to-nvvm,"
                                "convert-scf-to-cf,convert-gpu-to-nvvm,"

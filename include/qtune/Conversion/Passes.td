@@ -21,6 +21,13 @@ def QTuneLowerToGPU : Pass<"qtune-lower-to-gpu", "mlir::ModuleOp"> {
     then y = x·Wᵀ + T·Bᵀ (+ bias, + residual) with T·Bᵀ as a second K segment
     of the same tensor-core loop. Activations must be bf16 with static shapes;
     anything else is reported with the op that needs it.
+
+    An lm head whose logits would exceed `logits-chunk-bytes` (as f32) and
+    feed only a cross entropy (and its gradient, which feeds only the input
+    gradient through the same frozen weight) is computed a chunk of rows at a
+    time: each chunk's logits, loss, logit gradient and input gradient, in
+    buffers of one chunk (`qtune.buffer_view` windows of the activations), so
+    full-vocabulary logits for every token are never held at once.
   }];
   let options = [
     Option<"chip", "chip", "std::string", "\"sm_90a\"",
@@ -30,6 +37,8 @@ def QTuneLowerToGPU : Pass<"qtune-lower-to-gpu", "mlir::ModuleOp"> {
     Option<"tileK", "tile-k", "int64_t", "0", "K step of the main loop; 0 chooses by M">,
     Option<"warpsM", "warps-m", "int64_t", "0", "Warps along M per block; 0 chooses by M">,
     Option<"warpsN", "warps-n", "int64_t", "0", "Warps along N per block; 0 chooses by M">,
+    Option<"logitsChunkBytes", "logits-chunk-bytes", "int64_t", "64 << 20",
+           "Largest f32 logits buffer of an lm head with a cross entropy; larger ones are chunked by rows">,
   ];
   let dependentDialects = [
     "::mlir::gpu::GPUDialect", "::mlir::nvgpu::NVGPUDialect",

@@ -75,8 +75,10 @@ int64_t numElements(Value v) {
 
 class Lowering {
 public:
-  Lowering(ModuleOp module, gpu::GPUModuleOp kernels, GemmSchedule schedule)
-      : module(module), kernels(kernels), options(schedule) {}
+  Lowering(ModuleOp module, gpu::GPUModuleOp kernels, GemmSchedule schedule,
+           int64_t logitsChunkBytes)
+      : module(module), kernels(kernels), options(schedule),
+        chunkBytes(logitsChunkBytes) {}
 
   LogicalResult lowerFunction(func::FuncOp func);
 
@@ -123,6 +125,20 @@ private:
   /// `acc` (f32) as a buffer of `type`: itself, or converted into a new one.
   Value fromF32Buffer(OpBuilder &b, Location loc, Value acc,
                       RankedTensorType type);
+  /// The lm head and its loss, a chunk of rows at a time (see LmHead).
+  struct LmHead {
+    LinearOp linear;
+    CrossEntropyOp loss;          // may be null
+    CrossEntropyGradOp lossGrad;  // may be null
+    LinearTOp inputGrad;          // may be null (set when lossGrad is)
+    Operation *last = nullptr;    // the group is lowered here
+    int64_t chunk = 0;            // rows per chunk
+  };
+  /// Finds dense linears whose logits feed only a cross entropy (and its
+  /// gradient, which feeds only the input gradient through the same weight),
+  /// too large to hold at once.
+  void findLmHeads(func::FuncOp func);
+  LogicalResult lowerLmHead(OpBuilder &b, LmHead head);
   /// The decoder ops (DecoderKernels.h).
   LogicalResult lowerEmbedding(OpBuilder &b, Operation *op);
   LogicalResult lowerRmsNorm(OpBuilder &b, Operation *op);
@@ -152,7 +168,13 @@ private:
   gpu::GPUModuleOp kernels;
   GemmSchedule options; // zeros: chosen per launch
   IRMapping buffers;                       // tensor value -> memref buffer
+  /// Logits larger than this (as f32) are computed with their loss and
+  /// gradient a chunk of rows at a time.
+  int64_t chunkBytes;
   DenseMap<Value, QWeightOp> qweights;     // qweight value -> its op
+  /// Ops of an lm-head group, and the group each group's last op lowers.
+  DenseSet<Operation *> inLmHead;
+  DenseMap<Operation *, LmHead> lmHeads;
   llvm::StringMap<SymbolRefAttr> kernelCache;
 };
 
@@ -1055,6 +1077,153 @@ LogicalResult Lowering::lowerQftLion(OpBuilder &b, QftLionOp op) {
   return success();
 }
 
+void Lowering::findLmHeads(func::FuncOp func) {
+  inLmHead.clear();
+  lmHeads.clear();
+  Block &body = func.getBody().front();
+  for (LinearOp l : body.getOps<LinearOp>()) {
+    auto x = l.getInput().getType();
+    auto w = dyn_cast<RankedTensorType>(l.getWeight().getType());
+    if (l.getBias() || !w || !x.hasStaticShape() || !l.getType().hasStaticShape())
+      continue;
+    int64_t d = x.getShape().back(), rows = x.getNumElements() / d;
+    int64_t v = l.getType().getShape().back();
+    int64_t eltBytes = l.getType().getElementTypeBitWidth() / 8;
+    if (rows * v * 4 <= chunkBytes)
+      continue;
+    // The largest row count dividing the rows whose logits (and their
+    // gradient, up to f32) fit; windows stay 16-byte aligned.
+    int64_t chunk = 0;
+    for (int64_t c = rows; c >= 16; --c)
+      if (rows % c == 0 && c * v * 4 <= chunkBytes && c % 4 == 0 &&
+          (c * d * eltBytes) % 16 == 0) {
+        chunk = c;
+        break;
+      }
+    if (!chunk)
+      continue;
+    LmHead head;
+    head.linear = l;
+    head.chunk = chunk;
+    bool ok = true;
+    for (Operation *user : l->getUsers()) {
+      if (auto ce = dyn_cast<CrossEntropyOp>(user); ce && !head.loss)
+        head.loss = ce;
+      else if (auto g = dyn_cast<CrossEntropyGradOp>(user); g && !head.lossGrad)
+        head.lossGrad = g;
+      else
+        ok = false;
+    }
+    if (head.lossGrad) {
+      for (Operation *user : head.lossGrad->getUsers()) {
+        auto lt = dyn_cast<LinearTOp>(user);
+        if (lt && !head.inputGrad && lt.getWeight() == l.getWeight() &&
+            lt.getGrad() == head.lossGrad.getResult())
+          head.inputGrad = lt;
+        else
+          ok = false; // e.g. a trainable lm head's weight gradient
+      }
+      ok &= bool(head.inputGrad);
+    }
+    if (!ok || (!head.loss && !head.lossGrad))
+      continue;
+    SmallVector<Operation *> ops{l};
+    for (Operation *op : {(Operation *)head.loss, (Operation *)head.lossGrad,
+                          (Operation *)head.inputGrad})
+      if (op)
+        ops.push_back(op);
+    head.last = l;
+    for (Operation *op : ops)
+      if (head.last->isBeforeInBlock(op))
+        head.last = op;
+    // No other op may read the group's values before the group is lowered.
+    DenseSet<Value> results;
+    for (Operation *op : ops)
+      results.insert(op->getResult(0));
+    for (Operation *op = l->getNextNode(); op && op != head.last;
+         op = op->getNextNode())
+      if (!llvm::is_contained(ops, op) &&
+          llvm::any_of(op->getOperands(), [&](Value v) { return results.contains(v); }))
+        ok = false;
+    if (!ok)
+      continue;
+    inLmHead.insert(ops.begin(), ops.end());
+    lmHeads[head.last] = head;
+  }
+}
+
+LogicalResult Lowering::lowerLmHead(OpBuilder &b, LmHead head) {
+  LinearOp l = head.linear;
+  Location loc = l.getLoc();
+  if (failed(requireBF16(l, {l.getInput(), l.getWeight(), l.getResult()})))
+    return failure();
+  auto x = l.getInput().getType();
+  int64_t d = x.getShape().back(), rows = x.getNumElements() / d;
+  int64_t v = l.getType().getShape().back(), chunk = head.chunk;
+  Value labels = head.loss ? head.loss.getLabels() : head.lossGrad.getLabels();
+  SmallVector<Value> in;
+  if (failed(addBuffers(l, {l.getInput(), l.getWeight(), labels}, in)))
+    return failure();
+  Value h = flatView(b, loc, in[0]), w = in[1], lab = flatView(b, loc, in[2]);
+  Value loss = head.loss ? zeroedF32(b, loc, {}) : Value();
+  Value dloss, dx, dxFlat;
+  if (head.lossGrad) {
+    FailureOr<Value> g = buffer(head.lossGrad, head.lossGrad.getGrad());
+    if (failed(g))
+      return failure();
+    dloss = *g;
+    dx = memref::AllocOp::create(b, loc, bufferType(head.inputGrad.getType()));
+    dxFlat = flatView(b, loc, dx);
+  }
+  Type logitElt = l.getType().getElementType();
+  auto window = [&](Value flat, int64_t offset, int64_t size) {
+    return Value(BufferViewOp::create(b, loc, flat, b.getI64IntegerAttr(offset),
+                                      b.getI64IntegerAttr(size)));
+  };
+  for (int64_t c = 0; c < rows / chunk; ++c) {
+    Value hC = window(h, c * chunk * d, chunk * d);
+    Value labC = window(lab, c * chunk, chunk);
+    Value logits = memref::AllocOp::create(
+        b, loc, MemRefType::get({chunk, v}, logitElt));
+    GemmSpec spec;
+    spec.n = v;
+    spec.k = d;
+    if (failed(launch(b, l, spec, chunk, ValueRange{hC, w, logits})))
+      return failure();
+    if (head.loss)
+      launchElementwise(
+          b, loc, kernelKey("ce", {logitElt}, {double(v), double(rows)}),
+          [&](OpBuilder &kb, StringRef name) {
+            buildCrossEntropyKernel(kb, kernels.getLoc(), name, logitElt, v, rows);
+          },
+          ValueRange{logits, labC, loss}, chunk, chunk);
+    if (!head.lossGrad)
+      continue;
+    Type r = head.lossGrad.getType().getElementType();
+    Value dlogits = memref::AllocOp::create(b, loc, MemRefType::get({chunk, v}, r));
+    launchElementwise(
+        b, loc, kernelKey("ce_grad", {logitElt, r}, {double(v), double(rows)}),
+        [&](OpBuilder &kb, StringRef name) {
+          buildCrossEntropyGradKernel(kb, kernels.getLoc(), name, logitElt, r, v,
+                                      rows);
+        },
+        ValueRange{logits, labC, dloss, dlogits}, chunk, chunk);
+    GemmSpec dxSpec;
+    dxSpec.k = v;
+    dxSpec.n = d;
+    dxSpec.outputScale = head.inputGrad.getScale().convertToDouble();
+    dxSpec.transposeW = true;
+    if (failed(launch(b, head.inputGrad, dxSpec, chunk,
+                      ValueRange{dlogits, w, window(dxFlat, c * chunk * d, chunk * d)})))
+      return failure();
+  }
+  if (head.loss)
+    buffers.map(head.loss.getResult(), loss);
+  if (head.inputGrad)
+    buffers.map(head.inputGrad.getResult(), dx);
+  return success();
+}
+
 LogicalResult Lowering::lowerFunction(func::FuncOp func) {
   if (func.isExternal())
     return success();
@@ -1083,9 +1252,14 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
     buffers.map(from, to);
   b.setInsertionPointToStart(entry);
 
+  findLmHeads(func);
   for (Operation &op : func.getBody().front()) {
     LogicalResult ok = success();
-    if (auto q = dyn_cast<QWeightOp>(op)) {
+    if (inLmHead.contains(&op)) {
+      auto head = lmHeads.find(&op);
+      if (head != lmHeads.end())
+        ok = lowerLmHead(b, head->second);
+    } else if (auto q = dyn_cast<QWeightOp>(op)) {
       qweights[q.getResult()] = q;
     } else if (auto f = dyn_cast<FusedLinearOp>(op)) {
       ok = lowerLinear(b, f, f.getInput(), f.getWeight(), f.getBias(),
@@ -1178,7 +1352,7 @@ struct QTuneLowerToGPUPass
                                             b.getArrayAttr({target}));
     module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
                     b.getUnitAttr());
-    Lowering lowering(module, kernels, schedule);
+    Lowering lowering(module, kernels, schedule, logitsChunkBytes);
     for (auto func : llvm::to_vector(module.getOps<func::FuncOp>()))
       if (failed(lowering.lowerFunction(func)))
         return signalPassFailure();

@@ -303,3 +303,33 @@ func.func @cross_entropy(%logits: tensor<3x4x1000xbf16>, %labels: tensor<3x4xi32
   %d = qtune.cross_entropy_grad %logits, %labels, %g : tensor<3x4x1000xbf16>, tensor<3x4xi32>, tensor<f32> -> tensor<3x4x1000xbf16>
   return %l, %d : tensor<f32>, tensor<3x4x1000xbf16>
 }
+
+// -----
+
+// An lm head with its loss and gradient over 2048 tokens × 32000 logits (256
+// MiB as f32): computed 512 rows at a time (64 MiB), so no full-vocabulary
+// logits buffer exists; each chunk reads a window of h and the labels and
+// writes a window of dh.
+// CHECK-LABEL: func.func @lm_head_grad
+// CHECK-NOT: memref.alloc() : memref<2048x32000
+// CHECK: memref.alloc() : memref<f32>
+// CHECK: %[[LOSS:.*]] = memref.alloc() : memref<f32>
+// CHECK: %[[DH:.*]] = memref.alloc() : memref<2048x64xbf16>
+// CHECK: qtune.buffer_view %{{.*}} {offset = 0 : i64, size = 32768 : i64} : memref<?xbf16>
+// CHECK: qtune.buffer_view %{{.*}} {offset = 0 : i64, size = 512 : i64} : memref<?xi32>
+// CHECK: memref.alloc() : memref<512x32000xbf16>
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_{{[0-9]+}}
+// CHECK: memref.alloc() : memref<512x32000xbf16>
+// CHECK: qtune.buffer_view %{{.*}} {offset = 0 : i64, size = 32768 : i64} : memref<?xbf16>
+// CHECK: qtune.buffer_view %{{.*}} {offset = 98304 : i64, size = 32768 : i64} : memref<?xbf16>
+// CHECK-NOT: memref.alloc() : memref<2048x32000
+// CHECK: return %[[LOSS]], %[[DH]]
+func.func @lm_head_grad(%h: tensor<2048x64xbf16>, %w: tensor<32000x64xbf16>, %labels: tensor<2048xi32>)
+    -> (tensor<f32>, tensor<2048x64xbf16>) {
+  %logits = qtune.linear %h, %w : tensor<2048x64xbf16>, tensor<32000x64xbf16> -> tensor<2048x32000xbf16>
+  %l = qtune.cross_entropy %logits, %labels : tensor<2048x32000xbf16>, tensor<2048xi32> -> tensor<f32>
+  %one = arith.constant dense<1.0> : tensor<f32>
+  %dl = qtune.cross_entropy_grad %logits, %labels, %one : tensor<2048x32000xbf16>, tensor<2048xi32>, tensor<f32> -> tensor<2048x32000xbf16>
+  %dh = qtune.linear_t %dl, %w : tensor<2048x32000xbf16>, tensor<32000x64xbf16> -> tensor<2048x64xbf16>
+  return %l, %dh : tensor<f32>, tensor<2048x64xbf16>
+}

@@ -584,3 +584,20 @@ LogicalResult ClipGradNormOp::verify() {
                          << getMaxNorm().convertToDouble();
   return success();
 }
+
+//===----------------------------------------------------------------------===//
+// BufferViewOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult BufferViewOp::verify() {
+  int64_t offset = getOffset(), size = getSize();
+  if (offset < 0 || size <= 0)
+    return emitOpError() << "needs offset >= 0 and size > 0, got offset "
+                         << offset << " and size " << size;
+  int64_t extent = getSource().getType().getDimSize(0);
+  if (!ShapedType::isDynamic(extent) && offset + size > extent)
+    return emitOpError() << "window [" << offset << ", " << offset + size
+                         << ") lies outside the " << extent
+                         << "-element buffer";
+  return success();
+}

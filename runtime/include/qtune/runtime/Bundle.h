@@ -72,10 +72,14 @@ struct Arg {
   enum class Kind { Ptr, I64, I32, F32 };
   Kind kind = Kind::I64;
   int buffer = -1;    ///< Ptr: buffer id (the device address of the buffer)
-  int64_t ivalue = 0; ///< I64 and I32 (I32 must fit in int32)
+  /// I64 and I32 (I32 must fit in int32); Ptr: a byte offset into the buffer
+  /// (a window of it: 0 <= offset < bytes, a multiple of 16).
+  int64_t ivalue = 0;
   float fvalue = 0;   ///< F32
 
-  static Arg ptr(int bufferId) { Arg a; a.kind = Kind::Ptr; a.buffer = bufferId; return a; }
+  static Arg ptr(int bufferId, int64_t byteOffset = 0) {
+    Arg a; a.kind = Kind::Ptr; a.buffer = bufferId; a.ivalue = byteOffset; return a;
+  }
   static Arg i64(int64_t v) { Arg a; a.kind = Kind::I64; a.ivalue = v; return a; }
   static Arg i32(int32_t v) { Arg a; a.kind = Kind::I32; a.ivalue = v; return a; }
   static Arg f32(float v) { Arg a; a.kind = Kind::F32; a.fvalue = v; return a; }

@@ -418,4 +418,28 @@ def QTune_QftLionOp : QTune_Op<"qft_lion", [Pure, AttrSizedOperandSegments]> {
   let hasVerifier = 1;
 }
 
+//===----------------------------------------------------------------------===//
+// Host launch plans (produced by qtune-lower-to-gpu)
+//===----------------------------------------------------------------------===//
+
+def QTune_BufferViewOp : QTune_Op<"buffer_view",
+    [Pure, SameOperandsAndResultType]> {
+  let summary = "A window of a flat buffer, for a kernel launch";
+  let description = [{
+    The `size` elements of the flat buffer `source` that start at element
+    `offset`, as a flat buffer of their own (no copy). Host launch plans pass
+    it to kernels that work on part of a tensor (e.g. the lm head and its loss,
+    a chunk of rows at a time); the bundle turns it into a pointer offset.
+
+    ```mlir
+    %rows = qtune.buffer_view %h {offset = 1048576 : i64, size = 524288 : i64} : memref<?xbf16>
+    ```
+  }];
+  let arguments = (ins MemRefRankOf<[AnyType], [1]>:$source, I64Attr:$offset,
+                       I64Attr:$size);
+  let results = (outs MemRefRankOf<[AnyType], [1]>:$result);
+  let assemblyFormat = "$source attr-dict `:` type($source)";
+  let hasVerifier = 1;
+}
+
 #endif // QTUNE_OPS_TD
