@@ -514,8 +514,6 @@ LogicalResult Lowering::lowerComponentGrad(OpBuilder &b, ComponentGradOp op) {
                         "qtune.qweight of this function");
   Location loc = op.getLoc();
   auto resultType = op.getType();
-  Type element = resultType.getElementType();
-  int64_t numel = resultType.getNumElements();
   QWeightType w = q.getType();
   GemmSpec spec;
   spec.n = w.getK();
