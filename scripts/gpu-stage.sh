@@ -232,6 +232,12 @@ python3 examples/tiny_llama.py "$dec/hf" --layers 2 --hidden 192 --heads 4 --kv-
 python3 "$here/make_decoder_data.py" "$dec/imported.safetensors" "$dec" --batch 2 --seq 40 \
   --vocab 256 --seed 11 --guard
 "$tools/qtune-compile" "$dec/model.mlir" --train -o "$dec/model.qtb" --target "$target"
+# Batch 4, for gradient accumulation: 2 micro-batches of 2 must step as one of 4.
+"$tools/qtune-import" "$dec/hf" -o "$dec/model_b4.mlir" --params "$dec/unused.safetensors" \
+  --format 'uniform<bits = 4, group = 64>' --lora-r 8 --lora-alpha 16 --seq-len 40 --batch 4 --no-logits
+"$tools/qtune-compile" "$dec/model_b4.mlir" --train -o "$dec/model_b4.qtb" --target "$target"
+rm -f "$dec/model_b4.mlir" "$dec/unused.safetensors"
+cp docs/import.md "$dec/text.txt"   # token data (bytes) for the accumulation run
 # The same with the lm head and its loss computed 16 rows at a time.
 "$tools/qtune-compile" "$dec/model.mlir" --train -o "$dec/model_chunked.qtb" --target "$target" \
   --logits-chunk-bytes 16384

@@ -278,6 +278,9 @@ std::optional<SmallVector<Value>> Evaluator::skippedUpdate(Operation *op) {
   } else if (auto q = dyn_cast<QftLionOp>(op)) {
     guard = q.getGuard();
     inputs = {q.getCodes(), q.getM(), q.getMScales()};
+  } else if (auto a = dyn_cast<GradAccumulateOp>(op)) {
+    guard = a.getGuard();
+    inputs = {a.getAcc()};
   }
   if (!guard || !values.count(guard) || std::isfinite(tensor(guard).data[0]))
     return std::nullopt;
@@ -671,6 +674,23 @@ LogicalResult Evaluator::eval(Operation *op) {
                                    tensor(w.getGrad()));
         set(w.getGradGate(), std::move(dg));
         set(w.getGradUp(), std::move(du));
+        return success();
+      })
+      .Case<GradAccumulateOp>([&](GradAccumulateOp a) {
+        HostTensor acc = tensor(a.getAcc());
+        const HostTensor &g = tensor(a.getGrad());
+        for (size_t i = 0; i < acc.data.size(); ++i)
+          acc.data[i] = double(float(acc.data[i] + g.data[i])); // f32 storage
+        set(a.getNewAcc(), std::move(acc));
+        return success();
+      })
+      .Case<GradTakeOp>([&](GradTakeOp t) {
+        HostTensor g = tensor(t.getAcc());
+        double count = tensor(t.getCount()).data[0];
+        for (double &v : g.data)
+          v = double(float(v / count));
+        set(t.getGrad(), std::move(g));
+        set(t.getNewAcc(), HostTensor(tensor(t.getAcc()).shape));
         return success();
       })
       .Case<FusedLinearOp>([&](FusedLinearOp f) {

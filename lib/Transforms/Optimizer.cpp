@@ -269,10 +269,191 @@ struct QTuneOptimizerPass : qtune::impl::QTuneOptimizerBase<QTuneOptimizerPass> 
     return success();
   }
 
+  /// `<name>_accumulate` and `<name>_apply` from the gradient function and
+  /// its train step (see the pass description).
+  LogicalResult buildAccumulation(func::FuncOp grad, func::FuncOp step) {
+    MLIRContext *ctx = &getContext();
+    SmallVector<Operation *> updates;
+    ClipGradNormOp clip;
+    for (Operation &op : step.getBody().front()) {
+      if (isa<QftLionOp>(op))
+        return success(); // QFT never holds its gradient
+      if (isa<AdamWOp, LionOp>(op))
+        updates.push_back(&op);
+      if (auto c = dyn_cast<ClipGradNormOp>(op))
+        clip = c;
+    }
+    if (updates.empty())
+      return success();
+    OpBuilder b(ctx);
+    auto attrs = [&](Role role, StringRef n) {
+      return b.getDictionaryAttr(
+          {b.getNamedAttr(QTuneDialect::kRoleAttrName, RoleAttr::get(ctx, role)),
+           b.getNamedAttr(QTuneDialect::kNameAttrName, b.getStringAttr(n))});
+    };
+    auto argName = [&](func::FuncOp f, unsigned i) {
+      auto n = f.getArgAttrOfType<StringAttr>(i, QTuneDialect::kNameAttrName);
+      return n ? n.str() : "arg" + std::to_string(i);
+    };
+    std::string base = grad.getName().str();
+    if (StringRef(base).ends_with("_grad"))
+      base.resize(base.size() - 5);
+    auto f32Like = [&](Value v) {
+      return cast<RankedTensorType>(v.getType()).clone(b.getF32Type());
+    };
+
+    // <name>_accumulate: the gradient function, then acc += grad per parameter.
+    b.setInsertionPointAfter(step);
+    auto acc = cast<func::FuncOp>(b.clone(*grad));
+    acc.setName(base + "_accumulate");
+    Block &body = acc.getBody().front();
+    auto ret = cast<func::ReturnOp>(body.getTerminator());
+    Value loss = ret.getOperand(0);
+    SmallVector<unsigned> params;
+    for (unsigned i = 0; i < acc.getNumArguments(); ++i)
+      if (getArgumentRole(acc.getArgument(i)) == Role::trainable)
+        params.push_back(i);
+    SmallVector<Value> results{loss};
+    SmallVector<DictionaryAttr> resultAttrs{acc.getResultAttrDict(0)};
+    b.setInsertionPoint(ret);
+    for (auto [r, p] : llvm::enumerate(params)) {
+      Value g = ret.getOperand(r + 1);
+      std::string n = argName(acc, p) + ".grad_acc";
+      unsigned index = acc.getNumArguments();
+      if (failed(acc.insertArgument(index, f32Like(acc.getArgument(p)),
+                                    attrs(Role::optimizer_state, n),
+                                    acc.getLoc())))
+        return failure();
+      results.push_back(GradAccumulateOp::create(b, ret.getLoc(),
+                                                 acc.getArgument(index), g, loss));
+      resultAttrs.push_back(b.getDictionaryAttr(
+          {b.getNamedAttr(QTuneDialect::kNameAttrName, b.getStringAttr(n)),
+           b.getNamedAttr(QTuneDialect::kUpdatesAttrName,
+                          b.getI64IntegerAttr(index))}));
+    }
+    func::ReturnOp::create(b, ret.getLoc(), results);
+    ret.erase();
+    acc.setFunctionType(FunctionType::get(ctx, acc.getArgumentTypes(),
+                                          ValueRange(results).getTypes()));
+    acc.setAllResultAttrs(resultAttrs);
+
+    // <name>_apply: the train step's clipping and updates on the mean
+    // accumulated gradients.
+    b.setInsertionPointAfter(acc);
+    auto apply = func::FuncOp::create(b, step.getLoc(), base + "_apply",
+                                      FunctionType::get(ctx, {}, {}));
+    Block *entry = apply.addEntryBlock();
+    SmallVector<Type> argTypes;
+    SmallVector<DictionaryAttr> argAttrs;
+    IRMapping map;
+    auto addArg = [&](Value from, DictionaryAttr a) {
+      if (map.contains(from))
+        return;
+      argTypes.push_back(from.getType());
+      argAttrs.push_back(a);
+      map.map(from, entry->addArgument(from.getType(), step.getLoc()));
+    };
+    // Raw gradients, in update order: the clip's operands, or the updates'.
+    SmallVector<Value> raw;
+    for (Operation *u : updates)
+      raw.push_back(u->getOperand(1));
+    if (clip)
+      raw.assign(clip.getGrads().begin(), clip.getGrads().end());
+    for (Operation *u : updates)
+      for (Value v : u->getOperands())
+        if (auto arg = dyn_cast<BlockArgument>(v))
+          addArg(v, step.getArgAttrDict(arg.getArgNumber())
+                        ? step.getArgAttrDict(arg.getArgNumber())
+                        : b.getDictionaryAttr({}));
+    b.setInsertionPointToStart(entry);
+    Value countArg;
+    {
+      auto scalar = RankedTensorType::get({}, b.getF32Type());
+      argTypes.push_back(scalar);
+      argAttrs.push_back(attrs(Role::input, "accum_count"));
+      countArg = entry->addArgument(scalar, step.getLoc());
+    }
+    SmallVector<Value> applyResults;
+    SmallVector<DictionaryAttr> applyAttrs;
+    SmallVector<std::pair<Value, unsigned>> accs;
+    for (auto [u, g] : llvm::zip(updates, raw)) {
+      Value param = u->getOperand(0);
+      std::string n =
+          argName(step, cast<BlockArgument>(param).getArgNumber()) + ".grad_acc";
+      argTypes.push_back(f32Like(param));
+      argAttrs.push_back(attrs(Role::optimizer_state, n));
+      Value accArg = entry->addArgument(argTypes.back(), step.getLoc());
+      auto take = GradTakeOp::create(b, step.getLoc(), accArg.getType(),
+                                     accArg.getType(), accArg, countArg);
+      map.map(g, take.getGrad());
+      accs.push_back({take.getNewAcc(), entry->getNumArguments() - 1});
+    }
+    if (clip) {
+      // The same clipping, on the f32 mean gradients.
+      SmallVector<Value> grads = llvm::map_to_vector(
+          clip.getGrads(), [&](Value g) { return map.lookup(g); });
+      auto copy = ClipGradNormOp::create(b, clip.getLoc(),
+                                         ValueRange(grads).getTypes(), grads,
+                                         clip.getMaxNormAttr());
+      for (auto [from, to] : llvm::zip(clip.getResults(), copy.getResults()))
+        map.map(from, to);
+    }
+    for (Operation *u : updates) {
+      Operation *copy = b.clone(*u, map);
+      // No loss here: the guard was the micro-batches'.
+      if (auto a = dyn_cast<AdamWOp>(copy))
+        a.getGuardMutable().clear();
+      if (auto l = dyn_cast<LionOp>(copy))
+        l.getGuardMutable().clear();
+      // Results in the step's order, replacing the same arguments.
+      for (auto [i, r] : llvm::enumerate(u->getResults())) {
+        for (OpOperand &use : r.getUses()) {
+          if (!isa<func::ReturnOp>(use.getOwner()))
+            continue;
+          unsigned idx = use.getOperandNumber();
+          auto target = step.getResultAttrOfType<IntegerAttr>(
+              idx, QTuneDialect::kUpdatesAttrName);
+          Value arg = map.lookup(step.getArgument(target.getInt()));
+          applyResults.push_back(copy->getResult(i));
+          applyAttrs.push_back(b.getDictionaryAttr(
+              {b.getNamedAttr(QTuneDialect::kNameAttrName,
+                              step.getResultAttrDict(idx).get(
+                                  QTuneDialect::kNameAttrName)),
+               b.getNamedAttr(QTuneDialect::kUpdatesAttrName,
+                              b.getI64IntegerAttr(
+                                  cast<BlockArgument>(arg).getArgNumber()))}));
+        }
+      }
+    }
+    for (auto [value, index] : accs) {
+      applyResults.push_back(value);
+      applyAttrs.push_back(b.getDictionaryAttr(
+          {b.getNamedAttr(QTuneDialect::kNameAttrName,
+                          argAttrs[index].get(QTuneDialect::kNameAttrName)),
+           b.getNamedAttr(QTuneDialect::kUpdatesAttrName,
+                          b.getI64IntegerAttr(index))}));
+    }
+    func::ReturnOp::create(b, step.getLoc(), applyResults);
+    apply.setFunctionType(FunctionType::get(ctx, argTypes,
+                                            ValueRange(applyResults).getTypes()));
+    apply.setAllArgAttrs(argAttrs);
+    apply.setAllResultAttrs(applyAttrs);
+    return success();
+  }
+
   void runOnOperation() override {
-    for (auto f : llvm::to_vector(getOperation().getOps<func::FuncOp>()))
-      if (isGradientFunction(f) && failed(buildTrainStep(f)))
+    for (auto f : llvm::to_vector(getOperation().getOps<func::FuncOp>())) {
+      if (!isGradientFunction(f))
+        continue;
+      if (failed(buildTrainStep(f)))
         return signalPassFailure();
+      std::string base = f.getName().str();
+      if (StringRef(base).ends_with("_grad"))
+        base.resize(base.size() - 5);
+      auto step = getOperation().lookupSymbol<func::FuncOp>(base + "_train_step");
+      if (accumulate && step && failed(buildAccumulation(f, step)))
+        return signalPassFailure();
+    }
   }
 };
 

@@ -641,4 +641,97 @@ bool TrainLoop::step(int64_t t, double lr, const TokenBatch *batch, StepRecord &
   return true;
 }
 
+namespace {
+bool uploadF64(Executor &ex, int buffer, double value, std::string &error) {
+  st::TensorInfo t;
+  t.name = ex.bundle().buffers[buffer].name;
+  t.dtype = st::DType::F64;
+  t.shape = ex.bundle().buffers[buffer].shape;
+  t.bytes = sizeof value;
+  return ex.upload(buffer, t, reinterpret_cast<const uint8_t *>(&value), error);
+}
+} // namespace
+
+bool planAccumulation(const BundleSpec &spec, const std::string &trainEntry,
+                      AccumulationPlan &plan, std::string &error) {
+  std::string base = trainEntry;
+  if (endsWith(base, kTrainStepSuffix))
+    base.resize(base.size() - kTrainStepSuffix.size());
+  plan.accumulate = base + "_accumulate";
+  plan.apply = base + "_apply";
+  auto acc = spec.entries.find(plan.accumulate), apply = spec.entries.find(plan.apply);
+  if (acc == spec.entries.end() || apply == spec.entries.end()) {
+    error = "--batch-accum needs the entries '" + plan.accumulate + "' and '" + plan.apply +
+            "', which this bundle lacks (qtune-compile --train adds them, except for QFT, "
+            "whose gradient is fused into the update)";
+    return false;
+  }
+  if (!planTokenInputs(spec, plan.accumulate, acc->second.inputs, /*needLabels=*/true,
+                       plan.tokens, error))
+    return false;
+  plan.loss = findIn(spec, acc->second.outputs, kLossOutput);
+  plan.lr = findIn(spec, apply->second.inputs, kLrInput);
+  plan.step = findIn(spec, apply->second.inputs, kStepInput);
+  plan.count = findIn(spec, apply->second.inputs, "accum_count");
+  if (plan.loss < 0 || plan.lr < 0 || plan.count < 0) {
+    error = "entries '" + plan.accumulate + "'/'" + plan.apply +
+            "' do not follow the accumulation convention (a 'loss' output; 'lr' and "
+            "'accum_count' inputs)";
+    return false;
+  }
+  if (!checkScalar(spec, plan.apply, plan.lr, "input", error) ||
+      !checkScalar(spec, plan.apply, plan.count, "input", error) ||
+      !checkScalar(spec, plan.accumulate, plan.loss, "output", error))
+    return false;
+  for (int id : acc->second.params)
+    if (endsWith(spec.buffers[id].name, ".grad_acc"))
+      plan.accumulators.push_back(id);
+  return true;
+}
+
+bool AccumulationLoop::reset(std::string &error) {
+  for (int id : plan_.accumulators)
+    if (!ex_.fill(id, 0, error))
+      return false;
+  return true;
+}
+
+bool AccumulationLoop::step(int64_t t, double lr, const TokenBatch &first, StepRecord &record,
+                            std::string &error) {
+  const auto start = std::chrono::steady_clock::now();
+  record.step = t;
+  record.lr = lr;
+  record.tokens = 0;
+  double sum = 0;
+  int64_t finite = 0;
+  TokenBatch batch;
+  for (int64_t k = 0; k < micro_; ++k) {
+    if (k > 0)
+      loader_.next(batch);
+    const TokenBatch &b = k == 0 ? first : batch;
+    std::vector<double> loss;
+    if (!uploadTokens(ex_, plan_.tokens, b, error) || !ex_.run(plan_.accumulate, error) ||
+        !ex_.download(plan_.loss, loss, error)) {
+      error = "step " + std::to_string(t) + ", micro-batch " + std::to_string(k + 1) + ": " + error;
+      return false;
+    }
+    record.tokens += b.batch * b.seqLen;
+    if (!loss.empty() && std::isfinite(loss.front())) {
+      sum += loss.front();
+      ++finite;
+    }
+  }
+  record.loss = finite ? sum / double(finite) : std::nan("");
+  if (finite && (!uploadF64(ex_, plan_.lr, lr, error) ||
+                 (plan_.step >= 0 && !uploadF64(ex_, plan_.step, double(t), error)) ||
+                 !uploadF64(ex_, plan_.count, double(finite), error) ||
+                 !ex_.run(plan_.apply, error))) {
+    error = "step " + std::to_string(t) + ": " + error;
+    return false;
+  }
+  record.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                  .count();
+  return true;
+}
+
 } // namespace qtune::rt

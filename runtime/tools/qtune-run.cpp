@@ -8,6 +8,7 @@
 //                   [--out trained.safetensors] [--save-dir DIR [--save-every N]
 //                   [--keep K]] [--resume PATH] [--entry NAME] [--warmup W]
 //                   [--schedule constant|cosine] [--min-lr Y] [--max-skips K]
+//                   [--batch-accum K]
 //                   [--data-format u16|u32|text] [--seed S] [--no-shuffle]
 //                   [--vocab V] [--metrics FILE.jsonl] [--log-every K] [--device D]
 //   qtune-run eval model.qtb --params P --data FILE [--entry E] [--max-batches N]
@@ -447,6 +448,7 @@ struct TrainOptions {
   uint64_t seed = 0;
   bool shuffle = true;
   int64_t maxSkips = -1; ///< -1: 10 with --data, 0 with --inputs
+  int64_t batchAccum = 1; ///< micro-batches per step (gradient accumulation)
   // checkpoints
   std::string saveDir, resume;
   int64_t saveEvery = 0, keep = 0;
@@ -860,6 +862,25 @@ void train(const TrainOptions &o) {
   TrainHooks hooks;
   hooks.step = [&](int64_t t, double lr, const TokenBatch *batch, StepRecord &r,
                    std::string &why) { return loop.step(t, lr, batch, r, why); };
+  // Gradient accumulation: micro-batches through <fn>_accumulate, then <fn>_apply.
+  AccumulationPlan accPlan;
+  std::unique_ptr<AccumulationLoop> accLoop;
+  if (o.batchAccum > 1) {
+    if (!loader)
+      fail("--batch-accum needs --data (micro-batches come from the token file)");
+    if (!planAccumulation(*b, name, accPlan, error))
+      fail(error);
+    accLoop = std::make_unique<AccumulationLoop>(*ex, accPlan, *loader, o.batchAccum);
+    if (!accLoop->reset(error))
+      fail(error);
+    std::printf("gradient accumulation: %lld micro-batches of %lld x %lld tokens per step "
+                "('%s', then '%s')\n",
+                static_cast<long long>(o.batchAccum), static_cast<long long>(plan.tokens.batch),
+                static_cast<long long>(plan.tokens.seqLen), accPlan.accumulate.c_str(),
+                accPlan.apply.c_str());
+    hooks.step = [&](int64_t t, double lr, const TokenBatch *batch, StepRecord &r,
+                     std::string &why) { return accLoop->step(t, lr, *batch, r, why); };
+  }
   if (!o.saveDir.empty())
     hooks.save = saveCheckpoint;
   hooks.onStep = [&](const StepRecord &r, const TrainProgress &p) {
@@ -1207,6 +1228,10 @@ int main(int argc, char **argv) {
       trainCmd->add_option("--schedule", to.schedule, "constant or cosine (default: constant)");
   CLI::Option *minLrOpt = trainCmd->add_option(
       "--min-lr", to.minLr, "Learning rate of the last step with --schedule cosine (default: 0)");
+  trainCmd->add_option("--batch-accum", to.batchAccum,
+                       "Micro-batches per optimizer step (gradient accumulation; needs --data "
+                       "and the bundle's <fn>_accumulate and <fn>_apply entries)")
+      ->check(CLI::PositiveNumber);
   trainCmd->add_option("--max-skips", to.maxSkips,
                        "Consecutive steps with a non-finite loss to skip before stopping "
                        "(default: 10 with --data, 0 with --inputs)")

@@ -1,5 +1,5 @@
-// qtune-compile --train derives <fn>_grad and <fn>_train_step and compiles all
-// three. The train step's updated parameters and optimizer states are outputs
+// qtune-compile --train derives <fn>_grad, <fn>_train_step and, for gradient
+// accumulation, <fn>_accumulate and <fn>_apply, and compiles all five. The train step's updated parameters and optimizer states are outputs
 // that are the params' own buffers (updated in place); lr and step are inputs.
 // RUN: qtune-compile %s --train --optimizer-options "optimizer=adamw" --no-cubin -o %t.qtb
 // RUN: qtune-run inspect %t.qtb | FileCheck %s
@@ -9,8 +9,10 @@
 // RUN: not qtune-compile %s --train --optimizer-options "optimizer=sgd" --no-cubin -o %t.bad.qtb 2>&1 | FileCheck %s --check-prefix=BADOPT
 // RUN: not qtune-compile %S/Inputs/return-argument.mlir --no-cubin -o %t.bad.qtb 2>&1 | FileCheck %s --check-prefix=RETARG
 
-// CHECK: entries (3):
+// CHECK: entries (5):
 // CHECK: layer: inputs [x, target], params [codes, scales, zeros, lora_A, lora_B], outputs [out0]
+// CHECK: layer_accumulate: inputs [x, target], params [codes, scales, zeros, lora_A, lora_B, lora_A.grad_acc, lora_B.grad_acc], outputs [loss, lora_A.grad_acc, lora_B.grad_acc]
+// CHECK: layer_apply: inputs [lr, step, accum_count], params [lora_A, lora_A.m, lora_A.v, lora_B, lora_B.m, lora_B.v, lora_A.grad_acc, lora_B.grad_acc], outputs [lora_A, lora_A.m, lora_A.v, lora_B, lora_B.m, lora_B.v, lora_A.grad_acc, lora_B.grad_acc]
 // CHECK: layer_grad: inputs [x, target], params [codes, scales, zeros, lora_A, lora_B], outputs [loss, grad_lora_A, grad_lora_B]
 // CHECK: layer_train_step: inputs [x, target, lr, step], params [codes, scales, zeros, lora_A, lora_B, lora_A.m, lora_A.v, lora_B.m, lora_B.v], outputs [loss, lora_A, lora_A.m, lora_A.v, lora_B, lora_B.m, lora_B.v]
 

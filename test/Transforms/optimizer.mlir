@@ -20,6 +20,20 @@
 // LION-NOT: {qtune.name = "step"
 // LION: qtune.clip_grad_norm {{.*}} {max_norm = 1.000000e+00 : f64}
 // LION: qtune.lion {{.*}} if_finite(%{{.*}} : tensor<f32>) {momentum = #qtune.state<bf16>}
+// Gradient accumulation: <fn>_accumulate adds each gradient into an f32
+// accumulator (skipped on a non-finite loss); <fn>_apply clips and updates with
+// the mean accumulated gradient (no guard: its micro-batches had one) and
+// resets the accumulators.
+// LION-LABEL: func.func @loss_accumulate(
+// LION-SAME: %[[ACC:[a-z0-9]+]]: tensor<8x128xf32> {qtune.name = "lora_A.grad_acc", qtune.role = #qtune.role<optimizer_state>}
+// LION: %[[L:.*]] = qtune.mse_loss
+// LION: qtune.grad_accumulate %[[ACC]], %{{.*}} if_finite(%[[L]] : tensor<f32>) : tensor<8x128xf32>, tensor<8x128xbf16>
+// LION-LABEL: func.func @loss_apply(
+// LION-SAME: {qtune.name = "accum_count", qtune.role = #qtune.role<input>}
+// LION: %[[G:.*]], %{{.*}} = qtune.grad_take %{{.*}}, %{{.*}} : tensor<8x128xf32>, tensor<f32>
+// LION: qtune.clip_grad_norm %[[G]], {{.*}} : tensor<8x128xf32>, tensor<64x8xf32> -> tensor<8x128xf32>, tensor<64x8xf32>
+// LION-NOT: if_finite
+// LION: return
 
 // INT8-LABEL: func.func @loss_train_step(
 // INT8-SAME: tensor<8x128xi8> {qtune.name = "lora_A.m"
@@ -40,6 +54,8 @@
 // QFT: qtune.qft_lion %{{.*}}, %arg0, %arg1, params(%arg2 : tensor<64x1xbf16>), %arg4, %arg5, %arg6 if_finite(%{{.*}} : tensor<f32>) {block = 64 : i64, format = #qtune.uniform<bits = 8, symmetric = true>}
 // QFT-NOT: qtune.weight_grad
 // QFT: return
+// QFT never holds its gradient, so it has no accumulation entries.
+// QFT-NOT: func.func @loss_accumulate
 // QFTADAM: argument #1 ('codes') trains 8-bit codes (QFT), which update with Lion and int8 momentum: use optimizer=lion momentum=int8
 // QFTCLIP: gradient-norm clipping needs every gradient before any update, but QFT never holds its weight's gradient; drop max-grad-norm
 

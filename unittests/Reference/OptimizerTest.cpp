@@ -313,3 +313,73 @@ TEST_F(OptimizerTest, LionWithInt8MomentumTrains) {
 }
 
 } // namespace
+
+namespace {
+
+// Gradient accumulation: two micro-batches of one row through
+// small_accumulate, then small_apply with accum_count 2, update the
+// parameters as big_train_step does on both rows at once (the MSE's mean over
+// two rows is the mean of the two rows' means).
+TEST_F(OptimizerTest, AccumulatedMicroBatchesEqualOneBigStep) {
+  const char *src = R"mlir(
+func.func @big(%x: tensor<2x4xf32> {qtune.name = "x"}, %t: tensor<2x3xf32> {qtune.name = "t"},
+               %w: tensor<3x4xf32> {qtune.name = "w", qtune.role = #qtune.role<trainable>}) -> tensor<f32> {
+  %y = qtune.linear %x, %w : tensor<2x4xf32>, tensor<3x4xf32> -> tensor<2x3xf32>
+  %l = qtune.mse_loss %y, %t : tensor<2x3xf32>, tensor<2x3xf32> -> tensor<f32>
+  return %l : tensor<f32>
+}
+func.func @small(%x: tensor<1x4xf32> {qtune.name = "x"}, %t: tensor<1x3xf32> {qtune.name = "t"},
+                 %w: tensor<3x4xf32> {qtune.name = "w", qtune.role = #qtune.role<trainable>}) -> tensor<f32> {
+  %y = qtune.linear %x, %w : tensor<1x4xf32>, tensor<3x4xf32> -> tensor<1x3xf32>
+  %l = qtune.mse_loss %y, %t : tensor<1x3xf32>, tensor<1x3xf32> -> tensor<f32>
+  return %l : tensor<f32>
+})mlir";
+  module = parseSourceString<ModuleOp>(src, context.get());
+  ASSERT_TRUE(module);
+  PassManager pm(context.get());
+  pm.addPass(qtune::createQTuneAutodiff());
+  pm.addPass(qtune::createQTuneOptimizer());
+  ASSERT_TRUE(succeeded(pm.run(*module)));
+  auto big = module->lookupSymbol<func::FuncOp>("big_train_step");
+  auto acc = module->lookupSymbol<func::FuncOp>("small_accumulate");
+  auto apply = module->lookupSymbol<func::FuncOp>("small_apply");
+  ASSERT_TRUE(big && acc && apply);
+
+  std::mt19937_64 rng(7);
+  auto random = [&](std::vector<int64_t> shape) {
+    HostTensor t(std::move(shape));
+    for (double &v : t.data)
+      v = double(float(std::uniform_real_distribution<double>(-1, 1)(rng)));
+    return t;
+  };
+  HostTensor x = random({2, 4}), t = random({2, 3}), w = random({3, 4});
+  HostTensor zeros({3, 4}), lr({}, 0.01), step({}, 1.0);
+  auto row = [](const HostTensor &m, int64_t r) {
+    int64_t cols = m.shape[1];
+    return HostTensor({1, cols}, std::vector<double>(m.data.begin() + r * cols,
+                                                     m.data.begin() + (r + 1) * cols));
+  };
+  // big_train_step(x, t, w, w.m, w.v, lr, step) -> loss, w, w.m, w.v
+  auto one = qtune::ref::run(big, {x, t, w, zeros, zeros, lr, step});
+  ASSERT_TRUE(succeeded(one));
+  // small_accumulate(x, t, w, w.grad_acc) -> loss, w.grad_acc
+  HostTensor accumulator = zeros;
+  double lossSum = 0;
+  for (int64_t r = 0; r < 2; ++r) {
+    auto out = qtune::ref::run(acc, {row(x, r), row(t, r), w, accumulator});
+    ASSERT_TRUE(succeeded(out));
+    lossSum += (*out)[0].data[0];
+    accumulator = (*out)[1];
+  }
+  EXPECT_NEAR(lossSum / 2, (*one)[0].data[0], 1e-7);
+  // small_apply(w, w.m, w.v, lr, step, accum_count, w.grad_acc) -> w, w.m, w.v, w.grad_acc
+  auto two = qtune::ref::run(apply, {w, zeros, zeros, lr, step, HostTensor({}, 2.0), accumulator});
+  ASSERT_TRUE(succeeded(two));
+  for (int i = 0; i < 12; ++i) {
+    EXPECT_NEAR((*two)[0].data[i], (*one)[1].data[i], 1e-6) << "w " << i;
+    EXPECT_NEAR((*two)[1].data[i], (*one)[2].data[i], 1e-7) << "m " << i;
+    EXPECT_EQ((*two)[3].data[i], 0.0) << "the accumulator is reset";
+  }
+}
+
+} // namespace

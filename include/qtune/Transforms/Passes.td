@@ -55,6 +55,16 @@ def QTuneOptimizer : Pass<"qtune-optimizer", "mlir::ModuleOp"> {
     norm. It returns the loss, each updated parameter and each updated state;
     the result attribute `qtune.updates = i` names the argument a result
     replaces, so the runtime updates it in place.
+
+    With `accumulate` (the default) it also adds the two halves of a step for
+    gradient accumulation: `<name>_accumulate` (the gradient function's
+    arguments plus one f32 accumulator `<p>.grad_acc` per trainable
+    parameter; adds each gradient into its accumulator in place, skipped when
+    the micro-batch's loss is not finite; returns the loss) and `<name>_apply`
+    (the trainable parameters, their states and accumulators, `lr`, `step`
+    and `accum_count`; updates the parameters with the mean accumulated
+    gradient and resets the accumulators). QFT fuses its gradient into the
+    update, so with a QFT weight neither is added.
   }];
   let options = [
     Option<"optimizer", "optimizer", "std::string", "\"adamw\"",
@@ -71,6 +81,8 @@ def QTuneOptimizer : Pass<"qtune-optimizer", "mlir::ModuleOp"> {
            "Decoupled weight decay">,
     Option<"maxGradNorm", "max-grad-norm", "double", "0.0",
            "Clip the joint gradient norm to this (0: no clipping)">,
+    Option<"accumulate", "accumulate", "bool", "true",
+           "Also add <name>_accumulate and <name>_apply (gradient accumulation)">,
   ];
   let dependentDialects = ["::qtune::QTuneDialect"];
 }

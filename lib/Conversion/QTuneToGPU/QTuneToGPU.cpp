@@ -150,6 +150,9 @@ private:
   /// must be a function argument that no later op reads.
   LogicalResult requireInPlace(Operation *op, ValueRange updated);
   LogicalResult lowerAdamW(OpBuilder &b, AdamWOp op);
+  /// Gradient accumulation: in place on the f32 accumulator.
+  LogicalResult lowerGradAccumulate(OpBuilder &b, GradAccumulateOp op);
+  LogicalResult lowerGradTake(OpBuilder &b, GradTakeOp op);
   LogicalResult lowerLion(OpBuilder &b, LionOp op);
   /// QFT: the weight-gradient GEMM whose epilogue applies the Lion step to the
   /// codes and momentum in place (no N×K gradient buffer).
@@ -955,6 +958,46 @@ LogicalResult Lowering::requireInPlace(Operation *op, ValueRange updated) {
   return success();
 }
 
+LogicalResult Lowering::lowerGradAccumulate(OpBuilder &b, GradAccumulateOp op) {
+  if (failed(requireInPlace(op, {op.getAcc()})))
+    return failure();
+  SmallVector<Value> bufs;
+  SmallVector<Value> operands{op.getAcc(), op.getGrad()};
+  if (op.getGuard())
+    operands.push_back(op.getGuard());
+  if (failed(addBuffers(op, operands, bufs)))
+    return failure();
+  Type g = elementOf(op.getGrad());
+  bool guarded = bool(op.getGuard());
+  launchElementwise(
+      b, op.getLoc(), kernelKey("grad_accumulate", {g}, {double(guarded)}),
+      [&](OpBuilder &kb, StringRef name) {
+        buildGradAccumulateKernel(kb, kernels.getLoc(), name, g, guarded);
+      },
+      bufs, numElements(op.getAcc()));
+  buffers.map(op.getNewAcc(), bufs[0]);
+  return success();
+}
+
+LogicalResult Lowering::lowerGradTake(OpBuilder &b, GradTakeOp op) {
+  if (failed(requireInPlace(op, {op.getAcc()})))
+    return failure();
+  SmallVector<Value> bufs;
+  if (failed(addBuffers(op, {op.getAcc(), op.getCount()}, bufs)))
+    return failure();
+  Value grad = allocFor(b, op.getLoc(), op.getGrad());
+  bufs.push_back(grad);
+  launchElementwise(
+      b, op.getLoc(), kernelKey("grad_take", {}),
+      [&](OpBuilder &kb, StringRef name) {
+        buildGradTakeKernel(kb, kernels.getLoc(), name);
+      },
+      bufs, numElements(op.getAcc()));
+  buffers.map(op.getGrad(), grad);
+  buffers.map(op.getNewAcc(), bufs[0]);
+  return success();
+}
+
 LogicalResult Lowering::lowerAdamW(OpBuilder &b, AdamWOp op) {
   if (failed(requireInPlace(op, {op.getParam(), op.getM(), op.getV()})))
     return failure();
@@ -1294,6 +1337,10 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
       ok = lowerClip(b, c);
     } else if (auto a = dyn_cast<AdamWOp>(op)) {
       ok = lowerAdamW(b, a);
+    } else if (auto a = dyn_cast<GradAccumulateOp>(op)) {
+      ok = lowerGradAccumulate(b, a);
+    } else if (auto t = dyn_cast<GradTakeOp>(op)) {
+      ok = lowerGradTake(b, t);
     } else if (auto l = dyn_cast<LionOp>(op)) {
       ok = lowerLion(b, l);
     } else if (auto q = dyn_cast<QftLionOp>(op)) {

@@ -225,6 +225,32 @@ gpu::GPUFuncOp buildAddKernel(OpBuilder &b, Location loc, StringRef name,
       });
 }
 
+gpu::GPUFuncOp buildGradAccumulateKernel(OpBuilder &b, Location loc,
+                                         StringRef name, Type gElt,
+                                         bool guarded) {
+  OptimizerHyper h;
+  h.guarded = guarded;
+  Type f = b.getF32Type();
+  return buildPerElementKernel(
+      b, loc, name, withGuard(b, h, {flatMemRef(f), flatMemRef(gElt)}),
+      [&](B &ib, ValueRange args, Value i) {
+        guardedBy(ib, h, args, [&] {
+          storeAs(ib, add(ib, load(ib, args[0], i), loadF32(ib, args[1], i)),
+                  args[0], i);
+        });
+      });
+}
+
+gpu::GPUFuncOp buildGradTakeKernel(OpBuilder &b, Location loc, StringRef name) {
+  Type f = b.getF32Type();
+  return buildPerElementKernel(
+      b, loc, name, {flatMemRef(f), flatMemRef(f), flatMemRef(f)},
+      [&](B &ib, ValueRange args, Value i) {
+        storeAs(ib, div(ib, load(ib, args[0], i), scalar(ib, args[1])), args[2], i);
+        storeAs(ib, f32(ib, 0), args[0], i);
+      });
+}
+
 gpu::GPUFuncOp buildAdamWKernel(OpBuilder &b, Location loc, StringRef name,
                                 Type pElt, Type gElt, const OptimizerHyper &h) {
   Type f = b.getF32Type();

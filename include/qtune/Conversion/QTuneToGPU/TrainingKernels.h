@@ -61,6 +61,16 @@ mlir::gpu::GPUFuncOp buildClipKernel(mlir::OpBuilder &b, mlir::Location loc,
 mlir::gpu::GPUFuncOp buildAddKernel(mlir::OpBuilder &b, mlir::Location loc,
                                     llvm::StringRef name, mlir::Type element);
 
+/// `(acc: f32, g, [loss: f32], n)`, in place: acc += g (skipped when
+/// `guarded` and the loss is not finite).
+mlir::gpu::GPUFuncOp buildGradAccumulateKernel(mlir::OpBuilder &b,
+                                               mlir::Location loc,
+                                               llvm::StringRef name,
+                                               mlir::Type gElt, bool guarded);
+/// `(acc: f32, count: f32, g: f32, n)`: g = acc / count, then acc = 0.
+mlir::gpu::GPUFuncOp buildGradTakeKernel(mlir::OpBuilder &b, mlir::Location loc,
+                                         llvm::StringRef name);
+
 struct OptimizerHyper {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0;
   /// The kernel takes one more f32 argument, the step's loss, after the ones

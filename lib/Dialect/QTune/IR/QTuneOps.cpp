@@ -601,3 +601,11 @@ LogicalResult BufferViewOp::verify() {
                          << "-element buffer";
   return success();
 }
+
+LogicalResult GradAccumulateOp::verify() {
+  if (getAcc().getType().getShape() != getGrad().getType().getShape())
+    return emitOpError() << "accumulator " << getAcc().getType()
+                         << " and gradient " << getGrad().getType()
+                         << " must have the same shape";
+  return success();
+}

@@ -326,6 +326,51 @@ private:
 bool uploadTokens(Executor &ex, const TokenInputs &tokens, const TokenBatch &batch,
                   std::string &error);
 
+// ---- gradient accumulation -----------------------------------------------------------------
+
+/// The two entries `qtune-compile --train` adds beside `<fn>_train_step`:
+/// `<fn>_accumulate` (a micro-batch's loss; adds its gradients into the f32
+/// accumulators `<p>.grad_acc`, unless the loss is not finite) and
+/// `<fn>_apply` (inputs `lr`, `step`, `accum_count`: one optimizer step with
+/// the mean accumulated gradient; resets the accumulators).
+struct AccumulationPlan {
+  std::string accumulate, apply;
+  TokenInputs tokens; ///< the accumulate entry's input_ids and labels
+  int loss = -1;      ///< the accumulate entry's `loss` output
+  int lr = -1, step = -1, count = -1; ///< the apply entry's inputs (step: -1 if none)
+  std::vector<int> accumulators;      ///< every `*.grad_acc` buffer
+};
+
+/// Finds the entries for train entry `trainEntry` ("model_train_step" ->
+/// "model_accumulate", "model_apply") and checks their convention. Errors say
+/// what is missing, e.g. "--batch-accum needs the entries 'model_accumulate'
+/// and 'model_apply', which this bundle lacks (qtune-compile --train adds them,
+/// except for QFT, whose gradient is fused into the update)".
+bool planAccumulation(const BundleSpec &spec, const std::string &trainEntry,
+                      AccumulationPlan &plan, std::string &error);
+
+/// Steps made of `micro` micro-batches: accumulate on each (the first is the
+/// batch the loop drew, the others come from `loader`), then apply with the
+/// number of micro-batches whose loss was finite. record.loss is their mean
+/// loss, NaN when none was finite (then nothing changed and the step counts
+/// as skipped); record.tokens counts every micro-batch.
+class AccumulationLoop {
+public:
+  AccumulationLoop(Executor &ex, const AccumulationPlan &plan, BatchLoader &loader,
+                   int64_t micro)
+      : ex_(ex), plan_(plan), loader_(loader), micro_(micro) {}
+  /// Zeroes the accumulators (before the first step).
+  bool reset(std::string &error);
+  bool step(int64_t t, double lr, const TokenBatch &first, StepRecord &record,
+            std::string &error);
+
+private:
+  Executor &ex_;
+  const AccumulationPlan &plan_;
+  BatchLoader &loader_;
+  int64_t micro_;
+};
+
 } // namespace qtune::rt
 
 #endif // QTUNE_RUNTIME_TRAINER_H

@@ -418,6 +418,35 @@ def QTune_QftLionOp : QTune_Op<"qft_lion", [Pure, AttrSizedOperandSegments]> {
   let hasVerifier = 1;
 }
 
+def QTune_GradAccumulateOp : QTune_Op<"grad_accumulate", [Pure,
+    AllTypesMatch<["acc", "new_acc"]>]> {
+  let summary = "Adds a gradient into its f32 accumulator (gradient accumulation)";
+  let description = [{
+    new_acc = acc + grad, in place on the accumulator. With `if_finite(%loss)`
+    nothing is added when the micro-batch's loss is NaN or infinite.
+  }];
+  let arguments = (ins RankedTensorOf<[F32]>:$acc, QTune_FloatTensor:$grad,
+                       Optional<0DTensorOf<[F32]>>:$guard);
+  let results = (outs RankedTensorOf<[F32]>:$new_acc);
+  let assemblyFormat = [{
+    $acc `,` $grad (`if_finite` `(` $guard^ `:` type($guard) `)`)? attr-dict `:`
+    type($acc) `,` type($grad)
+  }];
+  let hasVerifier = 1;
+}
+
+def QTune_GradTakeOp : QTune_Op<"grad_take", [Pure,
+    AllTypesMatch<["acc", "grad", "new_acc"]>]> {
+  let summary = "The mean of accumulated gradients, and the accumulator reset";
+  let description = [{
+    grad = acc / count (count: the micro-batches accumulated, a runtime
+    scalar); new_acc = 0, in place.
+  }];
+  let arguments = (ins RankedTensorOf<[F32]>:$acc, 0DTensorOf<[F32]>:$count);
+  let results = (outs RankedTensorOf<[F32]>:$grad, RankedTensorOf<[F32]>:$new_acc);
+  let assemblyFormat = "$acc `,` $count attr-dict `:` type($acc) `,` type($count)";
+}
+
 //===----------------------------------------------------------------------===//
 // Host launch plans (produced by qtune-lower-to-gpu)
 //===----------------------------------------------------------------------===//
