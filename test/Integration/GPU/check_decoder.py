@@ -24,7 +24,11 @@ weights and LoRA r = 8 on every linear layer. Runs on the GPU machine.
    transformers model (5e-2);
 6. gradient accumulation: `qtune-run train --data --batch-accum 2` on the
    batch-2 bundle and plain training of a batch-4 bundle on the same token
-   windows (unshuffled) give the same losses (1e-2) and adapters (2e-2).
+   windows (unshuffled) give the same losses (1e-2) and adapters (2e-2);
+7. the checkpoint's PEFT adapter: after a few steps with --save-dir,
+   peft.PeftModel.from_pretrained loads the checkpoint onto transformers'
+   model with the dequantized weights, and its logits equal qtune's logits
+   entry run with the trained parameters (2e-2).
 """
 import json
 import os
@@ -218,6 +222,33 @@ def main():
     check("worst step loss", max(abs(x - y) / abs(y) for x, y in zip(la, lb)), 1e-2)
     worst = max((rel(pa[k].float(), pb[k].float()), k) for k in pb if ".lora_" in k)
     check("worst trained adapter (%s)" % worst[1].replace("model.", ""), worst[0], 2e-2)
+    # 7. the PEFT adapter of a checkpoint
+    save = os.path.join(out, "run")
+    run([qrun, "train", bundle, "--data", os.path.join(d, "text.txt"), "--params", params,
+         "--steps", "5", "--lr", "5e-3", "--save-dir", save])
+    ckpt = os.path.join(save, sorted(os.listdir(save))[-1])
+    from safetensors.torch import save_file
+    merged = dict(load_file(params))
+    merged.update(load_file(os.path.join(ckpt, "qtune_state.safetensors")))
+    merged_path = os.path.join(out, "trained_params.safetensors")
+    save_file({k: v.contiguous() for k, v in merged.items()}, merged_path)
+    run([qrun, "forward", bundle, "--entry", "model_logits", "--inputs", batch, "--params", merged_path,
+         "--out", os.path.join(out, "trained_logits.safetensors")])
+    mine = load_file(os.path.join(out, "trained_logits.safetensors"))["logits"].float().cuda()
+    try:
+        base = transformers.LlamaForCausalLM.from_pretrained(os.path.join(d, "hf"), dtype=torch.float32)
+    except TypeError:
+        base = transformers.LlamaForCausalLM.from_pretrained(os.path.join(d, "hf"), torch_dtype=torch.float32)
+    with torch.no_grad():
+        for name, module in base.named_modules():
+            if name.split(".")[-1] in TARGETS:
+                module.weight.copy_(dequant_uniform4(prm[name + ".codes"], prm[name + ".scales"],
+                                                     prm[name + ".zeros"], GROUP))
+    peft_model = peft.PeftModel.from_pretrained(base, ckpt).to(device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        theirs = peft_model(input_ids=ids).logits.float()
+    print("checkpoint %s loaded by peft.PeftModel.from_pretrained:" % os.path.basename(ckpt))
+    check("logits against qtune's with the trained adapters", rel(mine, theirs), 2e-2)
     print("decoder check:", "ok" if ok else "FAILED")
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump({"ok": ok}, f)
