@@ -9,19 +9,10 @@
 #include <new>
 #include <numeric>
 
+#include "qtune/runtime/Trainer.h"
+
 namespace qtune::rt {
 
-namespace {
-
-std::string numberText(double v) {
-  if (std::isnan(v))
-    return "nan";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%g", v);
-  return buf;
-}
-
-} // namespace
 
 bool checkSampling(const SamplingOptions &o, std::string &error) {
   if (!std::isfinite(o.temperature) || o.temperature < 0) {

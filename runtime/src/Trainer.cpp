@@ -12,9 +12,6 @@
 
 namespace qtune::rt {
 
-namespace {
-
-
 std::string numberText(double v) {
   if (std::isnan(v))
     return "nan";
@@ -22,6 +19,8 @@ std::string numberText(double v) {
   std::snprintf(buf, sizeof buf, "%g", v);
   return buf;
 }
+
+namespace {
 
 std::string nameList(const BundleSpec &spec, const std::vector<int> &ids) {
   std::string s;

@@ -374,6 +374,23 @@ public:
     }
   }
 
+  /// Flat index of (batch, head, position) in a [B, H, S] statistics buffer.
+  Value statIndex(Value batch, Value head, Value pos) {
+    return iadd(b, imul(b, iadd(b, imul(b, batch, d.heads), head), d.seq), pos);
+  }
+
+  /// Lane 0 stores `v` at dst[at] when `ok` (one value per row).
+  void storeFromLane0(Value v, Value dst, Value at, Value ok) {
+    auto lane0 = scf::IfOp::create(
+        b,
+        arith::AndIOp::create(
+            b, ok, arith::CmpIOp::create(b, arith::CmpIPredicate::eq, lane, index(b, 0))),
+        false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(lane0.thenBlock());
+    memref::StoreOp::create(b, v, dst, ValueRange{at});
+  }
+
   B &b;
   const AttentionDims &d;
   Type elt;
@@ -489,20 +506,7 @@ gpu::GPUFuncOp buildAttentionKernel(OpBuilder &builder, Location loc,
         ab.storeRow(ArrayRef<Value>(out).drop_front(2), invL, a[3], qOffset,
                     q.valid);
         Value lse = add(b, out[0], mul(b, log2F32(b, out[1]), f32(b, M_LN2)));
-        auto lane0 = scf::IfOp::create(
-            b,
-            arith::AndIOp::create(
-                b, q.valid,
-                arith::CmpIOp::create(b, arith::CmpIPredicate::eq, ab.lane,
-                                      index(b, 0))),
-            false);
-        OpBuilder::InsertionGuard g(b);
-        b.setInsertionPointToStart(lane0.thenBlock());
-        memref::StoreOp::create(
-            b, lse, a[4],
-            ValueRange{iadd(b, imul(b, iadd(b, imul(b, q.batch, d.heads), q.head),
-                                    d.seq),
-                            q.row)});
+        ab.storeFromLane0(lse, a[4], ab.statIndex(q.batch, q.head, q.row), q.valid);
       });
 }
 
@@ -535,21 +539,10 @@ gpu::GPUFuncOp buildAttentionGradQKernel(OpBuilder &builder, Location loc,
           part = add(b, part, select(b, ab.channelOk[k], t, f32(b, 0)));
         }
         Value delta = warpReduce(b, part, false);
-        Value statAt = iadd(b, imul(b, iadd(b, imul(b, q.batch, d.heads), q.head), d.seq),
-                            arith::MinUIOp::create(b, q.row, index(b, d.seq - 1)));
+        Value statAt = ab.statIndex(q.batch, q.head,
+                                    arith::MinUIOp::create(b, q.row, index(b, d.seq - 1)));
         Value lse = load(b, a[4], statAt);
-        {
-          auto lane0 = scf::IfOp::create(
-              b,
-              arith::AndIOp::create(
-                  b, q.valid,
-                  arith::CmpIOp::create(b, arith::CmpIPredicate::eq, ab.lane,
-                                        index(b, 0))),
-              false);
-          OpBuilder::InsertionGuard g(b);
-          b.setInsertionPointToStart(lane0.thenBlock());
-          memref::StoreOp::create(b, delta, a[7], ValueRange{statAt});
-        }
+        ab.storeFromLane0(delta, a[7], statAt, q.valid);
         SmallVector<Value> inits(ab.lanesT, f32(b, 0));
         SmallVector<Value> dq = loop(
             b, index(b, 0), keyTiles(b, q, d), index(b, 1), inits,
@@ -634,9 +627,7 @@ gpu::GPUFuncOp buildAttentionGradKVKernel(OpBuilder &builder, Location loc,
                       b.setInsertionPointToStart(few.thenBlock());
                       Value pos = arith::MinUIOp::create(b, iadd(b, first, t),
                                                          index(b, d.seq - 1));
-                      Value at = iadd(b, imul(b, iadd(b, imul(b, batch, d.heads), head),
-                                              d.seq),
-                                      pos);
+                      Value at = ab.statIndex(batch, head, pos);
                       memref::StoreOp::create(b, load(b, a[3], at), lseS, ValueRange{t});
                       memref::StoreOp::create(b, load(b, a[4], at), deltaS, ValueRange{t});
                     }

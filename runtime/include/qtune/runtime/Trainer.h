@@ -212,6 +212,9 @@ struct StepRecord {
 /// only for token batches).
 std::string metricsJsonl(const std::vector<StepRecord> &records);
 
+/// A number in error messages: "%g", "nan" for NaN ("inf", "-inf" as printf).
+std::string numberText(double v);
+
 /// A loss for people: "%.6f" between 1e-4 and 1e6 (and for 0 and non-finite
 /// values), "%.6e" otherwise: "0.012345", "3.500000e-07".
 std::string formatLoss(double loss);
