@@ -47,6 +47,26 @@ GROUP, RANK, ALPHA = 64, 8, 16.0
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+def load_llama(path, dtype):
+    """transformers' LlamaForCausalLM from a directory (dtype= in new versions)."""
+    import transformers
+    try:
+        return transformers.LlamaForCausalLM.from_pretrained(path, dtype=dtype)
+    except TypeError:
+        return transformers.LlamaForCausalLM.from_pretrained(path, torch_dtype=dtype)
+
+
+def dequantized_llama(path, prm):
+    """The model in f32 with every target projection holding qtune's dequantized weight."""
+    model = load_llama(path, torch.float32)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.split(".")[-1] in TARGETS:
+                module.weight.copy_(dequant_uniform4(prm[name + ".codes"], prm[name + ".scales"],
+                                                     prm[name + ".zeros"], GROUP))
+    return model
+
+
 def rel(a, b):
     a, b = a.double().flatten(), b.double().flatten()
     return ((a - b).norm() / b.norm()).item()
@@ -112,15 +132,7 @@ def main():
     import peft
     import transformers
     prm = load_file(params)
-    try:
-        model = transformers.LlamaForCausalLM.from_pretrained(os.path.join(d, "hf"), dtype=torch.float32)
-    except TypeError:
-        model = transformers.LlamaForCausalLM.from_pretrained(os.path.join(d, "hf"), torch_dtype=torch.float32)
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if name.split(".")[-1] in TARGETS:
-                w = dequant_uniform4(prm[name + ".codes"], prm[name + ".scales"], prm[name + ".zeros"], GROUP)
-                module.weight.copy_(w)
+    model = dequantized_llama(os.path.join(d, "hf"), prm)
     cfg = peft.LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGETS)
     try:
         model = peft.get_peft_model(model, cfg, autocast_adapter_dtype=False)
@@ -176,10 +188,7 @@ def main():
     print("PEQA scale gradients:")
     worst = max(((rel(pg[k].float(), ref_pg[k].float()), k) for k in ref_pg if k != "loss"))
     check("worst against the interpreter (%s)" % worst[1].replace("grad_model.", ""), worst[0], 5e-2)
-    try:
-        base = transformers.LlamaForCausalLM.from_pretrained(os.path.join(d, "hf"), dtype=torch.bfloat16)
-    except TypeError:
-        base = transformers.LlamaForCausalLM.from_pretrained(os.path.join(d, "hf"), torch_dtype=torch.bfloat16)
+    base = load_llama(os.path.join(d, "hf"), torch.bfloat16)
     base = base.cuda()
     scales = {}
     for name, module in base.named_modules():
@@ -235,15 +244,7 @@ def main():
     run([qrun, "forward", bundle, "--entry", "model_logits", "--inputs", batch, "--params", merged_path,
          "--out", os.path.join(out, "trained_logits.safetensors")])
     mine = load_file(os.path.join(out, "trained_logits.safetensors"))["logits"].float().cuda()
-    try:
-        base = transformers.LlamaForCausalLM.from_pretrained(os.path.join(d, "hf"), dtype=torch.float32)
-    except TypeError:
-        base = transformers.LlamaForCausalLM.from_pretrained(os.path.join(d, "hf"), torch_dtype=torch.float32)
-    with torch.no_grad():
-        for name, module in base.named_modules():
-            if name.split(".")[-1] in TARGETS:
-                module.weight.copy_(dequant_uniform4(prm[name + ".codes"], prm[name + ".scales"],
-                                                     prm[name + ".zeros"], GROUP))
+    base = dequantized_llama(os.path.join(d, "hf"), prm)
     peft_model = peft.PeftModel.from_pretrained(base, ckpt).to(device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
         theirs = peft_model(input_ids=ids).logits.float()
