@@ -97,7 +97,7 @@ if [ "$build_step" = 1 ]; then
   fi
   cmake --build "$build"
 fi
-for tool in qtune-compile qtune-interp qtune-opt; do
+for tool in qtune-compile qtune-interp qtune-opt qtune-import; do
   if [ ! -x "$tools/$tool" ]; then
     echo "gpu-stage: error: $tools/$tool is missing (build it, or give --tools-dir)" >&2
     exit 2
@@ -116,7 +116,7 @@ fi
 # away mid-run, and every case is compiled by the same compiler.
 snap="$(mktemp -d)"
 trap 'rm -rf "$snap"' EXIT
-cp "$tools/qtune-compile" "$tools/qtune-interp" "$tools/qtune-opt" "$snap/"
+cp "$tools/qtune-compile" "$tools/qtune-interp" "$tools/qtune-opt" "$tools/qtune-import" "$snap/"
 cp "$qtune_run" "$snap/qtune-run"
 rt_tests="$(find "$build" -type f -name qtune-rt-unittests -perm -u+x 2>/dev/null | head -n 1 || true)"
 if [ -n "$rt_tests" ]; then cp "$rt_tests" "$snap/qtune-rt-unittests"; fi
