@@ -11,7 +11,9 @@
 # STAGE_DIR defaults to .gpu-stage (inside the repository, ignored through
 # .git/info/exclude, which this script updates). --quick stages only the smoke
 # cases (1000 x 384, one LoRA rank, M in {1, 7}). The stage is kept under
-# QTUNE_STAGE_MAX_MIB (60) MiB: past QTUNE_STAGE_PACK_MIB (40) MiB the bundles are
+# QTUNE_STAGE_MAX_MIB (96) MiB (cases/ ~45 MiB, the rest ~25 MiB: where a transfer
+# to the GPU machine is smaller, carry cases/ for the forward and runtime steps
+# and the other folders for the rest, skipping steps with QTUNE_SKIP): past QTUNE_STAGE_PACK_MIB (40) MiB the bundles are
 # packed into cases/bundles.tar.gz and the .mlir files dropped.
 #
 # Layout: STAGE_DIR/qtune-run, STAGE_DIR/stage.json, STAGE_DIR/cases/{cases.json,
@@ -30,7 +32,7 @@ jobs="$(nproc 2>/dev/null || echo 2)"
 build="${QTUNE_BUILD_DIR:-build}"
 tools=""
 target="sm_90a"
-max_mib="${QTUNE_STAGE_MAX_MIB:-60}"
+max_mib="${QTUNE_STAGE_MAX_MIB:-96}"
 pack_mib="${QTUNE_STAGE_PACK_MIB:-40}"
 while [ $# -gt 0 ]; do
   case "$1" in
