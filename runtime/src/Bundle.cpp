@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "JsonType.h"
+
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -39,18 +41,6 @@ std::string dims(const std::array<uint32_t, 3> &d) {
   return "[" + str(d[0]) + ", " + str(d[1]) + ", " + str(d[2]) + "]";
 }
 
-const char *jsonType(const Json &j) {
-  switch (j.type()) {
-  case Json::value_t::null: return "null";
-  case Json::value_t::boolean: return "a boolean";
-  case Json::value_t::string: return "a string";
-  case Json::value_t::array: return "an array";
-  case Json::value_t::object: return "an object";
-  case Json::value_t::number_float: return "a non-integer number";
-  case Json::value_t::binary: return "binary";
-  default: return "an integer";
-  }
-}
 
 // ---- JSON -> BundleSpec (types and syntax) --------------------------------------
 

@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "JsonType.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -45,17 +47,6 @@ bool endsWith(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
 
-const char *jsonType(const Json &j) {
-  switch (j.type()) {
-  case Json::value_t::null: return "null";
-  case Json::value_t::boolean: return "a boolean";
-  case Json::value_t::string: return "a string";
-  case Json::value_t::array: return "an array";
-  case Json::value_t::object: return "an object";
-  case Json::value_t::number_float: return "a non-integer number";
-  default: return "an integer";
-  }
-}
 
 /// Typed reads of trainer_state.json; the first failure is kept.
 struct Reader {

@@ -330,23 +330,35 @@ bool selectLossEntry(const BundleSpec &spec, const std::string &requested, std::
                      "take exactly 'input_ids' and 'labels' and write only 'loss'", name, error);
 }
 
-bool planLoss(const BundleSpec &spec, const std::string &name, LossPlan &plan,
-              std::string &error) {
+/// Entry `name`, whose only inputs are its token inputs (input_ids, and
+/// labels when `needLabels`), planned into `tokens`; null with `error`
+/// (ending in `takes`) otherwise.
+static const Entry *tokenEntry(const BundleSpec &spec, const std::string &name, bool needLabels,
+                        TokenInputs &tokens, const char *takes, std::string &error) {
   auto it = spec.entries.find(name);
   if (it == spec.entries.end()) {
     error = "no entry '" + name + "'";
-    return false;
+    return nullptr;
   }
   const Entry &e = it->second;
+  if (!planTokenInputs(spec, name, e.inputs, needLabels, tokens, error))
+    return nullptr;
+  if (e.inputs.size() != (needLabels ? 2u : 1u)) {
+    error = "entry '" + name + "' takes " + nameList(spec, e.inputs) + "; " + takes;
+    return nullptr;
+  }
+  return &e;
+}
+
+bool planLoss(const BundleSpec &spec, const std::string &name, LossPlan &plan,
+              std::string &error) {
   plan = LossPlan{};
   plan.entry = name;
-  if (!planTokenInputs(spec, name, e.inputs, /*needLabels=*/true, plan.tokens, error))
+  const Entry *found = tokenEntry(spec, name, /*needLabels=*/true, plan.tokens,
+                                  "a loss entry takes exactly 'input_ids' and 'labels'", error);
+  if (!found)
     return false;
-  if (e.inputs.size() != 2) {
-    error = "entry '" + name + "' takes " + nameList(spec, e.inputs) +
-            "; a loss entry takes exactly 'input_ids' and 'labels'";
-    return false;
-  }
+  const Entry &e = *found;
   plan.loss = findIn(spec, e.outputs, kLossOutput);
   if (plan.loss < 0) {
     error = "entry '" + name + "' has no output 'loss' (outputs: " + nameList(spec, e.outputs) +
@@ -368,21 +380,13 @@ bool selectLogitsEntry(const BundleSpec &spec, const std::string &requested, std
 
 bool planLogits(const BundleSpec &spec, const std::string &name, LogitsPlan &plan,
                 std::string &error) {
-  auto it = spec.entries.find(name);
-  if (it == spec.entries.end()) {
-    error = "no entry '" + name + "'";
-    return false;
-  }
-  const Entry &e = it->second;
   plan = LogitsPlan{};
   plan.entry = name;
-  if (!planTokenInputs(spec, name, e.inputs, /*needLabels=*/false, plan.tokens, error))
+  const Entry *found = tokenEntry(spec, name, /*needLabels=*/false, plan.tokens,
+                                  "a logits entry takes exactly 'input_ids'", error);
+  if (!found)
     return false;
-  if (e.inputs.size() != 1) {
-    error = "entry '" + name + "' takes " + nameList(spec, e.inputs) +
-            "; a logits entry takes exactly 'input_ids'";
-    return false;
-  }
+  const Entry &e = *found;
   plan.logits = findIn(spec, e.outputs, kLogitsOutput);
   if (plan.logits < 0) {
     error = "entry '" + name + "' has no output 'logits' (outputs: " +
