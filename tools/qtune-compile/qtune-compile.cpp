@@ -76,6 +76,11 @@ static cl::opt<int64_t> logitsChunkBytes(
 static cl::opt<int64_t> warpsN("warps-n",
                                cl::desc("Warps along N per block (0: by M)"),
                                cl::init(0));
+static cl::opt<std::string> mma(
+    "mma",
+    cl::desc("Tensor-core instructions of the GEMMs: auto (wgmma for "
+             "training-sized M on sm_90a, else mma.sync) or sync"),
+    cl::init("auto"));
 static cl::opt<bool> quiet("quiet", cl::desc("No summary on stderr"));
 static cl::opt<bool> train(
     "train",
@@ -149,10 +154,12 @@ int main(int argc, char **argv) {
   lowerOptions.tileK = tileK;
   lowerOptions.warpsM = warpsM;
   lowerOptions.warpsN = warpsN;
+  lowerOptions.mma = mma;
   lowerOptions.logitsChunkBytes = logitsChunkBytes;
   pm.addPass(qtune::createQTuneLowerToGPU(lowerOptions));
   if (failed(parsePassPipeline("gpu.module(convert-nvgpu-to-nvvm,"
                                "convert-scf-to-cf,convert-gpu-to-nvvm,"
+                               "convert-nvvm-to-llvm,"
                                "canonicalize,cse,reconcile-unrealized-casts)",
                                pm)))
     return fail("internal error: bad kernel lowering pipeline");

@@ -37,6 +37,8 @@ def QTuneLowerToGPU : Pass<"qtune-lower-to-gpu", "mlir::ModuleOp"> {
     Option<"tileK", "tile-k", "int64_t", "0", "K step of the main loop; 0 chooses by M">,
     Option<"warpsM", "warps-m", "int64_t", "0", "Warps along M per block; 0 chooses by M">,
     Option<"warpsN", "warps-n", "int64_t", "0", "Warps along N per block; 0 chooses by M">,
+    Option<"mma", "mma", "std::string", "\"auto\"",
+           "Tensor-core instructions of the GEMMs: auto (warpgroup wgmma for training-sized M on sm_90a, warp-level mma.sync otherwise) or sync (always mma.sync)">,
     Option<"logitsChunkBytes", "logits-chunk-bytes", "int64_t", "64 << 20",
            "Largest f32 logits buffer of an lm head with a cross entropy; larger ones are chunked by rows">,
   ];

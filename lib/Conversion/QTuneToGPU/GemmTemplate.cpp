@@ -7,8 +7,10 @@
 //   2. W tile [tileN × tileK] → shared: each element dequantized through
 //      QuantFormatAttrInterface::emitDequant (or read from a dense weight) and
 //      rounded to bf16 — the prologue hook;
-//   3. each warp: nvgpu.ldmatrix fragments, nvgpu.mma.sync m16n8k16 into fp32
-//      accumulators.
+//   3. warp-level path: nvgpu.ldmatrix fragments, nvgpu.mma.sync m16n8k16 into
+//      fp32 accumulators; warpgroup path (sm_90a): nvvm.wgmma.mma_async on
+//      shared-memory descriptors, issued asynchronously so that the next
+//      tiles' copies and dequantization overlap the MMAs.
 // The epilogue scales, adds bias and residual, masks M/N tails and stores bf16.
 //
 //===----------------------------------------------------------------------===//
@@ -30,6 +32,8 @@ using namespace mlir;
 namespace qtune {
 
 int64_t GemmSchedule::sharedBytes() const {
+  if (wgmma) // one layout for every weight (the loader transposes)
+    return stages * (tileM + tileN) / 8 * rowGroupBytes();
   // X stages, plus W stages in either layout ([n][k], or [k][n] for a
   // transposed weight), whichever is larger.
   return 2 * tileM * (tileK + 8) * 2 +
@@ -40,8 +44,14 @@ namespace {
 constexpr int64_t kStaticSharedLimit = 48 * 1024;
 constexpr int64_t kSharedLimit = 227 * 1024; // sm_90 (sm_80: 163 KiB)
 
-int64_t xsBytes(const GemmSchedule &s) { return 2 * s.tileM * (s.tileK + 8) * 2; }
+int64_t xsBytes(const GemmSchedule &s) {
+  if (s.wgmma)
+    return s.stages * s.tileM / 8 * s.rowGroupBytes();
+  return 2 * s.tileM * (s.tileK + 8) * 2;
+}
 int64_t wsBytes(const GemmSpec &spec, const GemmSchedule &s) {
+  if (s.wgmma)
+    return s.stages * s.tileN / 8 * s.rowGroupBytes();
   return spec.transposeW ? 2 * s.tileK * (s.tileN + 8) * 2
                          : 2 * s.tileN * (s.tileK + 8) * 2;
 }
@@ -64,6 +74,20 @@ std::optional<std::string> GemmSchedule::validate() const {
            " bytes, more than the 227 KiB of shared memory of a block";
   if (tileK % 16 != 0)
     return "tileK must be a multiple of 16 (the MMA's K)";
+  if (wgmma) {
+    if (tileM % 64 != 0 || warpsM != tileM / 16 || warpsN != 1)
+      return "wgmma needs tileM a multiple of 64 with warpsM = tileM / 16 and "
+             "warpsN = 1 (one warpgroup per 64 rows)";
+    if (tileN % 16 != 0 || tileN > 256)
+      return "wgmma needs tileN a multiple of 16, at most 256";
+    if (stages < 2)
+      return "wgmma needs at least 2 stages";
+    if ((tileM * tileK / 8) % threads() != 0 ||
+        (tileN * tileK / 32) % threads() != 0)
+      return "tileM × tileK / 8 and tileN × tileK / 32 must be multiples of "
+             "the thread count";
+    return std::nullopt;
+  }
   if (tileM % (16 * warpsM) != 0)
     return "tileM must be a multiple of 16 × warpsM";
   if (tileN % (8 * warpsN) != 0)
@@ -81,15 +105,37 @@ MemRefType flat(Type element) {
   return MemRefType::get({ShapedType::kDynamic}, element);
 }
 
+/// Global reads split in two: a recording pass issues the loads of a tile
+/// and keeps the loaded values; a replaying pass, a K step later, takes them
+/// in the same order instead of loading (the code that consumes them is the
+/// same format code run twice, so the order matches). This keeps a tile's
+/// weight loads in flight for a whole step before they are used.
+struct LoadLog {
+  enum Mode { Direct, Record, Replay } mode = Direct;
+  SmallVector<Value> values;
+  size_t next = 0;
+
+  Value load(OpBuilder &b, Location loc, Value mem, Value index) {
+    if (mode == Replay) {
+      assert(next < values.size() && "replay past the recorded loads");
+      return values[next++];
+    }
+    Value v = memref::LoadOp::create(b, loc, mem, index);
+    if (mode == Record)
+      values.push_back(v);
+    return v;
+  }
+};
+
 /// Component reads from flat global memrefs.
 class GlobalComponentAccess : public ComponentAccess {
 public:
-  explicit GlobalComponentAccess(ValueRange components)
-      : components(components) {}
+  explicit GlobalComponentAccess(ValueRange components, LoadLog *log = nullptr)
+      : components(components), log(log ? log : &direct) {}
 
   Value loadFloat(OpBuilder &b, Location loc, unsigned component,
                   Value flatIndex) override {
-    Value v = memref::LoadOp::create(b, loc, components[component], flatIndex);
+    Value v = log->load(b, loc, components[component], flatIndex);
     if (!v.getType().isF32())
       v = arith::ExtFOp::create(b, loc, b.getF32Type(), v);
     return v;
@@ -104,7 +150,7 @@ public:
         arith::DivUIOp::create(b, loc, bit, idx(32)));
     Value shift = arith::RemUIOp::create(b, loc, bit, idx(32));
     Value mem = components[component];
-    Value lo = memref::LoadOp::create(b, loc, mem, word);
+    Value lo = log->load(b, loc, mem, word);
     Type i32 = b.getI32Type(), i64 = b.getI64Type();
     Value mask = arith::ConstantIntOp::create(b, loc, i32, (1u << bits) - 1);
     Value shift32 = arith::IndexCastUIOp::create(b, loc, i32, shift);
@@ -118,7 +164,7 @@ public:
         arith::AddIOp::create(b, loc, shift, idx(bits)), idx(32));
     Value nextWord = arith::SelectOp::create(
         b, loc, straddles, arith::AddIOp::create(b, loc, word, idx(1)), word);
-    Value hi = memref::LoadOp::create(b, loc, mem, nextWord);
+    Value hi = log->load(b, loc, mem, nextWord);
     Value both = arith::OrIOp::create(
         b, loc,
         arith::ShLIOp::create(b, loc, arith::ExtUIOp::create(b, loc, i64, hi),
@@ -133,6 +179,8 @@ public:
 
 private:
   ValueRange components;
+  LoadLog direct;
+  LoadLog *log;
 };
 
 /// One K segment of the product: X-like rows [M × kSeg] times a weight
@@ -181,9 +229,29 @@ public:
   int64_t fragsM() const { return s.tileM / s.warpsM / 16; }
   int64_t fragsN() const { return s.tileN / s.warpsN / 8; }
 
+  /// Element offset, within a wgmma stage, of (row, k): K-major core
+  /// matrices (see GemmSchedule::rowGroupBytes).
+  Value coreOffset(Value row, Value k) {
+    return add(add(mul(div(row, 8), idx(s.rowGroupBytes() / 2)),
+                   mul(div(k, 8), idx(s.coreStrideBytes() / 2))),
+               add(mul(rem(row, 8), idx(8)), rem(k, 8)));
+  }
+  int64_t xStageElems() const { return s.tileM / 8 * s.rowGroupBytes() / 2; }
+  int64_t wStageElems() const { return s.tileN / 8 * s.rowGroupBytes() / 2; }
+
+  /// The shared indices of element (row, k) of stage `stage` of a tile.
+  SmallVector<Value> stagedAt(Value stage, Value row, Value k,
+                              int64_t stageElems) {
+    if (s.wgmma)
+      return {add(mul(stage, idx(stageElems)), coreOffset(row, k))};
+    return {stage, row, k};
+  }
+
   /// Starts staging the X tile of K offset `k0` into shared stage `stage`:
   /// 16-byte cp.async chunks, committed as one group (waited for by the
   /// caller), or element loads when rows are not 16-byte aligned.
+  /// Consecutive threads take consecutive chunks of a row (coalesced; padded
+  /// rows or the core-matrix strides keep their stores in distinct banks).
   void loadXTile(const Segment &seg, Value k0, Value stage) {
     int64_t chunksPerRow = s.tileK / 8;
     int64_t perThread = s.tileM * chunksPerRow / s.threads();
@@ -202,7 +270,7 @@ public:
         Value count = select(valid, idx(8), idx(0));
         nvgpu::DeviceAsyncCopyOp::create(
             b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), xs,
-            ValueRange{stage, r, kc}, seg.x, ValueRange{src},
+            stagedAt(stage, r, kc, xStageElems()), seg.x, ValueRange{src},
             b.getIndexAttr(8), count, /*bypassL1=*/UnitAttr());
         continue;
       }
@@ -214,7 +282,7 @@ public:
         Value src = select(valid, flat, idx(0));
         Value v = select(valid, memref::LoadOp::create(b, seg.x, src), zero);
         memref::StoreOp::create(b, v, xs,
-                                ValueRange{stage, r, add(kc, idx(e))});
+                                stagedAt(stage, r, add(kc, idx(e)), xStageElems()));
       }
     }
     NVVM::CpAsyncCommitGroupOp::create(b);
@@ -229,6 +297,20 @@ public:
   /// W[k, n], W stored as K×N) is staged [k][n], its B fragments then read by
   /// transposing ldmatrix. Out-of-range elements are clamped for the read and
   /// masked to zero.
+  /// Element (row, col) of the stored weight (rows × cols), in f32: the
+  /// format's dequantization, or the dense weight.
+  Value storedWeight(const Segment &seg, Value row, Value col, int64_t rows,
+                     int64_t cols, LoadLog *log = nullptr) {
+    if (seg.format) {
+      GlobalComponentAccess access(seg.weight, log);
+      return seg.format.emitDequant(b, b.getLoc(), row, col, rows, cols, access);
+    }
+    LoadLog direct;
+    return extToF32((log ? log : &direct)
+                        ->load(b, b.getLoc(), seg.weight[0],
+                               add(mul(row, idx(cols)), col)));
+  }
+
   void loadWTile(const Segment &seg, Value k0, Value stage) {
     constexpr int64_t run = 8;
     bool t = seg.weightTransposed;
@@ -260,22 +342,81 @@ public:
         Value colc = wholeRuns ? add(col0c, idx(e))
                                : Value(arith::MinUIOp::create(b, col,
                                                               idx(cols - 1)));
-        Value w;
-        if (seg.format) {
-          GlobalComponentAccess access(seg.weight);
-          w = seg.format.emitDequant(b, b.getLoc(), rowc, colc, rows, cols,
-                                     access);
-        } else {
-          w = extToF32(memref::LoadOp::create(b, seg.weight[0],
-                                              add(mul(rowc, colsV), colc)));
-        }
-        values.push_back(select(valid, w, zero));
+        values.push_back(
+            select(valid, storedWeight(seg, rowc, colc, rows, cols), zero));
       }
       auto f32x8 = VectorType::get({run}, b.getF32Type());
       auto bf16x8 = VectorType::get({run}, b.getBF16Type());
       Value vec = vector::FromElementsOp::create(b, f32x8, values);
       vector::StoreOp::create(b, arith::TruncFOp::create(b, bf16x8, vec), ws,
                               ValueRange{stage, r, cc0});
+    }
+  }
+
+  /// The wgmma path's W tile: K-major core matrices whatever the stored
+  /// orientation. Each thread dequantizes a block of the stored weight, one
+  /// row × 8 columns (a run along K) or, for a weight stored K × N, 8 rows
+  /// (K) × 4 columns (N), transposed in registers; either way it stores
+  /// 16-byte runs along K. Consecutive threads take consecutive K chunks of
+  /// a row, or (transposed) consecutive column blocks: coalesced loads, and
+  /// stores in distinct banks (see GemmSchedule::coreStrideBytes).
+  /// Out-of-range elements are clamped for the read and masked to zero. With
+  /// a recording `log` only the loads are issued (no stage is written); with
+  /// a replaying one the tile is computed from the recorded values and
+  /// stored into `stage`.
+  void loadWTileCore(const Segment &seg, Value k0, Value stage, LoadLog &log) {
+    bool t = seg.weightTransposed;
+    int64_t rows = t ? seg.kSeg : spec.n, cols = t ? spec.n : seg.kSeg;
+    int64_t blockRows = t ? 8 : 1, blockCols = t ? 4 : 8;
+    int64_t perThread = s.tileN * s.tileK / 32 / s.threads() * (t ? 1 : 4);
+    // Whole blocks are in or out of range along the columns when the row
+    // length is a multiple of the block: clamp the block's start then.
+    bool wholeCols = cols % blockCols == 0;
+    // With whole tiles every element of a computed tile is in range: only the
+    // prefetch of the tile past the last reads out of range, clamped, into a
+    // stage no MMA reads. No masks then.
+    bool wholeTiles = spec.n % s.tileN == 0 && seg.kSeg % s.tileK == 0;
+    Value zero = arith::ConstantOp::create(b, b.getF32FloatAttr(0.0f));
+    Value rowsV = idx(rows), colsV = idx(cols);
+    for (int64_t i = 0; i < perThread; ++i) {
+      Value c = add(tid, idx(i * s.threads()));
+      // The block's first (n, k) within the tile.
+      Value n0 = t ? mul(rem(c, s.tileN / 4), idx(4)) : div(c, s.tileK / 8);
+      Value kk0 = mul(t ? div(c, s.tileN / 4) : rem(c, s.tileK / 8), idx(8));
+      Value gn0 = add(colBase, n0), gk0 = add(k0, kk0);
+      Value row0 = t ? gk0 : gn0, col0 = t ? gn0 : gk0;
+      Value col0c =
+          wholeCols ? Value(arith::MinUIOp::create(b, col0, idx(cols - blockCols)))
+                    : col0;
+      SmallVector<SmallVector<Value>> vals(blockRows);
+      for (int64_t r = 0; r < blockRows; ++r) {
+        Value row = add(row0, idx(r));
+        Value rowValid = lt(row, rowsV);
+        Value rowc = arith::MinUIOp::create(b, row, idx(rows - 1));
+        for (int64_t cc = 0; cc < blockCols; ++cc) {
+          Value col = add(col0, idx(cc));
+          Value valid = both(rowValid, lt(col, colsV));
+          Value colc = wholeCols ? add(col0c, idx(cc))
+                                 : Value(arith::MinUIOp::create(b, col,
+                                                                idx(cols - 1)));
+          Value w = storedWeight(seg, rowc, colc, rows, cols, &log);
+          vals[r].push_back(wholeTiles ? w : select(valid, w, zero));
+        }
+      }
+      if (log.mode == LoadLog::Record)
+        continue;
+      auto f32x8 = VectorType::get({8}, b.getF32Type());
+      auto bf16x8 = VectorType::get({8}, b.getBF16Type());
+      for (int64_t j = 0; j < (t ? blockCols : 1); ++j) {
+        SmallVector<Value> run;
+        for (int64_t e = 0; e < 8; ++e)
+          run.push_back(t ? vals[e][j] : vals[0][e]);
+        Value vec = arith::TruncFOp::create(
+            b, bf16x8, vector::FromElementsOp::create(b, f32x8, run));
+        vector::StoreOp::create(
+            b, vec, ws, stagedAt(stage, add(n0, idx(j)), kk0, wStageElems()),
+            /*nontemporal=*/false, llvm::MaybeAlign(16));
+      }
     }
   }
 
@@ -386,6 +527,142 @@ public:
     // The next segment (or nothing) reuses the stages.
     gpu::BarrierOp::create(b);
     return SmallVector<Value>(loop.getResults());
+  }
+
+  /// The wgmma accumulators of one warpgroup's 64 × tileN tile: tileN / 2 f32
+  /// per thread, in the order of the warp-level path's fragments (for each
+  /// n8 column block: (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)).
+  Type wgmmaAccType() {
+    SmallVector<Type> fields(s.tileN / 2, b.getF32Type());
+    return LLVM::LLVMStructType::getLiteral(b.getContext(), fields);
+  }
+  SmallVector<Value> unpackWgmma(Value acc) {
+    SmallVector<Value> out;
+    for (int64_t e = 0; e < s.tileN / 2; ++e)
+      out.push_back(LLVM::ExtractValueOp::create(b, acc, ArrayRef<int64_t>{e}));
+    return out;
+  }
+
+  /// The constant part of a shared-memory matrix descriptor of the core
+  /// matrix layout (no swizzle): LBO = coreStrideBytes between K-adjacent
+  /// core matrices, SBO = rowGroupBytes between row groups, plus the start
+  /// address field of `buffer` (address / 16, 14 bits).
+  Value descriptorBase(Value buffer) {
+    Type i64 = b.getI64Type();
+    auto c64 = [&](int64_t v) {
+      return Value(arith::ConstantIntOp::create(b, i64, v));
+    };
+    Value addr = arith::IndexCastUIOp::create(
+        b, i64, memref::ExtractAlignedPointerAsIndexOp::create(b, buffer));
+    Value start = arith::AndIOp::create(
+        b, arith::ShRUIOp::create(b, addr, c64(4)), c64(0x3FFF));
+    int64_t strides = (int64_t(s.coreStrideBytes() >> 4) << 16) |
+                      (int64_t(s.rowGroupBytes() >> 4) << 32);
+    return arith::OrIOp::create(b, start, c64(strides));
+  }
+  /// The descriptor `byteOffset` bytes past the base's start address.
+  Value descriptorAt(Value base, Value byteOffset) {
+    return arith::AddIOp::create(
+        b, base,
+        arith::IndexCastUIOp::create(b, b.getI64Type(), div(byteOffset, 16)));
+  }
+
+  /// Issues the wgmma MMAs of one staged K tile (`ksteps` k16 steps) and
+  /// commits them as one group; the caller waits for it.
+  Value wgmmaTile(Value acc, Value stage, int64_t ksteps) {
+    NVVM::WgmmaFenceAlignedOp::create(b);
+    Value warpgroup = div(tid, 128);
+    Value xOff = add(mul(stage, idx(xStageElems() * 2)),
+                     mul(warpgroup, idx(64 / 8 * s.rowGroupBytes())));
+    Value wOff = mul(stage, idx(wStageElems() * 2));
+    auto shape = NVVM::MMAShapeAttr::get(b.getContext(), 64, s.tileN, 16);
+    for (int64_t ks = 0; ks < ksteps; ++ks) {
+      // Two K-adjacent core matrices per k16 step.
+      int64_t kOff = ks * 2 * s.coreStrideBytes();
+      Value descA = descriptorAt(xDesc, add(xOff, idx(kOff)));
+      Value descB = descriptorAt(wDesc, add(wOff, idx(kOff)));
+      acc = NVVM::WgmmaMmaAsyncOp::create(
+          b, acc.getType(), acc, descA, descB, shape, NVVM::WGMMATypes::bf16,
+          NVVM::WGMMATypes::bf16, NVVM::WGMMATypes::f32,
+          NVVM::WGMMAScaleOut::one, NVVM::WGMMAScaleIn::one,
+          NVVM::WGMMAScaleIn::one, NVVM::MMALayout::row, NVVM::MMALayout::col,
+          /*satfinite=*/nullptr);
+    }
+    NVVM::WgmmaGroupSyncAlignedOp::create(b);
+    return acc;
+  }
+
+  /// The wgmma K loop of one segment. X copies run `stages - 1` tiles ahead;
+  /// the weight loads of tile kt + 2 are issued in step kt and kept in
+  /// registers (LoadLog), and tile kt + 1 is dequantized from the loads of
+  /// the step before. Per step: wait for this tile's copies, make every
+  /// thread's shared writes visible to the async proxy, barrier, issue the
+  /// MMAs, then (while they run) start the copies and loads ahead, dequantize
+  /// the next tile into its stage, and wait for the MMAs. The barrier of a
+  /// step comes after every warpgroup waited for the previous step's MMAs,
+  /// so the stages written in a step are free.
+  Value segmentLoopWgmma(const Segment &seg, Value acc) {
+    if (!xDesc) {
+      xDesc = descriptorBase(xs);
+      wDesc = descriptorBase(ws);
+    }
+    int64_t tiles = (seg.kSeg + s.tileK - 1) / s.tileK;
+    int64_t ksteps = std::min(s.tileK, (seg.kSeg + 15) / 16 * 16) / 16;
+    int64_t stages = s.stages;
+    Value first = idx(0), last = idx(tiles);
+    if (spec.splitK > 1) {
+      int64_t perSlice = (tiles + spec.splitK - 1) / spec.splitK;
+      first = mul(gpu::BlockIdOp::create(b, gpu::Dimension::z), idx(perSlice));
+      last = arith::MinUIOp::create(b, add(first, idx(perSlice)), idx(tiles));
+    }
+    for (int64_t p = 0; p + 1 < stages; ++p) {
+      Value kt = add(first, idx(p));
+      loadXTile(seg, mul(kt, idx(s.tileK)), rem(kt, stages));
+    }
+    auto fetchW = [&](Value kt) {
+      LoadLog log;
+      log.mode = LoadLog::Record;
+      loadWTileCore(seg, mul(kt, idx(s.tileK)), Value(), log);
+      return log.values;
+    };
+    auto storeW = [&](Value kt, ValueRange fetched) {
+      LoadLog log;
+      log.mode = LoadLog::Replay;
+      log.values.assign(fetched.begin(), fetched.end());
+      loadWTileCore(seg, mul(kt, idx(s.tileK)), rem(kt, stages), log);
+      assert(log.next == log.values.size() && "replay left loads unused");
+    };
+    // W: tile `first` now, the loads of tile first + 1 in flight.
+    SmallVector<Value> firstTile = fetchW(first);
+    storeW(first, firstTile);
+    SmallVector<Value> inits{acc};
+    llvm::append_range(inits, fetchW(add(first, idx(1))));
+    auto loop = scf::ForOp::create(
+        b, first, last, idx(1), inits,
+        [&](OpBuilder &nested, Location loc, Value kt, ValueRange iter) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPoint(nested.getInsertionBlock(),
+                              nested.getInsertionPoint());
+          NVVM::CpAsyncWaitGroupOp::create(b, b.getI32IntegerAttr(stages - 2));
+          NVVM::FenceProxyOp::create(b, NVVM::ProxyKind::async_shared,
+                                     NVVM::SharedSpaceAttr::get(
+                                         b.getContext(),
+                                         NVVM::SharedSpace::shared_cta));
+          gpu::BarrierOp::create(b);
+          Value out = wgmmaTile(iter[0], rem(kt, stages), ksteps);
+          // Past the last tile the loads are clamped (and masked or unread).
+          Value ahead = add(kt, idx(stages - 1));
+          loadXTile(seg, mul(ahead, idx(s.tileK)), rem(ahead, stages));
+          SmallVector<Value> yields{out};
+          llvm::append_range(yields, fetchW(add(kt, idx(2))));
+          storeW(add(kt, idx(1)), iter.drop_front());
+          NVVM::WgmmaWaitGroupSyncOp::create(b, 0);
+          scf::YieldOp::create(b, yields);
+        });
+    // The next segment (or nothing) reuses the stages.
+    NVVM::CpAsyncWaitGroupOp::create(b, b.getI32IntegerAttr(0));
+    gpu::BarrierOp::create(b);
+    return loop.getResult(0);
   }
 
   /// Calls fn(row, col, value) for every accumulator element inside the M×N
@@ -620,6 +897,7 @@ private:
   const GemmSchedule &s;
   Value xs, ws, m;
   Value tid, lane, wm, wn, rowBase, colBase;
+  Value xDesc, wDesc; // wgmma descriptor bases of the X and W stages
 };
 
 } // namespace
@@ -666,8 +944,11 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   // and consecutive rows start in different banks.
   auto xsType = MemRefType::get({2, schedule.tileM, schedule.tileK + 8}, bf16,
                                 MemRefLayoutAttrInterface(), workgroup);
-  assert(!(spec.transposeW && spec.loraRank) &&
-         "every segment of a kernel shares the W stage layout");
+  if (schedule.wgmma) // flat stages of core matrices
+    xsType = MemRefType::get({xsBytes(schedule) / 2}, bf16,
+                             MemRefLayoutAttrInterface(), workgroup);
+  assert((schedule.wgmma || !(spec.transposeW && spec.loraRank)) &&
+         "every segment of a warp-level kernel shares the W stage layout");
   auto wsType = MemRefType::get(spec.transposeW
                                     ? ArrayRef<int64_t>{2, schedule.tileK,
                                                         schedule.tileN + 8}
@@ -675,6 +956,9 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
                                                         schedule.tileK + 8},
                                 bf16,
                                 MemRefLayoutAttrInterface(), workgroup);
+  if (schedule.wgmma)
+    wsType = MemRefType::get({wsBytes(spec, schedule) / 2}, bf16,
+                             MemRefLayoutAttrInterface(), workgroup);
   // Per-row, per-warp absmax of the new momentum (QFT).
   auto rowMaxType = MemRefType::get({schedule.tileM, schedule.warpsN},
                                     builder.getF32Type(),
@@ -692,6 +976,12 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
   func.setKnownBlockSizeAttr(
       builder.getDenseI32ArrayAttr({int32_t(schedule.threads()), 1, 1}));
+  // wgmma: two blocks per SM (their shared stages fit), so one block's
+  // barrier and dequantization overlap the other's MMAs; ptxas keeps the
+  // registers to 128 per thread for it.
+  if (schedule.wgmma)
+    func->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
+                  builder.getI32IntegerAttr(2));
 
   Block &entry = func.getBody().front();
   ImplicitLocOpBuilder b(loc, ctx);
@@ -747,12 +1037,21 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   KernelBuilder kb(b, spec, schedule, shared[0], shared[1], m);
   kb.setThreadIds();
   Value zero = arith::ConstantOp::create(b, b.getF32FloatAttr(0.0f));
-  SmallVector<Value> acc(kb.fragsM() * kb.fragsN() * 4, zero);
-  acc = kb.segmentLoop(
-      {x, spec.k, spec.format, weight, spec.transposeX, spec.transposeW}, acc);
-  if (spec.loraRank)
-    acc = kb.segmentLoop({loraT, spec.loraRank, nullptr, ValueRange(&loraB, 1)},
-                         acc);
+  Segment main{x, spec.k, spec.format, weight, spec.transposeX, spec.transposeW};
+  Segment lora{loraT, spec.loraRank, nullptr, ValueRange(&loraB, 1)};
+  SmallVector<Value> acc;
+  if (schedule.wgmma) {
+    Value wgAcc = LLVM::ZeroOp::create(b, kb.wgmmaAccType());
+    wgAcc = kb.segmentLoopWgmma(main, wgAcc);
+    if (spec.loraRank)
+      wgAcc = kb.segmentLoopWgmma(lora, wgAcc);
+    acc = kb.unpackWgmma(wgAcc);
+  } else {
+    acc.assign(kb.fragsM() * kb.fragsN() * 4, zero);
+    acc = kb.segmentLoop(main, acc);
+    if (spec.loraRank)
+      acc = kb.segmentLoop(lora, acc);
+  }
   if (spec.qftFormat) {
     auto epilogue = [&] {
       kb.qftEpilogue(acc, qftCodes, qftParams, qftM, qftMScales, qftLr,
@@ -769,6 +1068,12 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   else
     kb.epilogue(acc, bias, residual, y);
   gpu::ReturnOp::create(b);
+  // Let LLVM fuse multiplies and adds (dequantization's q·s − s·z, the
+  // epilogue's scaling and bias) into fmas.
+  auto contract = arith::FastMathFlagsAttr::get(ctx, arith::FastMathFlags::contract);
+  func.walk([&](arith::ArithFastMathInterface op) {
+    op->setAttr(op.getFastMathAttrName(), contract);
+  });
   return func;
 }
 

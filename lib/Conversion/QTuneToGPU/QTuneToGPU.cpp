@@ -37,6 +37,16 @@ GemmSchedule chooseSchedule(int64_t m, int64_t n, const GemmSchedule &given) {
   // M = 2048 and 8192 on an H100, see bench/RESULTS.md).
   GemmSchedule s = m >= 512 ? GemmSchedule{128, 128, 64, 2, 4}
                             : GemmSchedule{32, 64, 64, 2, 2};
+  // sm_90a, unless a tile option is given: two warpgroups of wgmma
+  // m64n128k16, three stages (109.5 KiB, two blocks per SM).
+  bool tiled = given.tileM || given.tileN || given.tileK || given.warpsM ||
+               given.warpsN;
+  if (given.wgmma && !tiled && m >= 512 && n > 16) {
+    s = GemmSchedule{128, 128, 64, 8, 1};
+    s.wgmma = true;
+    s.stages = 3;
+    return s;
+  }
   // Adapter-sized outputs (LoRA rank ≤ 16): narrow tiles, so no MMA work is
   // spent on columns that do not exist.
   if (n <= 16)
@@ -238,7 +248,8 @@ FailureOr<SymbolRefAttr> Lowering::kernelFor(Operation *op,
      << "f" << spec.outputF32 << "k" << spec.splitK
      << "|" << schedule.tileM << "," << schedule.tileN
      << "," << schedule.tileK << "," << schedule.warpsM << ","
-     << schedule.warpsN;
+     << schedule.warpsN << (schedule.wgmma ? ",wgmma" : "") << ","
+     << schedule.stages;
   auto it = kernelCache.find(key);
   if (it != kernelCache.end())
     return it->second;
@@ -1390,6 +1401,14 @@ struct QTuneLowerToGPUPass
                          << chip << "'";
       return signalPassFailure();
     }
+    if (mma != "auto" && mma != "sync") {
+      module.emitError() << "qtune-lower-to-gpu: mma must be 'auto' or "
+                            "'sync', got '"
+                         << mma << "'";
+      return signalPassFailure();
+    }
+    // wgmma exists on sm_90a only (not sm_90, not later architectures).
+    schedule.wgmma = mma == "auto" && chip == "sm_90a";
     OpBuilder b = OpBuilder::atBlockEnd(module.getBody());
     auto target = NVVM::NVVMTargetAttr::get(&getContext(), /*optLevel=*/3,
                                             "nvptx64-nvidia-cuda", chip);

@@ -1,4 +1,8 @@
 // RUN: qtune-opt %s -qtune-fuse -qtune-lower-to-gpu -split-input-file -verify-diagnostics | FileCheck %s
+// RUN: qtune-opt %s -qtune-fuse -qtune-lower-to-gpu=mma=sync -split-input-file -verify-diagnostics | FileCheck %s --check-prefix=SYNC
+// RUN: qtune-opt %s -qtune-fuse -qtune-lower-to-gpu=chip=sm_80 -split-input-file -verify-diagnostics | FileCheck %s --check-prefix=SYNC
+// RUN: not qtune-opt %s -qtune-lower-to-gpu=mma=fast -split-input-file 2>&1 | FileCheck %s --check-prefix=BADMMA
+// BADMMA: qtune-lower-to-gpu: mma must be 'auto' or 'sync', got 'fast'
 
 // A quantized linear with a LoRA adapter: two launches (T = s·x·Aᵀ, then the
 // fused GEMM with T·Bᵀ as a second K segment); the weight is never dequantized
@@ -269,16 +273,40 @@ func.func @split_k(%x: tensor<2048x4096xbf16>, %a: tensor<16x4096xbf16>) -> tens
 
 // -----
 
-// Stages past 48 KiB (here 128 × 128 × 64: 73728 bytes) live in dynamic shared
-// memory: the kernel views it as the X and W stages, the launch passes the size.
+// Training-sized M on sm_90a: two warpgroups of wgmma m64n128k16 (four k16
+// steps per K tile of 64) over three stages of core matrices in dynamic shared
+// memory (X and W stages of 16 row groups × 1168 bytes each: 112128 bytes),
+// two blocks per SM. The MMAs of a tile are committed as one group and waited
+// for after the next tile's copies and dequantization are issued.
 // CHECK-LABEL: func.func @dynamic_shared
-// CHECK: gpu.launch_func @qtune_kernels::@[[K:qtune_gemm_[0-9]+]] {{.*}} dynamic_shared_memory_size %c73728_i32
+// CHECK: gpu.launch_func @qtune_kernels::@[[K:qtune_gemm_[0-9]+]] {{.*}} threads in (%c256{{.*}}) dynamic_shared_memory_size %c112128_i32
 // CHECK: gpu.func @[[K]](
 // CHECK-NOT: workgroup(
 // CHECK-SAME: kernel
+// CHECK-SAME: nvvm.minctasm = 2
 // CHECK: gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>
-// CHECK: memref.view {{.*}} to memref<2x128x72xbf16, #gpu.address_space<workgroup>>
-// CHECK: memref.view {{.*}} to memref<2x128x72xbf16, #gpu.address_space<workgroup>>
+// CHECK: memref.view {{.*}} to memref<28032xbf16, #gpu.address_space<workgroup>>
+// CHECK: memref.view {{.*}} to memref<28032xbf16, #gpu.address_space<workgroup>>
+// CHECK: nvvm.fence.proxy
+// CHECK-NEXT: gpu.barrier
+// CHECK: nvvm.wgmma.fence.aligned
+// CHECK-COUNT-4: nvvm.wgmma.mma_async {{.*}} <m = 64, n = 128, k = 16>, D[<f32>, <one>], A[<bf16>, <one>, <row>], B[<bf16>, <one>, <col>]
+// CHECK-NEXT: nvvm.wgmma.commit.group.sync.aligned
+// CHECK: nvvm.cp.async.commit.group
+// CHECK: nvvm.wgmma.wait.group.sync.aligned 0
+// Without wgmma (mma=sync, or sm_80) the same layer takes the warp-level
+// schedule: stages past 48 KiB (128 × 128 × 64: 73728 bytes) live in dynamic
+// shared memory, viewed as the padded X and W stages.
+// SYNC-LABEL: func.func @dynamic_shared
+// SYNC: gpu.launch_func @qtune_kernels::@[[K:qtune_gemm_[0-9]+]] {{.*}} dynamic_shared_memory_size %c73728_i32
+// SYNC: gpu.func @[[K]](
+// SYNC-NOT: workgroup(
+// SYNC-SAME: kernel
+// SYNC: gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>
+// SYNC: memref.view {{.*}} to memref<2x128x72xbf16, #gpu.address_space<workgroup>>
+// SYNC: memref.view {{.*}} to memref<2x128x72xbf16, #gpu.address_space<workgroup>>
+// SYNC-NOT: wgmma
+// SYNC: nvvm.mma.sync
 func.func @dynamic_shared(%x: tensor<600x256xbf16>, %w: tensor<256x256xbf16>) -> tensor<600x256xbf16> {
   %y = qtune.linear %x, %w : tensor<600x256xbf16>, tensor<256x256xbf16> -> tensor<600x256xbf16>
   return %y : tensor<600x256xbf16>

@@ -1,9 +1,11 @@
 //===- GemmTemplate.h - tensor-core GEMM kernel template ----------*- C++ -*-===//
 //
 // Builds a gpu.func computing Y[M, N] = X[M, K] · Wᵀ (+ bias) (+ T · Bᵀ)
-// (+ residual) in bf16 with fp32 accumulation on tensor cores
-// (nvgpu.ldmatrix + nvvm.mma.sync m16n8k16, X staged by
-// nvgpu.device_async_copy). W is dense bf16 or quantized; a quantized W is
+// (+ residual) in bf16 with fp32 accumulation on tensor cores, X staged by
+// nvgpu.device_async_copy. Two MMA paths share the loaders and epilogues:
+// warp-level (nvgpu.ldmatrix + nvvm.mma.sync m16n8k16, sm_80+) and
+// warpgroup-level (nvvm.wgmma.mma_async m64nNk16 on shared-memory
+// descriptors, sm_90a). W is dense bf16 or quantized; a quantized W is
 // dequantized tile by tile in the prologue through
 // QuantFormatAttrInterface::emitDequant, never materialized in global memory.
 // The optional second K segment (T: M×r, B: N×r) adds a precomputed LoRA term.
@@ -21,15 +23,32 @@ namespace qtune {
 /// Tile sizes of the GEMM template. A block computes tileM × tileN outputs with
 /// warpsM × warpsN warps; each warp a (tileM/warpsM) × (tileN/warpsN) tile made
 /// of m16n8k16 MMAs; K advances tileK at a time.
+///
+/// With `wgmma` (sm_90a) each warpgroup of four warps computes 64 rows × tileN
+/// with wgmma m64n{tileN}k16 reading both operands from shared memory; then
+/// warpsN is 1 and warpsM = tileM / 16 (warp w holds rows 16w..16w+15, the
+/// same accumulator layout as the warp-level path), and `stages` shared
+/// stages keep X copies `stages - 1` tiles ahead while the weight tile of the
+/// next step is dequantized during the current step's MMAs.
 struct GemmSchedule {
   int64_t tileM = 64, tileN = 64, tileK = 32;
   int64_t warpsM = 2, warpsN = 2;
+  bool wgmma = false;
+  int64_t stages = 2;
 
   int64_t threads() const { return 32 * warpsM * warpsN; }
-  /// Shared memory of the two stages of the X and W tiles (rows padded), for
+  /// Shared memory of the stages of the X and W tiles (rows padded), for
   /// the larger of the two W layouts. Past 48 KiB the kernel takes it as
   /// dynamic shared memory (up to the 227 KiB of sm_90).
   int64_t sharedBytes() const;
+  /// wgmma layout: K-major 8-row × 16-byte core matrices (128 contiguous
+  /// bytes); the core matrices of one 8-row group lie `coreStrideBytes()`
+  /// apart along K, and row groups `rowGroupBytes()` apart. Both are 16 bytes
+  /// (one bank group) more than a multiple of 128, so that 16-byte stores of
+  /// eight threads that differ in the K chunk, or in the row, or in pairs of
+  /// rows four apart, land in distinct banks.
+  static constexpr int64_t coreStrideBytes() { return 144; }
+  int64_t rowGroupBytes() const { return tileK / 8 * coreStrideBytes() + 16; }
   /// Checks divisibility constraints; returns an explanation on failure.
   std::optional<std::string> validate() const;
 };

@@ -57,7 +57,8 @@ mlir::Value indexConst(mlir::OpBuilder &b, mlir::Location loc, int64_t v);
 /// `groups` groups per row: row · groups + col / groupSize.
 mlir::Value groupIndex(mlir::OpBuilder &b, mlir::Location loc, mlir::Value row,
                        mlir::Value col, int64_t groupSize, int64_t groups);
-/// An i32 code converted to f32.
+/// An i32 code (below 2^23, as every format's codes are) converted to f32
+/// exactly.
 mlir::Value codeToF32(mlir::OpBuilder &b, mlir::Location loc, mlir::Value code);
 /// table[code] for a constant table of 2^bits entries, as a tree of selects on
 /// the code's bits (no dynamic indexing, so no local memory).
