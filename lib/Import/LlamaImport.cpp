@@ -1,6 +1,7 @@
 //===- LlamaImport.cpp - LLaMA-family model directory to qtune IR ----------===//
 
 #include "qtune/Import/LlamaImport.h"
+#include "qtune/Import/LowRankInit.h"
 
 #include "qtune/Dialect/QTune/IR/QTuneOps.h"
 #include "qtune/Reference/TensorFiles.h"
@@ -134,6 +135,8 @@ bool Importer::linear(const std::string &path, int64_t n, int64_t k,
                       bool targeted) {
   LayerPlan plan{path, n, k, formatOf(path)};
   plan.lora = targeted && o.method == Method::Lora;
+  // LoftQ's adapter (A, B), set where the weight is quantized.
+  std::optional<std::pair<HostTensor, HostTensor>> adapter;
   plan.scaleOnly = targeted && o.method == Method::Peqa;
   bool qft = targeted && o.method == Method::Qft;
   std::string weightName = path + ".weight";
@@ -142,6 +145,12 @@ bool Importer::linear(const std::string &path, int64_t n, int64_t k,
       error = path + ": " + (qft ? "QFT" : "PEQA") +
               " trains a quantized weight, but this layer's format keeps it "
               "dense; give it a format";
+      return false;
+    }
+    if (plan.lora && o.loraInit == ImportOptions::LoraInit::Loftq) {
+      error = path + ": --lora-init loftq fits the adapter to the quantization "
+                     "residual, but this layer's format keeps it dense; give "
+                     "it a format";
       return false;
     }
     if (!dense(weightName, {n, k}, Role::frozen))
@@ -166,15 +175,27 @@ bool Importer::linear(const std::string &path, int64_t n, int64_t k,
     std::vector<double> w;
     if (!ckpt.read(weightName, {n, k}, w, error))
       return false;
-    SmallVector<HostTensor> comps = plan.format.quantize(n, k, w, {});
-    std::vector<double> back(n * k);
-    plan.format.dequantize(n, k, comps, back);
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n * k; ++i) {
-      num += (back[i] - w[i]) * (back[i] - w[i]);
-      den += w[i] * w[i];
+    SmallVector<HostTensor> comps;
+    if (plan.lora && o.loraInit == ImportOptions::LoraInit::Loftq) {
+      LowRankInit init =
+          lowRankInit(plan.format, n, k, w, o.loraRank, o.loraAlpha / o.loraRank,
+                      o.loftqRounds, o.seed ^ std::hash<std::string>()(path));
+      comps = std::move(init.components);
+      result.quantError.push_back({path, init.rtnError});
+      result.initError.push_back({path, init.error});
+      adapter = {HostTensor({o.loraRank, k}, std::move(init.a)),
+                 HostTensor({n, o.loraRank}, std::move(init.b))};
+    } else {
+      comps = plan.format.quantize(n, k, w, {});
+      std::vector<double> back(n * k);
+      plan.format.dequantize(n, k, comps, back);
+      double num = 0, den = 0;
+      for (int64_t i = 0; i < n * k; ++i) {
+        num += (back[i] - w[i]) * (back[i] - w[i]);
+        den += w[i] * w[i];
+      }
+      result.quantError.push_back({path, den > 0 ? std::sqrt(num / den) : 0.0});
     }
-    result.quantError.push_back({path, den > 0 ? std::sqrt(num / den) : 0.0});
     SmallVector<ComponentSpec> specs = plan.format.getComponents(n, k);
     bool hasScale = false;
     for (auto [i, spec] : llvm::enumerate(specs)) {
@@ -191,14 +212,19 @@ bool Importer::linear(const std::string &path, int64_t n, int64_t k,
       return fail("has no scale component for PEQA to train");
   }
   if (plan.lora) {
-    // PEFT's initialization: A Kaiming-uniform (bound 1/sqrt(in)), B zero.
-    std::mt19937_64 rng(o.seed ^ std::hash<std::string>()(path));
-    double bound = 1.0 / std::sqrt(double(k));
-    HostTensor a({o.loraRank, k}), bz({n, o.loraRank});
-    for (double &v : a.data)
-      v = std::uniform_real_distribution<double>(-bound, bound)(rng);
-    if (!addTensor(path + ".lora_A.weight", bf16, std::move(a), Role::trainable) ||
-        !addTensor(path + ".lora_B.weight", bf16, std::move(bz), Role::trainable))
+    if (!adapter) {
+      // PEFT's initialization: A Kaiming-uniform (bound 1/sqrt(in)), B zero.
+      std::mt19937_64 rng(o.seed ^ std::hash<std::string>()(path));
+      double bound = 1.0 / std::sqrt(double(k));
+      HostTensor a({o.loraRank, k}), bz({n, o.loraRank});
+      for (double &v : a.data)
+        v = std::uniform_real_distribution<double>(-bound, bound)(rng);
+      adapter = {std::move(a), std::move(bz)};
+    }
+    if (!addTensor(path + ".lora_A.weight", bf16, std::move(adapter->first),
+                   Role::trainable) ||
+        !addTensor(path + ".lora_B.weight", bf16, std::move(adapter->second),
+                   Role::trainable))
       return false;
   }
   layers[path] = plan;

@@ -4,6 +4,7 @@
 //       [--method lora|peqa|qft|none] [--lora-r 16 --lora-alpha 32]
 //       [--targets q,k,v,o,gate,up,down] [--format '#qtune.uniform<...>']
 //       [--layer-format PATTERN=FORMAT ...] [--batch 1] [--seq-len 512]
+//       [--lora-init peft|loftq [--loftq-rounds 1]]
 //
 // Reads config.json and the safetensors shards, quantizes the decoder's
 // linear layers with round-to-nearest, and writes the graph (docs/import.md)
@@ -80,6 +81,19 @@ static cl::opt<int64_t> seqLen("seq-len", cl::desc("Tokens per sequence"),
                                cl::init(512), cl::cat(category));
 static cl::opt<uint64_t> seed("seed", cl::desc("Seed of the LoRA initialization"),
                               cl::init(0), cl::cat(category));
+static cl::opt<ImportOptions::LoraInit> loraInit(
+    "lora-init", cl::desc("LoRA initialization"),
+    cl::init(ImportOptions::LoraInit::Peft),
+    cl::values(clEnumValN(ImportOptions::LoraInit::Peft, "peft",
+                          "PEFT's: A random, B zero"),
+               clEnumValN(ImportOptions::LoraInit::Loftq, "loftq",
+                          "LoftQ's: the rank-r SVD of the quantization residual")),
+    cl::cat(category));
+static cl::opt<int64_t> loftqRounds(
+    "loftq-rounds",
+    cl::desc("With --lora-init loftq: alternating rounds of quantization and "
+             "SVD (1: quantize once, fit the residual)"),
+    cl::init(1), cl::cat(category));
 static cl::opt<bool> noLogits("no-logits",
                               cl::desc("Do not emit the <name>_logits function"),
                               cl::cat(category));
@@ -138,6 +152,15 @@ int main(int argc, char **argv) {
   options.batch = batch;
   options.seqLen = seqLen;
   options.seed = seed;
+  options.loraInit = loraInit;
+  options.loftqRounds = loftqRounds;
+  if (loftqRounds < 1)
+    return fail("--loftq-rounds must be at least 1");
+  if (loftqRounds.getNumOccurrences() && loraInit != ImportOptions::LoraInit::Loftq)
+    return fail("--loftq-rounds needs --lora-init loftq");
+  if (loraInit == ImportOptions::LoraInit::Loftq && method != Method::Lora)
+    return fail("--lora-init loftq initializes LoRA adapters; it needs "
+                "--method lora");
   options.logitsEntry = !noLogits;
   options.name = funcName;
   options.targets.clear();
@@ -239,5 +262,18 @@ int main(int argc, char **argv) {
     llvm::outs() << llvm::formatv(
         "  round-to-nearest relative error: mean {0:E2}, worst {1:E2} ({2})\n",
         mean, worst, worstLayer);
+  if (!result->initError.empty()) {
+    double initMean = 0, initWorst = 0;
+    std::string initWorstLayer;
+    for (const auto &[layer, e] : result->initError) {
+      initMean += e / result->initError.size();
+      if (e >= initWorst)
+        initWorst = e, initWorstLayer = layer;
+    }
+    llvm::outs() << llvm::formatv(
+        "  with the LoftQ adapters ({0} round(s)): mean {1:E2}, worst {2:E2} "
+        "({3})\n",
+        loftqRounds, initMean, initWorst, initWorstLayer);
+  }
   return 0;
 }

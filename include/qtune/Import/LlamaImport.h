@@ -53,6 +53,12 @@ struct ImportOptions {
   int64_t batch = 1, seqLen = 512;
   /// Seeds the LoRA A initialization (Kaiming-uniform, as PEFT; B is zero).
   uint64_t seed = 0;
+  /// LoRA initialization: PEFT's (A random, B zero, the layer starts as the
+  /// quantized weight), or LoftQ's (lowRankInit: the adapter starts as the
+  /// rank-r SVD of the quantization residual, `loftqRounds` alternating
+  /// rounds of quantization and SVD).
+  enum class LoraInit { Peft, Loftq } loraInit = LoraInit::Peft;
+  int64_t loftqRounds = 1;
   bool logitsEntry = true;
   std::string name = "model";
 };
@@ -64,6 +70,8 @@ struct ImportResult {
   int64_t numTrainable = 0;
   /// Per quantized layer: relative Frobenius error of its RTN weight.
   std::vector<std::pair<std::string, double>> quantError;
+  /// Per LoftQ-initialized layer: relative error of dequant(Q) + s·B·A.
+  std::vector<std::pair<std::string, double>> initError;
 };
 
 /// Imports; on failure returns nullopt with `error` naming the tensor,
