@@ -82,10 +82,12 @@ std::optional<std::string> GemmSchedule::validate() const {
       return "wgmma needs tileN a multiple of 16, at most 256";
     if (stages < 2)
       return "wgmma needs at least 2 stages";
+    int64_t transposedCols = tileN * tileK / 8 / threads();
     if ((tileM * tileK / 8) % threads() != 0 ||
-        (tileN * tileK / 32) % threads() != 0)
-      return "tileM × tileK / 8 and tileN × tileK / 32 must be multiples of "
-             "the thread count";
+        (tileN * tileK / 8) % threads() != 0 ||
+        (transposedCols != 2 && transposedCols != 4))
+      return "tileM × tileK / 8 must be a multiple of the thread count, and "
+             "tileN × tileK / 8 two or four times it";
     return std::nullopt;
   }
   if (tileM % (16 * warpsM) != 0)
@@ -356,7 +358,7 @@ public:
   /// The wgmma path's W tile: K-major core matrices whatever the stored
   /// orientation. Each thread dequantizes a block of the stored weight, one
   /// row × 8 columns (a run along K) or, for a weight stored K × N, 8 rows
-  /// (K) × 4 columns (N), transposed in registers; either way it stores
+  /// (K) × 2 or 4 columns (N), transposed in registers; either way it stores
   /// 16-byte runs along K. Consecutive threads take consecutive K chunks of
   /// a row, or (transposed) consecutive column blocks: coalesced loads, and
   /// stores in distinct banks (see GemmSchedule::coreStrideBytes).
@@ -367,8 +369,11 @@ public:
   void loadWTileCore(const Segment &seg, Value k0, Value stage, LoadLog &log) {
     bool t = seg.weightTransposed;
     int64_t rows = t ? seg.kSeg : spec.n, cols = t ? spec.n : seg.kSeg;
-    int64_t blockRows = t ? 8 : 1, blockCols = t ? 4 : 8;
-    int64_t perThread = s.tileN * s.tileK / 32 / s.threads() * (t ? 1 : 4);
+    // Transposed blocks are 8 × (tileN·tileK / 8 / threads) so that every
+    // thread has one (4 columns for 256 threads, 2 for 512).
+    int64_t blockRows = t ? 8 : 1,
+            blockCols = t ? s.tileN * s.tileK / 8 / s.threads() : 8;
+    int64_t perThread = s.tileN * s.tileK / (blockRows * blockCols) / s.threads();
     // Whole blocks are in or out of range along the columns when the row
     // length is a multiple of the block: clamp the block's start then.
     bool wholeCols = cols % blockCols == 0;
@@ -381,8 +386,10 @@ public:
     for (int64_t i = 0; i < perThread; ++i) {
       Value c = add(tid, idx(i * s.threads()));
       // The block's first (n, k) within the tile.
-      Value n0 = t ? mul(rem(c, s.tileN / 4), idx(4)) : div(c, s.tileK / 8);
-      Value kk0 = mul(t ? div(c, s.tileN / 4) : rem(c, s.tileK / 8), idx(8));
+      Value n0 = t ? mul(rem(c, s.tileN / blockCols), idx(blockCols))
+                   : div(c, s.tileK / 8);
+      Value kk0 =
+          mul(t ? div(c, s.tileN / blockCols) : rem(c, s.tileK / 8), idx(8));
       Value gn0 = add(colBase, n0), gk0 = add(k0, kk0);
       Value row0 = t ? gk0 : gn0, col0 = t ? gn0 : gk0;
       Value col0c =
@@ -979,7 +986,7 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   // wgmma: two blocks per SM (their shared stages fit), so one block's
   // barrier and dequantization overlap the other's MMAs; ptxas keeps the
   // registers to 128 per thread for it.
-  if (schedule.wgmma)
+  if (schedule.wgmma && schedule.threads() <= 256)
     func->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
                   builder.getI32IntegerAttr(2));
 

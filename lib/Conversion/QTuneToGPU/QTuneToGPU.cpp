@@ -37,12 +37,20 @@ GemmSchedule chooseSchedule(int64_t m, int64_t n, const GemmSchedule &given) {
   // M = 2048 and 8192 on an H100, see bench/RESULTS.md).
   GemmSchedule s = m >= 512 ? GemmSchedule{128, 128, 64, 2, 4}
                             : GemmSchedule{32, 64, 64, 2, 2};
-  // sm_90a, unless a tile option is given: two warpgroups of wgmma
-  // m64n128k16, three stages (109.5 KiB, two blocks per SM).
+  // sm_90a, unless a tile option is given: warpgroups of wgmma m64n128k16
+  // over three stages. Four warpgroups (256 rows: each weight tile is
+  // dequantized once per 256 rows; 164 KiB, one block per SM) where that
+  // still fills the GPU, else two (109.5 KiB, two blocks per SM). On an H100,
+  // fwd+bwd of the 4096² INT4 + LoRA layer: 739 against 812 us at M = 2048,
+  // 2626 against 2818 us at M = 8192 (bench/RESULTS.md; four stages were
+  // slower).
   bool tiled = given.tileM || given.tileN || given.tileK || given.warpsM ||
                given.warpsN;
   if (given.wgmma && !tiled && m >= 512 && n > 16) {
-    s = GemmSchedule{128, 128, 64, 8, 1};
+    int64_t tileM = ((m + 255) / 256) * ((n + 127) / 128) >= kSplitKTargetBlocks
+                        ? 256
+                        : 128;
+    s = GemmSchedule{tileM, 128, 64, tileM / 16, 1};
     s.wgmma = true;
     s.stages = 3;
     return s;
