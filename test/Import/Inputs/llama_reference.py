@@ -4,11 +4,12 @@ Face transformers' modeling_llama (RMSNorm, rotate-half RoPE, repeat_kv
 grouped-query attention with a causal mask, SwiGLU MLP, untied or tied lm
 head), for checking qtune-import + the reference interpreter on tiny models.
 
-    llama_reference.py MODEL_DIR BATCH.safetensors [--expect OUT.safetensors]
+    llama_reference.py MODEL_DIR BATCH.safetensors [--expect OUT.safetensors [--rtol 1e-6]]
 
 Prints "loss <mean cross entropy>" of labels given input_ids (both [B, S]).
 With --expect, compares with the f32 `loss` tensor of OUT (what qtune-interp
-wrote) and fails unless they agree to 1e-6 relative.
+wrote) and fails unless they agree to --rtol relative (1e-6; a model exported
+in bf16 differs from qtune's by its rounding, about 1e-5).
 """
 import json
 import math
@@ -108,7 +109,8 @@ def main():
         got = values(dt, r)[0]
         rel = abs(got - loss) / abs(loss)
         print("qtune %.9f, relative difference %.2e" % (got, rel))
-        if rel > 1e-6:
+        rtol = float(sys.argv[6]) if len(sys.argv) > 6 and sys.argv[5] == "--rtol" else 1e-6
+        if rel > rtol:
             sys.exit("MISMATCH: qtune's loss differs from the reference")
 
 
