@@ -82,12 +82,10 @@ std::optional<std::string> GemmSchedule::validate() const {
       return "wgmma needs tileN a multiple of 16, at most 256";
     if (stages < 2)
       return "wgmma needs at least 2 stages";
-    int64_t transposedCols = tileN * tileK / 8 / threads();
     if ((tileM * tileK / 8) % threads() != 0 ||
-        (tileN * tileK / 8) % threads() != 0 ||
-        (transposedCols != 2 && transposedCols != 4))
-      return "tileM × tileK / 8 must be a multiple of the thread count, and "
-             "tileN × tileK / 8 two or four times it";
+        (tileN * tileK / 8) % threads() != 0)
+      return "tileM × tileK / 8 and tileN × tileK / 8 must be multiples of "
+             "the thread count";
     return std::nullopt;
   }
   if (tileM % (16 * warpsM) != 0)
@@ -355,28 +353,36 @@ public:
     }
   }
 
-  /// The wgmma path's W tile: K-major core matrices whatever the stored
-  /// orientation. Each thread dequantizes a block of the stored weight, one
-  /// row × 8 columns (a run along K) or, for a weight stored K × N, 8 rows
-  /// (K) × 2 or 4 columns (N), transposed in registers; either way it stores
-  /// 16-byte runs along K. Consecutive threads take consecutive K chunks of
-  /// a row, or (transposed) consecutive column blocks: coalesced loads, and
-  /// stores in distinct banks (see GemmSchedule::coreStrideBytes).
-  /// Out-of-range elements are clamped for the read and masked to zero. With
-  /// a recording `log` only the loads are issued (no stage is written); with
-  /// a replaying one the tile is computed from the recorded values and
-  /// stored into `stage`.
+  /// Element offset, within a wgmma stage, of (n, k) in the MN-major layout
+  /// of a weight stored K × N: the same core-matrix grid and strides as
+  /// coreOffset, but each core matrix holds 8 K rows of 8 consecutive N.
+  Value mnMajorOffset(Value n, Value k) {
+    return add(add(mul(div(n, 8), idx(s.rowGroupBytes() / 2)),
+                   mul(div(k, 8), idx(s.coreStrideBytes() / 2))),
+               add(mul(rem(k, 8), idx(8)), rem(n, 8)));
+  }
+
+  /// The wgmma path's W tile. Each thread dequantizes runs of 8 consecutive
+  /// weights of a stored row and stores each run with one 16-byte store: a
+  /// weight stored N × K (runs along K) into K-major core matrices, one
+  /// stored K × N (input gradients g·W; runs along N) into MN-major ones,
+  /// which the MMA reads transposed. Either way a run shares its code word
+  /// and group parameters, consecutive threads take consecutive runs of a row
+  /// (coalesced loads), and the stores of eight threads land in distinct
+  /// banks (see GemmSchedule::coreStrideBytes). Out-of-range elements are
+  /// clamped for the read and masked to zero. With a recording `log` only the
+  /// loads are issued (no stage is written); with a replaying one the tile is
+  /// computed from the recorded values and stored into `stage`.
   void loadWTileCore(const Segment &seg, Value k0, Value stage, LoadLog &log) {
+    constexpr int64_t run = 8;
     bool t = seg.weightTransposed;
     int64_t rows = t ? seg.kSeg : spec.n, cols = t ? spec.n : seg.kSeg;
-    // Transposed blocks are 8 × (tileN·tileK / 8 / threads) so that every
-    // thread has one (4 columns for 256 threads, 2 for 512).
-    int64_t blockRows = t ? 8 : 1,
-            blockCols = t ? s.tileN * s.tileK / 8 / s.threads() : 8;
-    int64_t perThread = s.tileN * s.tileK / (blockRows * blockCols) / s.threads();
-    // Whole blocks are in or out of range along the columns when the row
-    // length is a multiple of the block: clamp the block's start then.
-    bool wholeCols = cols % blockCols == 0;
+    int64_t tileCols = t ? s.tileN : s.tileK;
+    int64_t runsPerRow = tileCols / run;
+    int64_t perThread = s.tileN * s.tileK / run / s.threads();
+    // Whole runs are in or out of range when the row length is a multiple of
+    // the run: clamp the run's start then.
+    bool wholeRuns = cols % run == 0;
     // With whole tiles every element of a computed tile is in range: only the
     // prefetch of the tile past the last reads out of range, clamped, into a
     // stage no MMA reads. No masks then.
@@ -385,45 +391,34 @@ public:
     Value rowsV = idx(rows), colsV = idx(cols);
     for (int64_t i = 0; i < perThread; ++i) {
       Value c = add(tid, idx(i * s.threads()));
-      // The block's first (n, k) within the tile.
-      Value n0 = t ? mul(rem(c, s.tileN / blockCols), idx(blockCols))
-                   : div(c, s.tileK / 8);
-      Value kk0 =
-          mul(t ? div(c, s.tileN / blockCols) : rem(c, s.tileK / 8), idx(8));
-      Value gn0 = add(colBase, n0), gk0 = add(k0, kk0);
-      Value row0 = t ? gk0 : gn0, col0 = t ? gn0 : gk0;
+      Value r = div(c, runsPerRow);                  // stored row in the tile
+      Value cc0 = mul(rem(c, runsPerRow), idx(run)); // first column of the run
+      Value row = add(t ? k0 : colBase, r), col0 = add(t ? colBase : k0, cc0);
+      Value rowValid = lt(row, rowsV);
+      Value rowc = arith::MinUIOp::create(b, row, idx(rows - 1));
       Value col0c =
-          wholeCols ? Value(arith::MinUIOp::create(b, col0, idx(cols - blockCols)))
-                    : col0;
-      SmallVector<SmallVector<Value>> vals(blockRows);
-      for (int64_t r = 0; r < blockRows; ++r) {
-        Value row = add(row0, idx(r));
-        Value rowValid = lt(row, rowsV);
-        Value rowc = arith::MinUIOp::create(b, row, idx(rows - 1));
-        for (int64_t cc = 0; cc < blockCols; ++cc) {
-          Value col = add(col0, idx(cc));
-          Value valid = both(rowValid, lt(col, colsV));
-          Value colc = wholeCols ? add(col0c, idx(cc))
-                                 : Value(arith::MinUIOp::create(b, col,
-                                                                idx(cols - 1)));
-          Value w = storedWeight(seg, rowc, colc, rows, cols, &log);
-          vals[r].push_back(wholeTiles ? w : select(valid, w, zero));
-        }
+          wholeRuns ? Value(arith::MinUIOp::create(b, col0, idx(cols - run))) : col0;
+      SmallVector<Value> values;
+      for (int64_t e = 0; e < run; ++e) {
+        Value col = add(col0, idx(e));
+        Value colc = wholeRuns ? add(col0c, idx(e))
+                               : Value(arith::MinUIOp::create(b, col,
+                                                              idx(cols - 1)));
+        Value w = storedWeight(seg, rowc, colc, rows, cols, &log);
+        values.push_back(wholeTiles ? w
+                                    : select(both(rowValid, lt(col, colsV)), w,
+                                             zero));
       }
       if (log.mode == LoadLog::Record)
         continue;
-      auto f32x8 = VectorType::get({8}, b.getF32Type());
-      auto bf16x8 = VectorType::get({8}, b.getBF16Type());
-      for (int64_t j = 0; j < (t ? blockCols : 1); ++j) {
-        SmallVector<Value> run;
-        for (int64_t e = 0; e < 8; ++e)
-          run.push_back(t ? vals[e][j] : vals[0][e]);
-        Value vec = arith::TruncFOp::create(
-            b, bf16x8, vector::FromElementsOp::create(b, f32x8, run));
-        vector::StoreOp::create(
-            b, vec, ws, stagedAt(stage, add(n0, idx(j)), kk0, wStageElems()),
-            /*nontemporal=*/false, llvm::MaybeAlign(16));
-      }
+      auto f32x8 = VectorType::get({run}, b.getF32Type());
+      auto bf16x8 = VectorType::get({run}, b.getBF16Type());
+      Value vec = arith::TruncFOp::create(
+          b, bf16x8, vector::FromElementsOp::create(b, f32x8, values));
+      Value offset = t ? mnMajorOffset(cc0, r) : coreOffset(r, cc0);
+      vector::StoreOp::create(
+          b, vec, ws, ValueRange{add(mul(stage, idx(wStageElems())), offset)},
+          /*nontemporal=*/false, llvm::MaybeAlign(16));
     }
   }
 
@@ -575,8 +570,9 @@ public:
   }
 
   /// Issues the wgmma MMAs of one staged K tile (`ksteps` k16 steps) and
-  /// commits them as one group; the caller waits for it.
-  Value wgmmaTile(Value acc, Value stage, int64_t ksteps) {
+  /// commits them as one group; the caller waits for it. `mnMajorB`: the
+  /// weight tile is MN-major (a weight stored K × N), read transposed.
+  Value wgmmaTile(Value acc, Value stage, int64_t ksteps, bool mnMajorB) {
     NVVM::WgmmaFenceAlignedOp::create(b);
     Value warpgroup = div(tid, 128);
     Value xOff = add(mul(stage, idx(xStageElems() * 2)),
@@ -592,7 +588,8 @@ public:
           b, acc.getType(), acc, descA, descB, shape, NVVM::WGMMATypes::bf16,
           NVVM::WGMMATypes::bf16, NVVM::WGMMATypes::f32,
           NVVM::WGMMAScaleOut::one, NVVM::WGMMAScaleIn::one,
-          NVVM::WGMMAScaleIn::one, NVVM::MMALayout::row, NVVM::MMALayout::col,
+          NVVM::WGMMAScaleIn::one, NVVM::MMALayout::row,
+          mnMajorB ? NVVM::MMALayout::row : NVVM::MMALayout::col,
           /*satfinite=*/nullptr);
     }
     NVVM::WgmmaGroupSyncAlignedOp::create(b);
@@ -656,7 +653,8 @@ public:
                                          b.getContext(),
                                          NVVM::SharedSpace::shared_cta));
           gpu::BarrierOp::create(b);
-          Value out = wgmmaTile(iter[0], rem(kt, stages), ksteps);
+          Value out = wgmmaTile(iter[0], rem(kt, stages), ksteps,
+                                seg.weightTransposed);
           // Past the last tile the loads are clamped (and masked or unread).
           Value ahead = add(kt, idx(stages - 1));
           loadXTile(seg, mul(ahead, idx(s.tileK)), rem(ahead, stages));
@@ -954,7 +952,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   if (schedule.wgmma) // flat stages of core matrices
     xsType = MemRefType::get({xsBytes(schedule) / 2}, bf16,
                              MemRefLayoutAttrInterface(), workgroup);
-  assert((schedule.wgmma || !(spec.transposeW && spec.loraRank)) &&
+  assert((schedule.wgmma || !spec.loraRank ||
+          spec.transposeW == spec.loraWeightTransposed) &&
          "every segment of a warp-level kernel shares the W stage layout");
   auto wsType = MemRefType::get(spec.transposeW
                                     ? ArrayRef<int64_t>{2, schedule.tileK,
@@ -1045,7 +1044,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   kb.setThreadIds();
   Value zero = arith::ConstantOp::create(b, b.getF32FloatAttr(0.0f));
   Segment main{x, spec.k, spec.format, weight, spec.transposeX, spec.transposeW};
-  Segment lora{loraT, spec.loraRank, nullptr, ValueRange(&loraB, 1)};
+  Segment lora{loraT, spec.loraRank, nullptr, ValueRange(&loraB, 1),
+               /*transposed=*/false, spec.loraWeightTransposed};
   SmallVector<Value> acc;
   if (schedule.wgmma) {
     Value wgAcc = LLVM::ZeroOp::create(b, kb.wgmmaAccType());

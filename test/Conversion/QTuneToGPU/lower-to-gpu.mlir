@@ -131,6 +131,35 @@ func.func @gradients(%g: tensor<2x3x64xbf16>, %x: tensor<2x3x32xbf16>, %c: tenso
 
 // -----
 
+!w4 = !qtune.qweight<256x512, #qtune.uniform<bits = 4, group = 128>>
+// The input gradient through a layer with a LoRA adapter, g·W + t·A: on the
+// wgmma template one GEMM whose second K segment is t·A (A stored r × K, read
+// transposed like W), no separate product or add. Both weights are staged
+// MN-major (runs along their stored rows) and read transposed by the MMA.
+// CHECK-LABEL: func.func @adapter_input_grad
+// CHECK: gpu.launch_func @qtune_kernels::@[[K:qtune_gemm_[0-9]+]]
+// CHECK-NOT: gpu.launch_func
+// CHECK: return
+// CHECK: gpu.func @[[K]](
+// CHECK-COUNT-4: nvvm.wgmma.mma_async {{.*}} B[<bf16>, <one>, <row>]
+// CHECK: nvvm.wgmma.mma_async {{.*}} B[<bf16>, <one>, <row>]
+// With warp-level MMAs they stay two GEMMs and an add.
+// SYNC-LABEL: func.func @adapter_input_grad
+// SYNC: gpu.launch_func @qtune_kernels::@qtune_gemm_
+// SYNC: gpu.launch_func @qtune_kernels::@qtune_gemm_
+// SYNC: gpu.launch_func @qtune_kernels::@qtune_elementwise_
+func.func @adapter_input_grad(%g: tensor<2048x256xbf16>, %c: tensor<256x64xi32>,
+                              %s: tensor<256x4xbf16>, %z: tensor<256x4xbf16>,
+                              %t: tensor<2048x16xbf16>, %a: tensor<16x512xbf16>) -> tensor<2048x512xbf16> {
+  %w = qtune.qweight %c, %s, %z : tensor<256x64xi32>, tensor<256x4xbf16>, tensor<256x4xbf16> -> !w4
+  %main = qtune.linear_t %g, %w : tensor<2048x256xbf16>, !w4 -> tensor<2048x512xbf16>
+  %lora = qtune.linear_t %t, %a : tensor<2048x16xbf16>, tensor<16x512xbf16> -> tensor<2048x512xbf16>
+  %dx = arith.addf %main, %lora : tensor<2048x512xbf16>
+  return %dx : tensor<2048x512xbf16>
+}
+
+// -----
+
 // PEQA scale gradient: zero an f32 accumulator, one GEMM (gᵀ · x) whose
 // epilogue multiplies by ∂w/∂s = q − z and adds atomically per group, then
 // convert to the scales' bf16. No N×K gradient buffer exists.

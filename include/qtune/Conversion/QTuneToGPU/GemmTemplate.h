@@ -63,6 +63,10 @@ struct GemmSpec {
   bool hasBias = false, hasResidual = false;
   /// Rank of the second segment (T · Bᵀ), 0 for none.
   int64_t loraRank = 0;
+  /// The second segment's dense weight is stored r × N and read transposed,
+  /// as the main weight is with transposeW: an input gradient g·W + t·A with
+  /// t = s·g·B (the warp-level path needs transposeW then, too).
+  bool loraWeightTransposed = false;
   /// Factor applied to the product before bias and residual.
   double outputScale = 1.0;
   /// y is stored as f32 instead of bf16 (e.g. a QFT weight's dW in a gradient
