@@ -91,6 +91,19 @@ def QTune_UniformFormatAttr : QTune_FormatAttr<"UniformFormat", "uniform"> {
         "::mlir::BFloat16Type::get($_ctxt)">:$scale_type
   );
   let assemblyFormat = "`<` struct(params) `>`";
+  let extraClassDeclaration = [{
+    /// Round-to-nearest parameters (scale, zero point) of one group of
+    /// weights, as `quantize` fits them.
+    std::pair<double, double> fitGroup(::llvm::ArrayRef<double> weights) const;
+    /// The code of weight `w` on the grid (scale, zero).
+    uint32_t codeOf(double w, double scale, double zero) const;
+    /// The components of an n × k weight from its codes (row-major, one per
+    /// weight) and its scales and zero points ([n, groups]; the zeros are
+    /// left out when symmetric).
+    ::llvm::SmallVector<::qtune::HostTensor>
+    fromCodes(int64_t n, int64_t k, const std::vector<uint32_t> &codes,
+              ::qtune::HostTensor scales, ::qtune::HostTensor zeros) const;
+  }];
 }
 
 def QTune_NF4FormatAttr : QTune_FormatAttr<"NF4Format", "nf4"> {

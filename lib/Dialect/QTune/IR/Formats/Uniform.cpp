@@ -73,48 +73,63 @@ void UniformFormatAttr::dequantize(int64_t n, int64_t k,
               });
 }
 
-SmallVector<HostTensor> UniformFormatAttr::quantize(int64_t n, int64_t k,
-                                                    ArrayRef<double> weight,
-                                                    ArrayRef<HostTensor>) const {
+std::pair<double, double>
+UniformFormatAttr::fitGroup(ArrayRef<double> weights) const {
   unsigned bits = getBits();
   double qmax = double((1u << bits) - 1);
-  int64_t gs = getGroupSize(k), groups = k / gs;
   Type st = getScaleType();
-  HostTensor scales({n, groups}), zeros({n, groups});
-  std::vector<uint32_t> codes(n * k);
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t g = 0; g < groups; ++g) {
-      const double *w = &weight[r * k + g * gs];
-      auto [mnIt, mxIt] = std::minmax_element(w, w + gs);
-      double mn = *mnIt, mx = *mxIt, s, z;
-      // Scales round up to the stored type, so the grid still covers the range
-      // and every weight lands within half a step of its code.
-      if (getSymmetric()) {
-        double absmax = std::max(std::fabs(mn), std::fabs(mx));
-        s = absmax > 0 ? roundTo(2 * absmax / qmax, st, /*roundUp=*/true) : 1.0;
-        z = double(1u << (bits - 1));
-      } else {
-        // The range always includes 0, so z = round(−min/s) lies in [0, qmax]:
-        // an integer every scale type holds exactly.
-        mn = std::min(mn, 0.0);
-        mx = std::max(mx, 0.0);
-        s = mx > mn ? roundTo((mx - mn) / qmax, st, /*roundUp=*/true) : 1.0;
-        z = std::clamp(std::nearbyint(-mn / s), 0.0, qmax);
-      }
-      scales.data[r * groups + g] = s;
-      zeros.data[r * groups + g] = z;
-      for (int64_t i = 0; i < gs; ++i) {
-        double q = std::clamp(std::nearbyint(w[i] / s + z), 0.0, qmax);
-        codes[r * k + g * gs + i] = static_cast<uint32_t>(q);
-      }
-    }
+  auto [mnIt, mxIt] = std::minmax_element(weights.begin(), weights.end());
+  double mn = *mnIt, mx = *mxIt;
+  // Scales round up to the stored type, so the grid still covers the range
+  // and every weight lands within half a step of its code.
+  if (getSymmetric()) {
+    double absmax = std::max(std::fabs(mn), std::fabs(mx));
+    double s = absmax > 0 ? roundTo(2 * absmax / qmax, st, /*roundUp=*/true) : 1.0;
+    return {s, double(1u << (bits - 1))};
+  }
+  // The range always includes 0, so z = round(−min/s) lies in [0, qmax]: an
+  // integer every scale type holds exactly.
+  mn = std::min(mn, 0.0);
+  mx = std::max(mx, 0.0);
+  double s = mx > mn ? roundTo((mx - mn) / qmax, st, /*roundUp=*/true) : 1.0;
+  return {s, std::clamp(std::nearbyint(-mn / s), 0.0, qmax)};
+}
+
+uint32_t UniformFormatAttr::codeOf(double w, double scale, double zero) const {
+  double qmax = double((1u << getBits()) - 1);
+  return static_cast<uint32_t>(
+      std::clamp(std::nearbyint(w / scale + zero), 0.0, qmax));
+}
+
+SmallVector<HostTensor>
+UniformFormatAttr::fromCodes(int64_t n, int64_t k,
+                             const std::vector<uint32_t> &codes,
+                             HostTensor scales, HostTensor zeros) const {
   SmallVector<HostTensor> result;
-  result.push_back(tensorOfWords(packCodes(codes, n, k, bits),
-                                 {n, packedWordsPerRow(k, bits)}));
+  result.push_back(tensorOfWords(packCodes(codes, n, k, getBits()),
+                                 {n, packedWordsPerRow(k, getBits())}));
   result.push_back(std::move(scales));
   if (!getSymmetric())
     result.push_back(std::move(zeros));
   return result;
+}
+
+SmallVector<HostTensor> UniformFormatAttr::quantize(int64_t n, int64_t k,
+                                                    ArrayRef<double> weight,
+                                                    ArrayRef<HostTensor>) const {
+  int64_t gs = getGroupSize(k), groups = k / gs;
+  HostTensor scales({n, groups}), zeros({n, groups});
+  std::vector<uint32_t> codes(n * k);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t g = 0; g < groups; ++g) {
+      ArrayRef<double> w = weight.slice(r * k + g * gs, gs);
+      auto [s, z] = fitGroup(w);
+      scales.data[r * groups + g] = s;
+      zeros.data[r * groups + g] = z;
+      for (int64_t i = 0; i < gs; ++i)
+        codes[r * k + g * gs + i] = codeOf(w[i], s, z);
+    }
+  return fromCodes(n, k, codes, std::move(scales), std::move(zeros));
 }
 
 HostTensor UniformFormatAttr::dequantizeVJP(int64_t n, int64_t k, unsigned index,
