@@ -26,7 +26,7 @@ llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 
 tool_dirs = [config.qtune_tools_dir, config.llvm_tools_dir]
-tools = ["qtune-opt", "qtune-interp", "qtune-compile", "qtune-import", "qtune-export", "qtune-run"]
+tools = ["qtune-opt", "qtune-interp", "qtune-compile", "qtune-import", "qtune-export", "qtune-quantize", "qtune-run"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 
 

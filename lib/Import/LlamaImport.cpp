@@ -10,6 +10,8 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Verifier.h"
+#include "mlir/AsmParser/AsmParser.h"
+#include "llvm/ADT/StringSwitch.h"
 
 #include <cmath>
 #include <map>
@@ -26,6 +28,50 @@ llvm::ArrayRef<LinearLayer> linearLayers() {
       {"gate", "mlp.gate_proj"},   {"up", "mlp.up_proj"},
       {"down", "mlp.down_proj"}};
   return kLayers;
+}
+
+std::pair<int64_t, int64_t> linearShape(const LlamaConfig &c,
+                                        llvm::StringRef shortName) {
+  int64_t D = c.hiddenSize, F = c.intermediateSize;
+  int64_t qOut = c.numHeads * c.headDim, kvOut = c.numKvHeads * c.headDim;
+  return llvm::StringSwitch<std::pair<int64_t, int64_t>>(shortName)
+      .Case("q", {qOut, D})
+      .Cases("k", "v", {kvOut, D})
+      .Case("o", {D, qOut})
+      .Cases("gate", "up", {F, D})
+      .Case("down", {D, F})
+      .Default({0, 0});
+}
+
+QuantFormatAttrInterface ImportOptions::formatOf(const std::string &path) const {
+  QuantFormatAttrInterface f = format;
+  for (const auto &[pattern, layerFormat] : layerFormats)
+    if (path.find(pattern) != std::string::npos)
+      f = layerFormat;
+  return f;
+}
+
+bool parseFormatOption(MLIRContext &ctx, llvm::StringRef text,
+                       QuantFormatAttrInterface &out, std::string &error) {
+  llvm::StringRef t = text.trim();
+  if (t == "none") {
+    out = nullptr;
+    return true;
+  }
+  std::string full = t.starts_with("#") ? t.str() : "#qtune." + t.str();
+  std::string diag;
+  ScopedDiagnosticHandler handler(&ctx, [&](Diagnostic &d) {
+    diag = d.str();
+    return success();
+  });
+  Attribute attr = parseAttribute(full, &ctx);
+  out = llvm::dyn_cast_or_null<QuantFormatAttrInterface>(attr);
+  if (!out) {
+    error = "'" + text.str() + "' is not a qtune quantizer format" +
+            (diag.empty() ? "" : " (" + diag + ")");
+    return false;
+  }
+  return true;
 }
 
 namespace {
@@ -59,6 +105,10 @@ private:
   bool checkOptions();
   bool dense(const std::string &name, std::vector<int64_t> shape, Role role);
   bool linear(const std::string &path, int64_t n, int64_t k, bool targeted);
+  /// Layer `path`'s components from the --quantized file, which must hold it
+  /// in `format`.
+  bool readQuantized(const std::string &path, QuantFormatAttrInterface format,
+                     int64_t n, int64_t k, SmallVector<HostTensor> &comps);
   bool addTensor(const std::string &name, Type elementType, HostTensor value,
                  Role role);
   QuantFormatAttrInterface formatOf(const std::string &path) const;
@@ -74,14 +124,11 @@ private:
   std::vector<Param> params;
   std::map<std::string, LayerPlan> layers;
   ImportResult result;
+  std::unique_ptr<st::File> quantizedFile;
 };
 
 QuantFormatAttrInterface Importer::formatOf(const std::string &path) const {
-  QuantFormatAttrInterface f = o.format;
-  for (const auto &[pattern, format] : o.layerFormats)
-    if (path.find(pattern) != std::string::npos)
-      f = format;
-  return f;
+  return o.formatOf(path);
 }
 
 bool Importer::checkOptions() {
@@ -103,6 +150,12 @@ bool Importer::checkOptions() {
   }
   if (o.method != Method::None && o.targets.empty()) {
     error = "--targets names no layer";
+    return false;
+  }
+  if (!o.quantized.empty() && o.method == Method::Lora &&
+      o.loraInit == ImportOptions::LoraInit::Loftq) {
+    error = "--lora-init loftq quantizes the layers itself; it cannot take "
+            "--quantized";
     return false;
   }
   return true;
@@ -176,17 +229,12 @@ bool Importer::linear(const std::string &path, int64_t n, int64_t k,
     if (!ckpt.read(weightName, {n, k}, w, error))
       return false;
     SmallVector<HostTensor> comps;
-    if (plan.lora && o.loraInit == ImportOptions::LoraInit::Loftq) {
-      LowRankInit init =
-          lowRankInit(plan.format, n, k, w, o.loraRank, o.loraAlpha / o.loraRank,
-                      o.loftqRounds, o.seed ^ std::hash<std::string>()(path));
-      comps = std::move(init.components);
-      result.quantError.push_back({path, init.rtnError});
-      result.initError.push_back({path, init.error});
-      adapter = {HostTensor({o.loraRank, k}, std::move(init.a)),
-                 HostTensor({n, o.loraRank}, std::move(init.b))};
-    } else {
-      comps = plan.format.quantize(n, k, w, {});
+    if (!o.quantized.empty() ||
+        !(plan.lora && o.loraInit == ImportOptions::LoraInit::Loftq)) {
+      if (o.quantized.empty())
+        comps = plan.format.quantize(n, k, w, {});
+      else if (!readQuantized(path, plan.format, n, k, comps))
+        return false;
       std::vector<double> back(n * k);
       plan.format.dequantize(n, k, comps, back);
       double num = 0, den = 0;
@@ -195,6 +243,15 @@ bool Importer::linear(const std::string &path, int64_t n, int64_t k,
         den += w[i] * w[i];
       }
       result.quantError.push_back({path, den > 0 ? std::sqrt(num / den) : 0.0});
+    } else {
+      LowRankInit init =
+          lowRankInit(plan.format, n, k, w, o.loraRank, o.loraAlpha / o.loraRank,
+                      o.loftqRounds, o.seed ^ std::hash<std::string>()(path));
+      comps = std::move(init.components);
+      result.quantError.push_back({path, init.rtnError});
+      result.initError.push_back({path, init.error});
+      adapter = {HostTensor({o.loraRank, k}, std::move(init.a)),
+                 HostTensor({n, o.loraRank}, std::move(init.b))};
     }
     SmallVector<ComponentSpec> specs = plan.format.getComponents(n, k);
     bool hasScale = false;
@@ -228,6 +285,39 @@ bool Importer::linear(const std::string &path, int64_t n, int64_t k,
       return false;
   }
   layers[path] = plan;
+  return true;
+}
+
+bool Importer::readQuantized(const std::string &path,
+                             QuantFormatAttrInterface format, int64_t n,
+                             int64_t k, SmallVector<HostTensor> &comps) {
+  if (!quantizedFile) {
+    quantizedFile = st::File::open(o.quantized, error);
+    if (!quantizedFile)
+      return false;
+  }
+  std::string want;
+  llvm::raw_string_ostream(want) << format;
+  const auto &meta = quantizedFile->metadata();
+  auto held = meta.find("qtune.format." + path);
+  if (held == meta.end()) {
+    error = o.quantized + ": has no layer '" + path +
+            "' (qtune-quantize writes every quantized layer)";
+    return false;
+  }
+  if (held->second != want) {
+    error = path + ": " + o.quantized + " holds it as " + held->second +
+            ", but this import quantizes it as " + want;
+    return false;
+  }
+  std::vector<std::pair<std::string, RankedTensorType>> wanted;
+  for (const ComponentSpec &spec : format.getComponents(n, k))
+    wanted.push_back({path + "." + spec.name,
+                      RankedTensorType::get(spec.shape, spec.elementType)});
+  std::vector<HostTensor> values;
+  if (failed(ref::readTensors(o.quantized, wanted, values, error)))
+    return false;
+  comps.assign(values.begin(), values.end());
   return true;
 }
 
@@ -330,8 +420,7 @@ std::optional<ImportResult>
 Importer::run(const std::function<void(int64_t, int64_t)> &progress) {
   if (!checkOptions())
     return std::nullopt;
-  int64_t D = c.hiddenSize, F = c.intermediateSize;
-  int64_t qOut = c.numHeads * c.headDim, kvOut = c.numKvHeads * c.headDim;
+  int64_t D = c.hiddenSize;
   if (!dense("model.embed_tokens.weight", {c.vocabSize, D}, Role::frozen))
     return std::nullopt;
   for (int64_t l = 0; l < c.numLayers; ++l) {
@@ -340,12 +429,8 @@ Importer::run(const std::function<void(int64_t, int64_t)> &progress) {
     std::string p = "model.layers." + std::to_string(l) + ".";
     if (!dense(p + "input_layernorm.weight", {D}, Role::frozen))
       return std::nullopt;
-    const std::map<std::string, std::pair<int64_t, int64_t>> shapes{
-        {"q", {qOut, D}},  {"k", {kvOut, D}}, {"v", {kvOut, D}},
-        {"o", {D, qOut}},  {"gate", {F, D}},  {"up", {F, D}},
-        {"down", {D, F}}};
     for (const LinearLayer &layer : linearLayers()) {
-      auto [n, k] = shapes.at(layer.shortName);
+      auto [n, k] = linearShape(c, layer.shortName);
       if (!linear(p + layer.module, n, k, o.targets.count(layer.shortName)))
         return std::nullopt;
     }

@@ -58,6 +58,9 @@ private:
 
   DenseMap<Value, RefValue> values;
   unsigned depth = 0;
+
+public:
+  Observer observe;
 };
 
 /// y[m, n] = Σ_k x[m, k] · w[n, k] over the flattened leading dims of x.
@@ -114,6 +117,14 @@ FailureOr<std::vector<HostTensor>> Evaluator::call(func::FuncOp func,
       }
       --depth;
       return results;
+    }
+    if (observe && depth == 1) {
+      SmallVector<const HostTensor *> operands;
+      for (Value v : op.getOperands())
+        operands.push_back(std::holds_alternative<HostTensor>(values[v])
+                               ? &tensor(v)
+                               : nullptr);
+      observe(&op, operands);
     }
     if (failed(eval(&op)))
       return failure();
@@ -706,8 +717,10 @@ LogicalResult Evaluator::eval(Operation *op) {
 } // namespace
 
 FailureOr<std::vector<HostTensor>> run(func::FuncOp func,
-                                       ArrayRef<HostTensor> args) {
+                                       ArrayRef<HostTensor> args,
+                                       const Observer &observe) {
   Evaluator evaluator;
+  evaluator.observe = observe;
   return evaluator.call(func, args);
 }
 

@@ -94,6 +94,11 @@ static cl::opt<int64_t> loftqRounds(
     cl::desc("With --lora-init loftq: alternating rounds of quantization and "
              "SVD (1: quantize once, fit the residual)"),
     cl::init(1), cl::cat(category));
+static cl::opt<std::string> quantizedFile(
+    "quantized",
+    cl::desc("Quantized layers written by qtune-quantize (e.g. GPTQ) to use "
+             "instead of round-to-nearest; each layer's format must match"),
+    cl::cat(category));
 static cl::opt<bool> noLogits("no-logits",
                               cl::desc("Do not emit the <name>_logits function"),
                               cl::cat(category));
@@ -105,30 +110,6 @@ static int fail(const llvm::Twine &message) {
   return 1;
 }
 
-/// "#qtune.uniform<bits = 4>" (or "uniform<bits = 4>"), or null for "none".
-static bool parseFormat(MLIRContext &ctx, std::string text,
-                        qtune::QuantFormatAttrInterface &out,
-                        std::string &error) {
-  llvm::StringRef t = llvm::StringRef(text).trim();
-  if (t == "none") {
-    out = nullptr;
-    return true;
-  }
-  std::string full = t.starts_with("#") ? t.str() : "#qtune." + t.str();
-  std::string diag;
-  ScopedDiagnosticHandler handler(&ctx, [&](Diagnostic &d) {
-    diag = d.str();
-    return success();
-  });
-  Attribute attr = parseAttribute(full, &ctx);
-  out = llvm::dyn_cast_or_null<qtune::QuantFormatAttrInterface>(attr);
-  if (!out) {
-    error = "'" + text + "' is not a qtune quantizer format" +
-            (diag.empty() ? "" : " (" + diag + ")");
-    return false;
-  }
-  return true;
-}
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
@@ -153,6 +134,7 @@ int main(int argc, char **argv) {
   options.seqLen = seqLen;
   options.seed = seed;
   options.loraInit = loraInit;
+  options.quantized = quantizedFile;
   options.loftqRounds = loftqRounds;
   if (loftqRounds < 1)
     return fail("--loftq-rounds must be at least 1");
@@ -180,7 +162,7 @@ int main(int argc, char **argv) {
   std::string defaultFormat = method == Method::Qft
                                   ? "#qtune.uniform<bits = 8>"
                                   : "#qtune.uniform<bits = 4, group = 128>";
-  if (!parseFormat(ctx, formatText.empty() ? defaultFormat : formatText,
+  if (!parseFormatOption(ctx, formatText.empty() ? defaultFormat : formatText,
                    options.format, error))
     return fail("--format: " + error);
   for (const std::string &spec : layerFormats) {
@@ -188,7 +170,7 @@ int main(int argc, char **argv) {
     if (pattern.empty() || format.empty())
       return fail("--layer-format '" + spec + "' must be PATTERN=FORMAT");
     qtune::QuantFormatAttrInterface f;
-    if (!parseFormat(ctx, format.str(), f, error))
+    if (!parseFormatOption(ctx, format.str(), f, error))
       return fail("--layer-format '" + spec + "': " + error);
     options.layerFormats.push_back({pattern.str(), f});
   }
@@ -260,8 +242,10 @@ int main(int argc, char **argv) {
       seqLen, seconds);
   if (!result->quantError.empty())
     llvm::outs() << llvm::formatv(
-        "  round-to-nearest relative error: mean {0:E2}, worst {1:E2} ({2})\n",
-        mean, worst, worstLayer);
+        "  {3}: mean {0:E2}, worst {1:E2} ({2})\n", mean, worst, worstLayer,
+        quantizedFile.empty()
+            ? std::string("round-to-nearest relative error")
+            : "relative weight error of the layers in " + quantizedFile);
   if (!result->initError.empty()) {
     double initMean = 0, initWorst = 0;
     std::string initWorstLayer;

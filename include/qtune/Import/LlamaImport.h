@@ -36,6 +36,14 @@ struct LinearLayer {
   const char *module; ///< "self_attn.q_proj", ...
 };
 llvm::ArrayRef<LinearLayer> linearLayers();
+/// The weight shape (N, K) of linear layer `shortName` (q, k, ...) of a
+/// decoder block of `config`.
+std::pair<int64_t, int64_t> linearShape(const LlamaConfig &config,
+                                        llvm::StringRef shortName);
+/// A format option's text: "#qtune.uniform<bits = 4>" (the "#qtune." prefix
+/// may be left out), or "none" (null: dense). False with `error` otherwise.
+bool parseFormatOption(mlir::MLIRContext &ctx, llvm::StringRef text,
+                       QuantFormatAttrInterface &out, std::string &error);
 
 struct ImportOptions {
   Method method = Method::Lora;
@@ -50,6 +58,11 @@ struct ImportOptions {
   /// module path (e.g. "layers.0.mlp.down_proj", "mlp.") wins; a null format
   /// keeps that layer dense.
   std::vector<std::pair<std::string, QuantFormatAttrInterface>> layerFormats;
+  /// The format of the linear layer at module path `path`.
+  QuantFormatAttrInterface formatOf(const std::string &path) const;
+  /// Components of the quantized layers (qtune-quantize's output) to use
+  /// instead of round-to-nearest; empty: quantize here.
+  std::string quantized;
   int64_t batch = 1, seqLen = 512;
   /// Seeds the LoRA A initialization (Kaiming-uniform, as PEFT; B is zero).
   uint64_t seed = 0;

@@ -17,13 +17,23 @@
 #include "mlir/Support/LLVM.h"
 #include "qtune/Support/HostTensor.h"
 
+#include <functional>
+
 namespace qtune::ref {
 
 /// Runs `func` on `args` (one tensor per argument, shaped like its type).
 /// On failure, reports an error at the offending operation (or the function)
 /// through the context's diagnostic handler and returns failure.
+/// Called before each op of the function run (not of functions it calls)
+/// with its operands' tensors (null for a quantized-weight operand): lets a
+/// tool see intermediate values, e.g. the inputs of every linear layer for a
+/// quantizer's calibration.
+using Observer = std::function<void(mlir::Operation *,
+                                    llvm::ArrayRef<const HostTensor *>)>;
+
 mlir::FailureOr<std::vector<HostTensor>> run(mlir::func::FuncOp func,
-                                             llvm::ArrayRef<HostTensor> args);
+                                             llvm::ArrayRef<HostTensor> args,
+                                             const Observer &observe = nullptr);
 
 /// Name under which argument `index` of `func` is read from files: its
 /// `qtune.name` attribute, else "argN".
