@@ -489,6 +489,41 @@ LogicalResult Evaluator::eval(Operation *op) {
           set(o->getResult(0), HostTensor({}, rows ? loss / rows : 0.0));
         return success();
       })
+      .Case<KlDivOp, KlDivGradOp>([&](Operation *o) -> LogicalResult {
+        // Row-wise log-softmax of both in float64, stable.
+        const HostTensor &s = tensor(o->getOperand(0));
+        const HostTensor &t = tensor(o->getOperand(1));
+        int64_t v = s.shape.back();
+        int64_t rows = v ? s.numElements() / v : 0;
+        bool isGrad = isa<KlDivGradOp>(o);
+        double g = isGrad ? tensor(o->getOperand(2)).data[0] : 0.0;
+        auto logSoftmax = [&](const double *row, std::vector<double> &out) {
+          double mx = *std::max_element(row, row + v), sum = 0;
+          for (int64_t j = 0; j < v; ++j)
+            sum += std::exp(row[j] - mx);
+          double lse = mx + std::log(sum);
+          for (int64_t j = 0; j < v; ++j)
+            out[j] = row[j] - lse;
+        };
+        HostTensor grad(s.shape);
+        std::vector<double> ls(v), lt(v);
+        double loss = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+          logSoftmax(&s.data[r * v], ls);
+          logSoftmax(&t.data[r * v], lt);
+          for (int64_t j = 0; j < v; ++j) {
+            double p = std::exp(lt[j]);
+            loss += p * (lt[j] - ls[j]);
+            if (isGrad)
+              grad.data[r * v + j] = g * (std::exp(ls[j]) - p) / rows;
+          }
+        }
+        if (isGrad)
+          set(o->getResult(0), std::move(grad));
+        else
+          set(o->getResult(0), HostTensor({}, rows ? loss / rows : 0.0));
+        return success();
+      })
       .Case<ClipGradNormOp>([&](ClipGradNormOp c) {
         double sq = 0;
         for (Value g : c.getGrads())

@@ -111,6 +111,23 @@ func.func @loss(%x: tensor<2x3x8xf32>, %c: tensor<5x1xi32>, %s: tensor<5x1xf32>,
   %l = qtune.cross_entropy %r, %labels : tensor<2x3x5xf32>, tensor<2x3xi32> -> tensor<f32>
   return %l : tensor<f32>
 })mlir"},
+    // Distillation (LREC): a quantized student with LoRA against the logits
+    // of a full-precision teacher (a frozen weight) on the same input: the
+    // adapters get the KL divergence's gradient.
+    {"kl_div_student_against_teacher", R"mlir(
+!w = !qtune.qweight<5x8, #qtune.uniform<bits = 4, group = 8, scale_type = f32>>
+func.func @loss(%x: tensor<2x3x8xf32>, %c: tensor<5x1xi32>, %s: tensor<5x1xf32>,
+                %z: tensor<5x1xf32>, %wt: tensor<5x8xf32>,
+                %a: tensor<2x8xf32> {qtune.role = #qtune.role<trainable>},
+                %b: tensor<5x2xf32> {qtune.role = #qtune.role<trainable>}) -> tensor<f32> {
+  %w = qtune.qweight %c, %s, %z : tensor<5x1xi32>, tensor<5x1xf32>, tensor<5x1xf32> -> !w
+  %y = qtune.linear %x, %w : tensor<2x3x8xf32>, !w -> tensor<2x3x5xf32>
+  %d = qtune.lora %x, %a, %b {alpha = 2.0 : f64, rank = 2 : i64} : tensor<2x3x8xf32>, tensor<2x8xf32>, tensor<5x2xf32> -> tensor<2x3x5xf32>
+  %r = arith.addf %y, %d : tensor<2x3x5xf32>
+  %t = qtune.linear %x, %wt : tensor<2x3x8xf32>, tensor<5x8xf32> -> tensor<2x3x5xf32>
+  %l = qtune.kl_div %r, %t : tensor<2x3x5xf32>, tensor<2x3x5xf32> -> tensor<f32>
+  return %l : tensor<f32>
+})mlir"},
     // A LLaMA-style decoder block: embedding, RMSNorm, q/k/v projections
     // (LoRA on q), rotary embedding, causal attention with 2 query heads on
     // one KV head, residuals, SwiGLU MLP, final norm, lm head, cross entropy.

@@ -195,6 +195,28 @@ func.func @t(%x: tensor<3xf32>) -> tensor<3xf32> {
 namespace {
 
 // Decoder ops on values small enough to write the answers out by hand.
+TEST_F(InterpreterTest, KlDivergenceMatchesHandComputedValues) {
+  // Row 0: student (0, 0) → q = (1/2, 1/2); teacher (ln 3, 0) → p = (3/4, 1/4):
+  // KL = 3/4·ln(3/2) + 1/4·ln(1/2). Row 1: equal logits, KL = 0. Mean of two
+  // rows; the gradient (q − p)/2 · g with g = 2.
+  std::vector<HostTensor> out = run(R"mlir(
+func.func @kl(%s: tensor<2x2xf32>, %t: tensor<2x2xf32>, %g: tensor<f32>) -> (tensor<f32>, tensor<2x2xf32>) {
+  %l = qtune.kl_div %s, %t : tensor<2x2xf32>, tensor<2x2xf32> -> tensor<f32>
+  %d = qtune.kl_div_grad %s, %t, %g : tensor<2x2xf32>, tensor<2x2xf32>, tensor<f32> -> tensor<2x2xf32>
+  return %l, %d : tensor<f32>, tensor<2x2xf32>
+}
+)mlir",
+                                    {HostTensor({2, 2}, {0, 0, 1, -1}),
+                                     HostTensor({2, 2}, {std::log(3.0), 0, 1, -1}),
+                                     HostTensor({}, 2.0)});
+  ASSERT_EQ(out.size(), 2u);
+  double kl = 0.75 * std::log(1.5) + 0.25 * std::log(0.5);
+  EXPECT_NEAR(out[0].data[0], kl / 2, 1e-12);
+  std::vector<double> grad{(0.5 - 0.75) / 2 * 2, (0.5 - 0.25) / 2 * 2, 0, 0};
+  for (int i = 0; i < 4; ++i)
+    EXPECT_NEAR(out[1].data[i], grad[i], 1e-12) << i;
+}
+
 TEST_F(InterpreterTest, DecoderOpsMatchHandComputedValues) {
   std::vector<HostTensor> out = run(R"mlir(
 func.func @ops(%table: tensor<3x2xf32>, %w: tensor<2xf32>, %x: tensor<1x2x2xf32>,

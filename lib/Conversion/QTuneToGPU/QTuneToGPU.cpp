@@ -147,7 +147,8 @@ private:
   LogicalResult lowerConstant(OpBuilder &b, arith::ConstantOp op);
   LogicalResult lowerMseLoss(OpBuilder &b, MseLossOp op);
   LogicalResult lowerMseLossGrad(OpBuilder &b, MseLossGradOp op);
-  /// Cross entropy and its gradient: one thread block per row of logits.
+  /// Cross entropy, KL divergence and their gradients: one thread block per
+  /// row of logits.
   LogicalResult lowerCrossEntropy(OpBuilder &b, Operation *op);
   LogicalResult lowerAdd(OpBuilder &b, arith::AddFOp op);
   /// A new buffer for the tensor `v`.
@@ -923,7 +924,8 @@ LogicalResult Lowering::lowerMseLossGrad(OpBuilder &b, MseLossGradOp op) {
 }
 
 LogicalResult Lowering::lowerCrossEntropy(OpBuilder &b, Operation *op) {
-  bool isGrad = isa<CrossEntropyGradOp>(op);
+  bool isGrad = isa<CrossEntropyGradOp, KlDivGradOp>(op);
+  bool kl = isa<KlDivOp, KlDivGradOp>(op);
   Value logits = op->getOperand(0);
   auto type = cast<RankedTensorType>(logits.getType());
   if (!type.hasStaticShape() || type.getRank() < 1)
@@ -943,19 +945,31 @@ LogicalResult Lowering::lowerCrossEntropy(OpBuilder &b, Operation *op) {
         b, loc, bufferType(cast<RankedTensorType>(op->getResult(0).getType())));
     Type r = elementOf(op->getResult(0));
     bufs.push_back(result);
+    Type t = kl ? elementOf(op->getOperand(1)) : Type();
     launchElementwise(
-        b, loc, kernelKey("ce_grad", {l, r}, {double(v), double(rows)}),
+        b, loc,
+        kl ? kernelKey("kl_grad", {l, t, r}, {double(v), double(rows)})
+           : kernelKey("ce_grad", {l, r}, {double(v), double(rows)}),
         [&](OpBuilder &kb, StringRef name) {
-          buildCrossEntropyGradKernel(kb, kernels.getLoc(), name, l, r, v, rows);
+          if (kl)
+            buildKlDivGradKernel(kb, kernels.getLoc(), name, l, t, r, v, rows);
+          else
+            buildCrossEntropyGradKernel(kb, kernels.getLoc(), name, l, r, v, rows);
         },
         bufs, rows, rows);
   } else {
     result = zeroedF32(b, loc, {});
     bufs.push_back(result);
+    Type t = kl ? elementOf(op->getOperand(1)) : Type();
     launchElementwise(
-        b, loc, kernelKey("ce", {l}, {double(v), double(rows)}),
+        b, loc,
+        kl ? kernelKey("kl", {l, t}, {double(v), double(rows)})
+           : kernelKey("ce", {l}, {double(v), double(rows)}),
         [&](OpBuilder &kb, StringRef name) {
-          buildCrossEntropyKernel(kb, kernels.getLoc(), name, l, v, rows);
+          if (kl)
+            buildKlDivKernel(kb, kernels.getLoc(), name, l, t, v, rows);
+          else
+            buildCrossEntropyKernel(kb, kernels.getLoc(), name, l, v, rows);
         },
         bufs, rows, rows);
   }
@@ -1402,7 +1416,7 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
       ok = lowerMseLoss(b, l);
     } else if (auto l = dyn_cast<MseLossGradOp>(op)) {
       ok = lowerMseLossGrad(b, l);
-    } else if (isa<CrossEntropyOp, CrossEntropyGradOp>(op)) {
+    } else if (isa<CrossEntropyOp, CrossEntropyGradOp, KlDivOp, KlDivGradOp>(op)) {
       ok = lowerCrossEntropy(b, &op);
     } else if (isa<EmbeddingOp, EmbeddingGradOp>(op)) {
       ok = lowerEmbedding(b, &op);

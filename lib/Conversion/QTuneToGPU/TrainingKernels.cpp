@@ -192,6 +192,74 @@ gpu::GPUFuncOp buildCrossEntropyGradKernel(OpBuilder &b, Location loc,
       });
 }
 
+gpu::GPUFuncOp buildKlDivKernel(OpBuilder &b, Location loc, StringRef name,
+                                Type sElt, Type tElt, int64_t v, int64_t rows) {
+  return buildRowKernel(
+      b, loc, name,
+      {flatMemRef(sElt), flatMemRef(tElt), flatMemRef(b.getF32Type())},
+      [&](B &ib, ValueRange a, Value row, Value scratch) {
+        Value rowBase = arith::MulIOp::create(
+            ib, row, arith::ConstantIndexOp::create(ib, v));
+        Value lseS = rowLogSumExp(ib, a[0], rowBase, v, scratch).second;
+        Value lseT = rowLogSumExp(ib, a[1], rowBase, v, scratch).second;
+        // Σ_j p_j·(lt_j − ls_j) with lt − ls = (t − s) − (lseT − lseS).
+        Value shift = sub(ib, lseT, lseS);
+        Value tid = gpu::ThreadIdOp::create(ib, gpu::Dimension::x);
+        Value partial =
+            scf::ForOp::create(
+                ib, tid, arith::ConstantIndexOp::create(ib, v),
+                arith::ConstantIndexOp::create(ib, kElementwiseThreads),
+                ValueRange{f32(ib, 0)},
+                [&](OpBuilder &ob, Location l, Value j, ValueRange iter) {
+                  B lb(l, ob);
+                  Value at = arith::AddIOp::create(lb, rowBase, j);
+                  Value t = loadF32(lb, a[1], at);
+                  Value p = exp2F32(lb, mul(lb, sub(lb, t, lseT), f32(lb, M_LOG2E)));
+                  Value diff = sub(lb, sub(lb, t, loadF32(lb, a[0], at)), shift);
+                  scf::YieldOp::create(lb, ValueRange{add(lb, iter[0], mul(lb, p, diff))});
+                })
+                .getResult(0);
+        Value sum = blockReduce(ib, partial, /*max=*/false, scratch);
+        Value term = mul(ib, sum, f32(ib, 1.0 / double(rows)));
+        inFirstThread(ib, [&] {
+          memref::AtomicRMWOp::create(
+              ib, arith::AtomicRMWKind::addf, term, a[2],
+              ValueRange{arith::ConstantIndexOp::create(ib, 0)});
+        });
+      });
+}
+
+gpu::GPUFuncOp buildKlDivGradKernel(OpBuilder &b, Location loc, StringRef name,
+                                    Type sElt, Type tElt, Type rElt, int64_t v,
+                                    int64_t rows) {
+  return buildRowKernel(
+      b, loc, name,
+      {flatMemRef(sElt), flatMemRef(tElt), flatMemRef(b.getF32Type()),
+       flatMemRef(rElt)},
+      [&](B &ib, ValueRange a, Value row, Value scratch) {
+        Value rowBase = arith::MulIOp::create(
+            ib, row, arith::ConstantIndexOp::create(ib, v));
+        Value lseS = rowLogSumExp(ib, a[0], rowBase, v, scratch).second;
+        Value lseT = rowLogSumExp(ib, a[1], rowBase, v, scratch).second;
+        Value scale = mul(ib, scalar(ib, a[2]), f32(ib, 1.0 / double(rows)));
+        Value tid = gpu::ThreadIdOp::create(ib, gpu::Dimension::x);
+        auto prob = [&](B &lb, Value x, Value lse) {
+          return exp2F32(lb, mul(lb, sub(lb, x, lse), f32(lb, M_LOG2E)));
+        };
+        scf::ForOp::create(
+            ib, tid, arith::ConstantIndexOp::create(ib, v),
+            arith::ConstantIndexOp::create(ib, kElementwiseThreads), ValueRange{},
+            [&](OpBuilder &ob, Location l, Value j, ValueRange) {
+              B lb(l, ob);
+              Value at = arith::AddIOp::create(lb, rowBase, j);
+              Value q = prob(lb, loadF32(lb, a[0], at), lseS);
+              Value p = prob(lb, loadF32(lb, a[1], at), lseT);
+              storeAs(lb, mul(lb, sub(lb, q, p), scale), a[3], at);
+              scf::YieldOp::create(lb);
+            });
+      });
+}
+
 gpu::GPUFuncOp buildSumSquaresKernel(OpBuilder &b, Location loc,
                                      StringRef name, Type element) {
   return buildSumKernel(b, loc, name, {flatMemRef(element)},

@@ -343,6 +343,25 @@ func.func @dynamic_shared(%x: tensor<600x256xbf16>, %w: tensor<256x256xbf16>) ->
 
 // -----
 
+// KL divergence (distillation) and its gradient in the student: one thread
+// block per row, each with both rows' log-sum-exp; the loss is a zeroed
+// scalar with one atomic add per row.
+// CHECK-LABEL: func.func @kl_div
+// CHECK: gpu.launch_func @qtune_kernels::@[[KL:qtune_elementwise_[0-9]+]] blocks in (%c6
+// CHECK: gpu.launch_func @qtune_kernels::@[[KLG:qtune_elementwise_[0-9]+]] blocks in (%c6
+// CHECK: gpu.func @[[KL]](
+// CHECK: memref.atomic_rmw addf
+// CHECK: gpu.func @[[KLG]](
+// CHECK: llvm.call_intrinsic "llvm.nvvm.ex2.approx.f32"
+func.func @kl_div(%s: tensor<2x3x100xbf16>, %t: tensor<2x3x100xf32>, %g: tensor<f32>)
+    -> (tensor<f32>, tensor<2x3x100xbf16>) {
+  %l = qtune.kl_div %s, %t : tensor<2x3x100xbf16>, tensor<2x3x100xf32> -> tensor<f32>
+  %d = qtune.kl_div_grad %s, %t, %g : tensor<2x3x100xbf16>, tensor<2x3x100xf32>, tensor<f32> -> tensor<2x3x100xbf16>
+  return %l, %d : tensor<f32>, tensor<2x3x100xbf16>
+}
+
+// -----
+
 // Cross entropy and its gradient: one thread block per row (12 rows), the
 // row's max and log-sum-exp reduced across the block; the loss is a zeroed
 // scalar with one atomic add per row.

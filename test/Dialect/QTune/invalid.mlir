@@ -838,6 +838,14 @@ func.func @cross_entropy_labels(%l: tensor<2x3x5xf32>, %y: tensor<3x2xi32>) -> t
 
 // -----
 
+func.func @kl_div_shapes(%s: tensor<2x3x5xf32>, %t: tensor<2x3x4xf32>) -> tensor<f32> {
+  // expected-error @+1 {{'qtune.kl_div' op student and teacher logits must have one shape [..., V], got 2x3x5 and 2x3x4}}
+  %k = qtune.kl_div %s, %t : tensor<2x3x5xf32>, tensor<2x3x4xf32> -> tensor<f32>
+  return %k : tensor<f32>
+}
+
+// -----
+
 func.func @adamw_moment_type(%p: tensor<4xf32>, %m: tensor<4xbf16>, %v: tensor<4xf32>, %s: tensor<f32>) -> tensor<4xf32> {
   // expected-error @+1 {{'qtune.adamw' op AdamW moments m and v must be f32}}
   %np, %nm, %nv = qtune.adamw %p, %p, %m, %v, %s, %s : tensor<4xf32>, tensor<4xf32>, tensor<4xbf16>, tensor<4xf32>, tensor<f32>, tensor<f32>

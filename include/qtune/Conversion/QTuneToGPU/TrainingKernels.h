@@ -31,6 +31,17 @@ mlir::gpu::GPUFuncOp buildMseLossGradKernel(mlir::OpBuilder &b,
 /// `(logits, labels: i32, loss: f32, n = rows)`, one thread block per row of
 /// `v` logits: loss[0] += (logsumexp(row) − row[label]) / rows (loss zeroed
 /// first); a label outside [0, v) adds NaN, so the loss says so.
+/// KL(teacher ‖ student) over rows of `v` logits (one block per row, added
+/// atomically into a zeroed f32 scalar), and its gradient in the student:
+/// (softmax(s) − softmax(t)) · g / rows.
+mlir::gpu::GPUFuncOp buildKlDivKernel(mlir::OpBuilder &b, mlir::Location loc,
+                                      llvm::StringRef name, mlir::Type sElt,
+                                      mlir::Type tElt, int64_t v, int64_t rows);
+mlir::gpu::GPUFuncOp buildKlDivGradKernel(mlir::OpBuilder &b,
+                                          mlir::Location loc,
+                                          llvm::StringRef name, mlir::Type sElt,
+                                          mlir::Type tElt, mlir::Type rElt,
+                                          int64_t v, int64_t rows);
 mlir::gpu::GPUFuncOp buildCrossEntropyKernel(mlir::OpBuilder &b,
                                              mlir::Location loc,
                                              llvm::StringRef name,

@@ -150,6 +150,18 @@ LogicalResult CrossEntropyOp::buildAdjoint(OpBuilder &b,
   return success();
 }
 
+LogicalResult KlDivOp::buildAdjoint(OpBuilder &b, ArrayRef<Value> resultGrads,
+                                    ArrayRef<bool> needGrad,
+                                    SmallVectorImpl<Value> &operandGrads) {
+  // The teacher is a fixed target: no gradient for it.
+  operandGrads.assign(2, Value());
+  if (resultGrads[0] && needGrad[0])
+    operandGrads[0] = KlDivGradOp::create(b, getLoc(), getStudent().getType(),
+                                          getStudent(), getTeacher(),
+                                          resultGrads[0]);
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // Decoder ops
 //===----------------------------------------------------------------------===//

@@ -347,6 +347,16 @@ LogicalResult MseLossOp::verify() {
   return success();
 }
 
+LogicalResult KlDivOp::verify() {
+  auto student = getStudent().getType(), teacher = getTeacher().getType();
+  if (student.getRank() < 1 || student.getShape() != teacher.getShape())
+    return emitOpError() << "student and teacher logits must have one shape "
+                            "[..., V], got "
+                         << shapeStr(student.getShape()) << " and "
+                         << shapeStr(teacher.getShape());
+  return success();
+}
+
 LogicalResult CrossEntropyOp::verify() {
   auto logits = getLogits().getType();
   auto labels = getLabels().getType();

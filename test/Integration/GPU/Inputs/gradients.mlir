@@ -1,5 +1,5 @@
 // Gradient kernels (input gradients through quantized and dense weights, LoRA
-// A/B gradients), checked on the GPU against the reference interpreter by
+// A/B gradients, PEQA scales, the KL divergence of distillation), checked on the GPU against the reference interpreter by
 // scripts/gpu-check.sh (step "gradients"); staged by scripts/gpu-stage.sh.
 !u3 = !qtune.qweight<1000x384, #qtune.uniform<bits = 3, group = 128>>
 !n4 = !qtune.qweight<1000x384, #qtune.nf4<block = 64, double_quant = true, dq_block = 4>>
@@ -53,4 +53,10 @@ func.func @peqa_grads(%g: tensor<130x1000xbf16> {qtune.name = "g"}, %x: tensor<1
   %l = qtune.qweight %c3, %t : tensor<1000x36xi32>, tensor<1000x3x8xf32> -> !l3
   %dt = qtune.component_grad %g, %x, %l {component = 1 : i64} : tensor<130x1000xbf16>, tensor<130x384xbf16>, !l3 -> tensor<1000x3x8xf32>
   return %ds, %dz, %das, %dao, %dt : tensor<1000x6xbf16>, tensor<1000x6xbf16>, tensor<1000x2xf32>, tensor<1xf32>, tensor<1000x3x8xf32>
+}
+func.func @kl_div(%s: tensor<130x1000xbf16> {qtune.name = "student"}, %t: tensor<130x1000xbf16> {qtune.name = "teacher"},
+                  %g: tensor<f32> {qtune.name = "g"}) -> (tensor<f32> {qtune.name = "kl"}, tensor<130x1000xbf16> {qtune.name = "dstudent"}) {
+  %l = qtune.kl_div %s, %t : tensor<130x1000xbf16>, tensor<130x1000xbf16> -> tensor<f32>
+  %d = qtune.kl_div_grad %s, %t, %g : tensor<130x1000xbf16>, tensor<130x1000xbf16>, tensor<f32> -> tensor<130x1000xbf16>
+  return %l, %d : tensor<f32>, tensor<130x1000xbf16>
 }

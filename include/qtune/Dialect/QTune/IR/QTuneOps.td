@@ -289,6 +289,41 @@ def QTune_CrossEntropyGradOp : QTune_Op<"cross_entropy_grad", [Pure]> {
   }];
 }
 
+def QTune_KlDivOp : QTune_Op<"kl_div", [Pure,
+    DeclareOpInterfaceMethods<DifferentiableOpInterface>]> {
+  let summary = "Mean KL(teacher ‖ student) of next-token distributions, a 0-d f32";
+  let description = [{
+    `student` and `teacher` are logits `[..., V]` of one shape; with
+    p = softmax(teacher) and q = softmax(student) per row, the result is the
+    mean over rows of Σ_v p_v · (log p_v − log q_v). The loss of low-rank
+    error correction (LREC): a quantized student with adapters learns the
+    full-precision teacher's distributions. The teacher is a fixed target:
+    no gradient flows into it, whatever it is computed from.
+
+    ```mlir
+    %kl = qtune.kl_div %student, %teacher : tensor<2x8x1000xbf16>, tensor<2x8x1000xbf16> -> tensor<f32>
+    ```
+  }];
+  let arguments = (ins QTune_FloatTensor:$student, QTune_FloatTensor:$teacher);
+  let results = (outs 0DTensorOf<[F32]>:$result);
+  let assemblyFormat = [{
+    $student `,` $teacher attr-dict `:` type($student) `,` type($teacher) `->`
+    type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def QTune_KlDivGradOp : QTune_Op<"kl_div_grad", [Pure]> {
+  let summary = "Gradient of kl_div in the student: (softmax(student) − softmax(teacher)) / rows · g";
+  let arguments = (ins QTune_FloatTensor:$student, QTune_FloatTensor:$teacher,
+                       0DTensorOf<[F32]>:$grad);
+  let results = (outs QTune_FloatTensor:$result);
+  let assemblyFormat = [{
+    $student `,` $teacher `,` $grad attr-dict `:` type($student) `,`
+    type($teacher) `,` type($grad) `->` type($result)
+  }];
+}
+
 include "qtune/Dialect/QTune/IR/QTuneDecoderOps.td"
 
 //===----------------------------------------------------------------------===//
