@@ -217,6 +217,30 @@ grep -v '^#' "$here/train_cases.txt" | while read -r name model data lr steps op
   echo "$name $lr $steps" >> "$train/cases.txt"
 done
 
+say "LREC train case (a tiny LLaMA: 2-bit student with LoftQ adapters against its full-precision teacher)"
+d="$train/lrec_tiny"
+mkdir -p "$d"
+python3 examples/tiny_llama.py "$d/m" --layers 2 --hidden 64 --heads 4 --kv-heads 2 \
+  --ffn 128 --vocab 64 --seed 3 > /dev/null
+python3 test/Import/Inputs/make_batch.py "$d/inputs.safetensors" 2 8 64
+"$tools/qtune-import" "$d/m" -o "$d/lrec.mlir" --params "$d/params.safetensors" --lrec \
+  --format 'uniform<bits = 2, group = 32>' --lora-r 4 --lora-init loftq --seq-len 8 --batch 2 > /dev/null
+"$tools/qtune-compile" "$d/lrec.mlir" --train -o "$d/model.qtb" --target "$target"
+"$tools/qtune-opt" "$d/lrec.mlir" -qtune-autodiff -qtune-optimizer -o "$d/train.mlir"
+python3 - "$d" <<'PY'
+import os, sys
+sys.path.insert(0, "scripts")
+from qtune_tensors import st_read, st_write
+d = sys.argv[1]
+tensors = st_read(os.path.join(d, "inputs.safetensors"))
+tensors.update(st_read(os.path.join(d, "params.safetensors")))
+st_write(os.path.join(d, "all.safetensors"), tensors)
+PY
+"$tools/qtune-interp" "$d/train.mlir" --entry model_train_step --inputs "$d/all.safetensors" \
+  --steps 30 --lr 0.003 --losses "$d/ref_losses.json" --out "$d/ref_params.safetensors"
+rm -rf "$d/m" "$d/all.safetensors" "$d/train.mlir" "$d/lrec.mlir"
+echo "lrec_tiny 0.003 30" >> "$train/cases.txt"
+
 say "peer check data (LoRA gradients against PEFT)"
 mkdir -p "$stage_abs/peft"
 python3 "$here/make_train_data.py" lora "$stage_abs/peft" --random-b --seed 5

@@ -152,6 +152,11 @@ bool Importer::checkOptions() {
     error = "--targets names no layer";
     return false;
   }
+  if (o.lrec && o.method != Method::Lora) {
+    error = "--lrec trains LoRA adapters against the full-precision teacher; "
+            "it needs --method lora";
+    return false;
+  }
   if (!o.quantized.empty() && o.method == Method::Lora &&
       o.loraInit == ImportOptions::LoraInit::Loftq) {
     error = "--lora-init loftq quantizes the layers itself; it cannot take "
@@ -227,6 +232,9 @@ bool Importer::linear(const std::string &path, int64_t n, int64_t k,
                   std::to_string(k) + " weight");
     std::vector<double> w;
     if (!ckpt.read(weightName, {n, k}, w, error))
+      return false;
+    // LREC's teacher runs on the full-precision weight, kept in bf16.
+    if (o.lrec && !dense(weightName, {n, k}, Role::frozen))
       return false;
     SmallVector<HostTensor> comps;
     if (!o.quantized.empty() ||
@@ -352,8 +360,14 @@ func::FuncOp Importer::buildFunction(ModuleOp module, bool withLoss) {
   auto norm = [&](Value x, const std::string &weight) -> Value {
     return RmsNormOp::create(b, loc, x.getType(), x, arg[weight], eps);
   };
+  // The student (the quantized layers with their adapters) or, for LREC, the
+  // teacher (every linear layer on its full-precision weight, no adapter).
+  bool teacher = false;
   auto proj = [&](Value x, const std::string &path) -> Value {
     const LayerPlan &plan = layers.at(path);
+    if (teacher)
+      return LinearOp::create(b, loc, act(plan.n), x, arg[path + ".weight"],
+                              Value());
     Value w;
     if (plan.format) {
       SmallVector<Value> comps;
@@ -378,6 +392,7 @@ func::FuncOp Importer::buildFunction(ModuleOp module, bool withLoss) {
   };
   auto theta = b.getF64FloatAttr(c.ropeTheta);
   auto headDim = b.getI64IntegerAttr(c.headDim);
+  auto forward = [&]() -> Value {
   Value h = EmbeddingOp::create(b, loc, act(D), arg["model.embed_tokens.weight"],
                                 inputIds);
   for (int64_t l = 0; l < c.numLayers; ++l) {
@@ -403,11 +418,19 @@ func::FuncOp Importer::buildFunction(ModuleOp module, bool withLoss) {
   h = norm(h, "model.norm.weight");
   Value head = arg[c.tieWordEmbeddings ? "model.embed_tokens.weight"
                                        : "lm_head.weight"];
-  Value logits = LinearOp::create(b, loc, act(c.vocabSize), h, head, Value());
+  return LinearOp::create(b, loc, act(c.vocabSize), h, head, Value());
+  };
+  Value logits = forward();
   Value result = logits;
-  if (withLoss)
-    result = CrossEntropyOp::create(b, loc, RankedTensorType::get({}, b.getF32Type()),
-                                    logits, labels);
+  auto scalarF32 = RankedTensorType::get({}, b.getF32Type());
+  if (withLoss && o.lrec) {
+    // LREC: the student learns the teacher's next-token distributions.
+    teacher = true;
+    Value teacherLogits = forward();
+    result = KlDivOp::create(b, loc, scalarF32, logits, teacherLogits);
+  } else if (withLoss) {
+    result = CrossEntropyOp::create(b, loc, scalarF32, logits, labels);
+  }
   func::ReturnOp::create(b, loc, result);
   func.setType(b.getFunctionType(argTypes, result.getType()));
   func.setAllArgAttrs(argAttrs);

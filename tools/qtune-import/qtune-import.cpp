@@ -99,6 +99,11 @@ static cl::opt<std::string> quantizedFile(
     cl::desc("Quantized layers written by qtune-quantize (e.g. GPTQ) to use "
              "instead of round-to-nearest; each layer's format must match"),
     cl::cat(category));
+static cl::opt<bool> lrec(
+    "lrec",
+    cl::desc("Low-rank error correction: the loss is KL(teacher || student), "
+             "the teacher being the model on its full-precision weights"),
+    cl::cat(category));
 static cl::opt<bool> noLogits("no-logits",
                               cl::desc("Do not emit the <name>_logits function"),
                               cl::cat(category));
@@ -135,6 +140,7 @@ int main(int argc, char **argv) {
   options.seed = seed;
   options.loraInit = loraInit;
   options.quantized = quantizedFile;
+  options.lrec = lrec;
   options.loftqRounds = loftqRounds;
   if (loftqRounds < 1)
     return fail("--loftq-rounds must be at least 1");

@@ -60,6 +60,12 @@ struct ImportOptions {
   std::vector<std::pair<std::string, QuantFormatAttrInterface>> layerFormats;
   /// The format of the linear layer at module path `path`.
   QuantFormatAttrInterface formatOf(const std::string &path) const;
+  /// LREC (low-rank error correction): the loss function `<name>` becomes
+  /// KL(teacher ‖ student) of the next-token distributions, the teacher being
+  /// the same model on its full-precision weights (bf16, frozen, named like
+  /// the Hugging Face weights) run in the same step; the labels input stays
+  /// (unused) so token data trains it as any model.
+  bool lrec = false;
   /// Components of the quantized layers (qtune-quantize's output) to use
   /// instead of round-to-nearest; empty: quantize here.
   std::string quantized;
