@@ -39,16 +39,6 @@ std::string nameOf(func::FuncOp func, Value v) {
   return argName(func, arg.getArgNumber());
 }
 
-double relativeError(const std::vector<double> &ref,
-                     const std::vector<double> &got) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    num += (got[i] - ref[i]) * (got[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
 /// s·B·A (n × k) of a layer's adapter.
 std::vector<double> adapterTerm(const LinearLayer &layer,
                                 const std::map<std::string, HostTensor> &params) {

@@ -245,12 +245,7 @@ bool Importer::linear(const std::string &path, int64_t n, int64_t k,
         return false;
       std::vector<double> back(n * k);
       plan.format.dequantize(n, k, comps, back);
-      double num = 0, den = 0;
-      for (int64_t i = 0; i < n * k; ++i) {
-        num += (back[i] - w[i]) * (back[i] - w[i]);
-        den += w[i] * w[i];
-      }
-      result.quantError.push_back({path, den > 0 ? std::sqrt(num / den) : 0.0});
+      result.quantError.push_back({path, relativeError(w, back)});
     } else {
       LowRankInit init =
           lowRankInit(plan.format, n, k, w, o.loraRank, o.loraAlpha / o.loraRank,

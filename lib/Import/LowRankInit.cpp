@@ -58,15 +58,6 @@ TruncatedSvd truncatedSvd(const std::vector<double> &m, int64_t rows,
 namespace {
 double bf16(double v) { return bf16ToFloat(doubleToBf16(v)); }
 
-double relativeError(const std::vector<double> &w,
-                     const std::vector<double> &approx) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < w.size(); ++i) {
-    num += (approx[i] - w[i]) * (approx[i] - w[i]);
-    den += w[i] * w[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : 0.0;
-}
 } // namespace
 
 LowRankInit lowRankInit(QuantFormatAttrInterface format, int64_t n, int64_t k,

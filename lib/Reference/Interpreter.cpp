@@ -63,6 +63,14 @@ public:
   Observer observe;
 };
 
+/// log Σ_j exp(row[j]) over `v` values, stable (max subtracted).
+double logSumExp(const double *row, int64_t v) {
+  double mx = *std::max_element(row, row + v), sum = 0;
+  for (int64_t j = 0; j < v; ++j)
+    sum += std::exp(row[j] - mx);
+  return mx + std::log(sum);
+}
+
 /// y[m, n] = Σ_k x[m, k] · w[n, k] over the flattened leading dims of x.
 HostTensor matmulTransposed(const HostTensor &x, const std::vector<double> &w,
                             int64_t n, int64_t k, std::vector<int64_t> shape) {
@@ -473,10 +481,7 @@ LogicalResult Evaluator::eval(Operation *op) {
           if (!(label >= 0 && label < double(v)))
             return o->emitError() << "label " << int64_t(label) << " of row " << r
                                   << " is outside [0, " << v << ")";
-          double mx = *std::max_element(row, row + v), sum = 0;
-          for (int64_t j = 0; j < v; ++j)
-            sum += std::exp(row[j] - mx);
-          double lse = mx + std::log(sum);
+          double lse = logSumExp(row, v);
           loss += lse - row[int64_t(label)];
           if (isGrad)
             for (int64_t j = 0; j < v; ++j)
@@ -498,10 +503,7 @@ LogicalResult Evaluator::eval(Operation *op) {
         bool isGrad = isa<KlDivGradOp>(o);
         double g = isGrad ? tensor(o->getOperand(2)).data[0] : 0.0;
         auto logSoftmax = [&](const double *row, std::vector<double> &out) {
-          double mx = *std::max_element(row, row + v), sum = 0;
-          for (int64_t j = 0; j < v; ++j)
-            sum += std::exp(row[j] - mx);
-          double lse = mx + std::log(sum);
+          double lse = logSumExp(row, v);
           for (int64_t j = 0; j < v; ++j)
             out[j] = row[j] - lse;
         };

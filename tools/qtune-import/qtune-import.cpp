@@ -231,13 +231,6 @@ int main(int argc, char **argv) {
   uint64_t bytes = 0;
   for (const qtune::st::OwnedTensor &t : result->params)
     bytes += t.bytes.size();
-  double worst = 0, mean = 0;
-  std::string worstLayer;
-  for (const auto &[layer, e] : result->quantError) {
-    mean += e / result->quantError.size();
-    if (e >= worst)
-      worst = e, worstLayer = layer;
-  }
   llvm::outs() << llvm::formatv(
       "qtune-import: {0} ({1} layers, hidden {2}, heads {3}/{4}, vocab {5}) -> "
       "{6} + {7}\n  {8} tensors, {9:F2} MiB; {10:N} trainable parameters; "
@@ -246,24 +239,27 @@ int main(int argc, char **argv) {
       config->numHeads, config->numKvHeads, config->vocabSize, outFile, params,
       result->params.size(), bytes / 1048576.0, result->numTrainable, batch,
       seqLen, seconds);
-  if (!result->quantError.empty())
-    llvm::outs() << llvm::formatv(
-        "  {3}: mean {0:E2}, worst {1:E2} ({2})\n", mean, worst, worstLayer,
-        quantizedFile.empty()
-            ? std::string("round-to-nearest relative error")
-            : "relative weight error of the layers in " + quantizedFile);
-  if (!result->initError.empty()) {
-    double initMean = 0, initWorst = 0;
-    std::string initWorstLayer;
-    for (const auto &[layer, e] : result->initError) {
-      initMean += e / result->initError.size();
-      if (e >= initWorst)
-        initWorst = e, initWorstLayer = layer;
+  // "  WHAT: mean M, worst W (LAYER)" over per-layer errors.
+  auto summarize = [](const std::string &what,
+                      const std::vector<std::pair<std::string, double>> &errors) {
+    if (errors.empty())
+      return;
+    double worst = 0, mean = 0;
+    std::string worstLayer;
+    for (const auto &[layer, e] : errors) {
+      mean += e / errors.size();
+      if (e >= worst)
+        worst = e, worstLayer = layer;
     }
-    llvm::outs() << llvm::formatv(
-        "  with the LoftQ adapters ({0} round(s)): mean {1:E2}, worst {2:E2} "
-        "({3})\n",
-        loftqRounds, initMean, initWorst, initWorstLayer);
-  }
+    llvm::outs() << llvm::formatv("  {0}: mean {1:E2}, worst {2:E2} ({3})\n",
+                                  what, mean, worst, worstLayer);
+  };
+  summarize(quantizedFile.empty()
+                ? std::string("round-to-nearest relative error")
+                : "relative weight error of the layers in " + quantizedFile,
+            result->quantError);
+  summarize("with the LoftQ adapters (" + std::to_string(loftqRounds) +
+                " round(s))",
+            result->initError);
   return 0;
 }

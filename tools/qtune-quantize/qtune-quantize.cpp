@@ -230,10 +230,7 @@ int main(int argc, char **argv) {
         rtnError = quantize::outputError(layer.n, layer.k, w, back,
                                          hessians->at(layer.path));
       } else {
-        double num = 0, den = 0;
-        for (size_t i = 0; i < w.size(); ++i)
-          num += (back[i] - w[i]) * (back[i] - w[i]), den += w[i] * w[i];
-        rtnError = den > 0 ? std::sqrt(num / den) : 0;
+        rtnError = relativeError(w, back);
       }
     }
     std::string text;

@@ -10,6 +10,7 @@
 #define QTUNE_SUPPORT_HOSTTENSOR_H
 
 #include <cstdint>
+#include <cmath>
 #include <vector>
 
 namespace qtune {
@@ -33,6 +34,17 @@ struct HostTensor {
   int64_t numElements() const { return numElements(shape); }
   int64_t rank() const { return static_cast<int64_t>(shape.size()); }
 };
+
+/// ‖approx − ref‖ / ‖ref‖ (Frobenius; the absolute norm when ref is zero).
+inline double relativeError(const std::vector<double> &ref,
+                            const std::vector<double> &approx) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    num += (approx[i] - ref[i]) * (approx[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return std::sqrt(den > 0 ? num / den : num);
+}
 
 } // namespace qtune
 

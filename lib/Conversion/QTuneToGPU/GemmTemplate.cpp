@@ -489,6 +489,18 @@ public:
     return acc;
   }
 
+  /// This block's K tiles [first, last): all of them, or its split-K slice
+  /// (grid z).
+  std::pair<Value, Value> sliceOfTiles(int64_t tiles) {
+    if (spec.splitK <= 1)
+      return {idx(0), idx(tiles)};
+    int64_t perSlice = (tiles + spec.splitK - 1) / spec.splitK;
+    Value first =
+        mul(gpu::BlockIdOp::create(b, gpu::Dimension::z), idx(perSlice));
+    return {first,
+            arith::MinUIOp::create(b, add(first, idx(perSlice)), idx(tiles))};
+  }
+
   /// The K loop of one segment, carrying the accumulators. Two shared stages:
   /// while the warps multiply tile t, tile t+1 is copied (X, cp.async) and
   /// dequantized (W) into the other stage; one barrier per step. (Measured on
@@ -496,13 +508,7 @@ public:
   /// guarding the prefetch with a branch.)
   SmallVector<Value> segmentLoop(const Segment &seg, SmallVector<Value> acc) {
     int64_t tiles = (seg.kSeg + s.tileK - 1) / s.tileK;
-    // Split-K: this block's slice of the K tiles.
-    Value first = idx(0), last = idx(tiles);
-    if (spec.splitK > 1) {
-      int64_t perSlice = (tiles + spec.splitK - 1) / spec.splitK;
-      first = mul(gpu::BlockIdOp::create(b, gpu::Dimension::z), idx(perSlice));
-      last = arith::MinUIOp::create(b, add(first, idx(perSlice)), idx(tiles));
-    }
+    auto [first, last] = sliceOfTiles(tiles);
     Value firstStage = rem(first, 2);
     loadXTile(seg, mul(first, idx(s.tileK)), firstStage);
     loadWTile(seg, mul(first, idx(s.tileK)), firstStage);
@@ -613,12 +619,7 @@ public:
     int64_t tiles = (seg.kSeg + s.tileK - 1) / s.tileK;
     int64_t ksteps = std::min(s.tileK, (seg.kSeg + 15) / 16 * 16) / 16;
     int64_t stages = s.stages;
-    Value first = idx(0), last = idx(tiles);
-    if (spec.splitK > 1) {
-      int64_t perSlice = (tiles + spec.splitK - 1) / spec.splitK;
-      first = mul(gpu::BlockIdOp::create(b, gpu::Dimension::z), idx(perSlice));
-      last = arith::MinUIOp::create(b, add(first, idx(perSlice)), idx(tiles));
-    }
+    auto [first, last] = sliceOfTiles(tiles);
     for (int64_t p = 0; p + 1 < stages; ++p) {
       Value kt = add(first, idx(p));
       loadXTile(seg, mul(kt, idx(s.tileK)), rem(kt, stages));

@@ -117,6 +117,26 @@ std::pair<Value, Value> rowLogSumExp(B &b, Value logits, Value rowBase,
   return {mx, lse};
 }
 
+/// Calls fn(j, at) for the columns j of a row this thread takes (strided by
+/// the block), `at` = rowBase + j.
+void forEachInRow(B &b, Value rowBase, int64_t v,
+                  function_ref<void(B &, Value, Value)> fn) {
+  scf::ForOp::create(
+      b, gpu::ThreadIdOp::create(b, gpu::Dimension::x),
+      arith::ConstantIndexOp::create(b, v),
+      arith::ConstantIndexOp::create(b, kElementwiseThreads), ValueRange{},
+      [&](OpBuilder &ob, Location l, Value j, ValueRange) {
+        B lb(l, ob);
+        fn(lb, j, arith::AddIOp::create(lb, rowBase, j));
+        scf::YieldOp::create(lb);
+      });
+}
+
+/// p = exp(x − lse), by exp2.
+Value probability(B &b, Value x, Value lse) {
+  return exp2F32(b, mul(b, sub(b, x, lse), f32(b, M_LOG2E)));
+}
+
 /// Whether the label is a valid column, and the label as an index.
 std::pair<Value, Value> labelOf(B &b, Value labels, Value row, int64_t v) {
   Value label = memref::LoadOp::create(b, labels, ValueRange{row});
@@ -174,21 +194,13 @@ gpu::GPUFuncOp buildCrossEntropyGradKernel(OpBuilder &b, Location loc,
         Value scale = mul(ib, scalar(ib, a[2]), f32(ib, 1.0 / double(rows)));
         scale = arith::SelectOp::create(
             ib, valid, scale, f32(ib, std::numeric_limits<float>::quiet_NaN()));
-        Value tid = gpu::ThreadIdOp::create(ib, gpu::Dimension::x);
-        scf::ForOp::create(
-            ib, tid, arith::ConstantIndexOp::create(ib, v),
-            arith::ConstantIndexOp::create(ib, kElementwiseThreads), ValueRange{},
-            [&](OpBuilder &ob, Location l, Value j, ValueRange) {
-              B lb(l, ob);
-              Value at = arith::AddIOp::create(lb, rowBase, j);
-              Value p = exp2F32(lb, mul(lb, sub(lb, loadF32(lb, a[0], at), lse),
-                                        f32(lb, M_LOG2E)));
-              Value hot = arith::SelectOp::create(
-                  lb, arith::CmpIOp::create(lb, arith::CmpIPredicate::eq, j, label),
-                  f32(lb, 1), f32(lb, 0));
-              storeAs(lb, mul(lb, sub(lb, p, hot), scale), a[3], at);
-              scf::YieldOp::create(lb);
-            });
+        forEachInRow(ib, rowBase, v, [&](B &lb, Value j, Value at) {
+          Value p = probability(lb, loadF32(lb, a[0], at), lse);
+          Value hot = arith::SelectOp::create(
+              lb, arith::CmpIOp::create(lb, arith::CmpIPredicate::eq, j, label),
+              f32(lb, 1), f32(lb, 0));
+          storeAs(lb, mul(lb, sub(lb, p, hot), scale), a[3], at);
+        });
       });
 }
 
@@ -214,7 +226,7 @@ gpu::GPUFuncOp buildKlDivKernel(OpBuilder &b, Location loc, StringRef name,
                   B lb(l, ob);
                   Value at = arith::AddIOp::create(lb, rowBase, j);
                   Value t = loadF32(lb, a[1], at);
-                  Value p = exp2F32(lb, mul(lb, sub(lb, t, lseT), f32(lb, M_LOG2E)));
+                  Value p = probability(lb, t, lseT);
                   Value diff = sub(lb, sub(lb, t, loadF32(lb, a[0], at)), shift);
                   scf::YieldOp::create(lb, ValueRange{add(lb, iter[0], mul(lb, p, diff))});
                 })
@@ -242,21 +254,11 @@ gpu::GPUFuncOp buildKlDivGradKernel(OpBuilder &b, Location loc, StringRef name,
         Value lseS = rowLogSumExp(ib, a[0], rowBase, v, scratch).second;
         Value lseT = rowLogSumExp(ib, a[1], rowBase, v, scratch).second;
         Value scale = mul(ib, scalar(ib, a[2]), f32(ib, 1.0 / double(rows)));
-        Value tid = gpu::ThreadIdOp::create(ib, gpu::Dimension::x);
-        auto prob = [&](B &lb, Value x, Value lse) {
-          return exp2F32(lb, mul(lb, sub(lb, x, lse), f32(lb, M_LOG2E)));
-        };
-        scf::ForOp::create(
-            ib, tid, arith::ConstantIndexOp::create(ib, v),
-            arith::ConstantIndexOp::create(ib, kElementwiseThreads), ValueRange{},
-            [&](OpBuilder &ob, Location l, Value j, ValueRange) {
-              B lb(l, ob);
-              Value at = arith::AddIOp::create(lb, rowBase, j);
-              Value q = prob(lb, loadF32(lb, a[0], at), lseS);
-              Value p = prob(lb, loadF32(lb, a[1], at), lseT);
-              storeAs(lb, mul(lb, sub(lb, q, p), scale), a[3], at);
-              scf::YieldOp::create(lb);
-            });
+        forEachInRow(ib, rowBase, v, [&](B &lb, Value, Value at) {
+          Value q = probability(lb, loadF32(lb, a[0], at), lseS);
+          Value p = probability(lb, loadF32(lb, a[1], at), lseT);
+          storeAs(lb, mul(lb, sub(lb, q, p), scale), a[3], at);
+        });
       });
 }
 
