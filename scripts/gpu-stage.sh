@@ -217,14 +217,15 @@ grep -v '^#' "$here/train_cases.txt" | while read -r name model data lr steps op
   echo "$name $lr $steps" >> "$train/cases.txt"
 done
 
-say "LREC train case (a tiny LLaMA: 2-bit student with LoftQ adapters against its full-precision teacher)"
+say "LREC train case (a tiny LLaMA: 2-bit student with LoftQ adapters against its full-precision teacher, plus 0.1 x cross entropy)"
 d="$train/lrec_tiny"
 mkdir -p "$d"
 python3 examples/tiny_llama.py "$d/m" --layers 2 --hidden 64 --heads 4 --kv-heads 2 \
   --ffn 128 --vocab 64 --seed 3 > /dev/null
 python3 test/Import/Inputs/make_batch.py "$d/inputs.safetensors" 2 8 64
 "$tools/qtune-import" "$d/m" -o "$d/lrec.mlir" --params "$d/params.safetensors" --lrec \
-  --format 'uniform<bits = 2, group = 32>' --lora-r 4 --lora-init loftq --seq-len 8 --batch 2 > /dev/null
+  --lrec-ce-weight 0.1 --format 'uniform<bits = 2, group = 32>' --lora-r 4 --lora-init loftq \
+  --seq-len 8 --batch 2 > /dev/null
 "$tools/qtune-compile" "$d/lrec.mlir" --train -o "$d/model.qtb" --target "$target"
 "$tools/qtune-opt" "$d/lrec.mlir" -qtune-autodiff -qtune-optimizer -o "$d/train.mlir"
 python3 - "$d" <<'PY'

@@ -152,6 +152,14 @@ bool Importer::checkOptions() {
     error = "--targets names no layer";
     return false;
   }
+  if (o.lrecCeWeight != 0 && !o.lrec) {
+    error = "--lrec-ce-weight needs --lrec";
+    return false;
+  }
+  if (o.lrecCeWeight < 0) {
+    error = "--lrec-ce-weight must not be negative";
+    return false;
+  }
   if (o.lrec && o.method != Method::Lora) {
     error = "--lrec trains LoRA adapters against the full-precision teacher; "
             "it needs --method lora";
@@ -423,6 +431,13 @@ func::FuncOp Importer::buildFunction(ModuleOp module, bool withLoss) {
     teacher = true;
     Value teacherLogits = forward();
     result = KlDivOp::create(b, loc, scalarF32, logits, teacherLogits);
+    if (o.lrecCeWeight != 0) {
+      Value ce = CrossEntropyOp::create(b, loc, scalarF32, logits, labels);
+      Value weight = arith::ConstantOp::create(
+          b, loc, DenseElementsAttr::get(scalarF32, float(o.lrecCeWeight)));
+      result = arith::AddFOp::create(
+          b, loc, result, arith::MulFOp::create(b, loc, ce, weight));
+    }
   } else if (withLoss) {
     result = CrossEntropyOp::create(b, loc, scalarF32, logits, labels);
   }

@@ -92,6 +92,11 @@ LogicalResult differentiate(func::FuncOp func) {
                              : g};
     } else if (isa<arith::NegFOp>(op)) {
       operandGrads = {arith::NegFOp::create(b, loc, resultGrads[0])};
+    } else if (auto mul = dyn_cast<arith::MulFOp>(op)) {
+      // d(a·b) = g·b, g·a (elementwise, e.g. a weighted term of a loss).
+      Value g = resultGrads[0];
+      operandGrads = {arith::MulFOp::create(b, loc, g, mul.getRhs()),
+                      arith::MulFOp::create(b, loc, g, mul.getLhs())};
     } else if (auto diff = dyn_cast<DifferentiableOpInterface>(op)) {
       if (failed(diff.buildAdjoint(b, resultGrads, needGrad, operandGrads)))
         return failure();

@@ -104,6 +104,10 @@ static cl::opt<bool> lrec(
     cl::desc("Low-rank error correction: the loss is KL(teacher || student), "
              "the teacher being the model on its full-precision weights"),
     cl::cat(category));
+static cl::opt<double> lrecCeWeight(
+    "lrec-ce-weight",
+    cl::desc("With --lrec: add this weight x the cross entropy of the labels"),
+    cl::init(0), cl::cat(category));
 static cl::opt<bool> noLogits("no-logits",
                               cl::desc("Do not emit the <name>_logits function"),
                               cl::cat(category));
@@ -141,6 +145,7 @@ int main(int argc, char **argv) {
   options.loraInit = loraInit;
   options.quantized = quantizedFile;
   options.lrec = lrec;
+  options.lrecCeWeight = lrecCeWeight;
   options.loftqRounds = loftqRounds;
   if (loftqRounds < 1)
     return fail("--loftq-rounds must be at least 1");

@@ -112,8 +112,8 @@ func.func @loss(%x: tensor<2x3x8xf32>, %c: tensor<5x1xi32>, %s: tensor<5x1xf32>,
   return %l : tensor<f32>
 })mlir"},
     // Distillation (LREC): a quantized student with LoRA against the logits
-    // of a full-precision teacher (a frozen weight) on the same input: the
-    // adapters get the KL divergence's gradient.
+    // of a full-precision teacher (a frozen weight) on the same input, plus a
+    // weighted cross entropy (arith.mulf): the adapters get both gradients.
     {"kl_div_student_against_teacher", R"mlir(
 !w = !qtune.qweight<5x8, #qtune.uniform<bits = 4, group = 8, scale_type = f32>>
 func.func @loss(%x: tensor<2x3x8xf32>, %c: tensor<5x1xi32>, %s: tensor<5x1xf32>,
@@ -125,7 +125,12 @@ func.func @loss(%x: tensor<2x3x8xf32>, %c: tensor<5x1xi32>, %s: tensor<5x1xf32>,
   %d = qtune.lora %x, %a, %b {alpha = 2.0 : f64, rank = 2 : i64} : tensor<2x3x8xf32>, tensor<2x8xf32>, tensor<5x2xf32> -> tensor<2x3x5xf32>
   %r = arith.addf %y, %d : tensor<2x3x5xf32>
   %t = qtune.linear %x, %wt : tensor<2x3x8xf32>, tensor<5x8xf32> -> tensor<2x3x5xf32>
-  %l = qtune.kl_div %r, %t : tensor<2x3x5xf32>, tensor<2x3x5xf32> -> tensor<f32>
+  %kl = qtune.kl_div %r, %t : tensor<2x3x5xf32>, tensor<2x3x5xf32> -> tensor<f32>
+  %labels = arith.constant dense<[[0, 4, 2], [1, 3, 4]]> : tensor<2x3xi32>
+  %ce = qtune.cross_entropy %r, %labels : tensor<2x3x5xf32>, tensor<2x3xi32> -> tensor<f32>
+  %cw = arith.constant dense<0.25> : tensor<f32>
+  %wce = arith.mulf %ce, %cw : tensor<f32>
+  %l = arith.addf %kl, %wce : tensor<f32>
   return %l : tensor<f32>
 })mlir"},
     // A LLaMA-style decoder block: embedding, RMSNorm, q/k/v projections

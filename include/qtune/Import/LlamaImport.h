@@ -66,6 +66,8 @@ struct ImportOptions {
   /// the Hugging Face weights) run in the same step; the labels input stays
   /// (unused) so token data trains it as any model.
   bool lrec = false;
+  /// LREC: adds this weight × the cross entropy of the labels (0: none).
+  double lrecCeWeight = 0;
   /// Components of the quantized layers (qtune-quantize's output) to use
   /// instead of round-to-nearest; empty: quantize here.
   std::string quantized;

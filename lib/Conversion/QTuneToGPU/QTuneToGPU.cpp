@@ -150,7 +150,8 @@ private:
   /// Cross entropy, KL divergence and their gradients: one thread block per
   /// row of logits.
   LogicalResult lowerCrossEntropy(OpBuilder &b, Operation *op);
-  LogicalResult lowerAdd(OpBuilder &b, arith::AddFOp op);
+  /// arith.addf / arith.mulf of equally shaped tensors, elementwise.
+  LogicalResult lowerAdd(OpBuilder &b, Operation *op);
   /// A new buffer for the tensor `v`.
   Value allocFor(OpBuilder &b, Location loc, Value v);
   /// `acc` (f32) as a buffer of `type`: itself, or converted into a new one.
@@ -977,25 +978,26 @@ LogicalResult Lowering::lowerCrossEntropy(OpBuilder &b, Operation *op) {
   return success();
 }
 
-LogicalResult Lowering::lowerAdd(OpBuilder &b, arith::AddFOp op) {
-  auto type = dyn_cast<RankedTensorType>(op.getType());
+LogicalResult Lowering::lowerAdd(OpBuilder &b, Operation *op) {
+  bool multiply = isa<arith::MulFOp>(op);
+  auto type = dyn_cast<RankedTensorType>(op->getResult(0).getType());
   if (!type || !type.hasStaticShape())
-    return op.emitError() << "qtune-lower-to-gpu: arith.addf takes statically "
-                             "shaped tensors here, got "
-                          << op.getType();
+    return op->emitError() << "qtune-lower-to-gpu: " << op->getName()
+                           << " takes statically shaped tensors here, got "
+                           << op->getResult(0).getType();
   SmallVector<Value> bufs;
-  if (failed(addBuffers(op, {op.getLhs(), op.getRhs()}, bufs)))
+  if (failed(addBuffers(op, op->getOperands(), bufs)))
     return failure();
-  Value result = memref::AllocOp::create(b, op.getLoc(), bufferType(type));
+  Value result = memref::AllocOp::create(b, op->getLoc(), bufferType(type));
   bufs.push_back(result);
   Type e = type.getElementType();
   launchElementwise(
-      b, op.getLoc(), kernelKey("add", {e}),
+      b, op->getLoc(), kernelKey(multiply ? "mul" : "add", {e}),
       [&](OpBuilder &kb, StringRef name) {
-        buildAddKernel(kb, kernels.getLoc(), name, e);
+        buildAddKernel(kb, kernels.getLoc(), name, e, multiply);
       },
       bufs, type.getNumElements());
-  buffers.map(op.getResult(), result);
+  buffers.map(op->getResult(0), result);
   return success();
 }
 
@@ -1430,8 +1432,8 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
       ok = lowerAttention(b, &op);
     } else if (auto c = dyn_cast<arith::ConstantOp>(op)) {
       ok = lowerConstant(b, c);
-    } else if (auto a = dyn_cast<arith::AddFOp>(op)) {
-      ok = lowerAdd(b, a);
+    } else if (isa<arith::AddFOp, arith::MulFOp>(op)) {
+      ok = lowerAdd(b, &op);
     } else if (auto c = dyn_cast<ClipGradNormOp>(op)) {
       ok = lowerClip(b, c);
     } else if (auto a = dyn_cast<AdamWOp>(op)) {

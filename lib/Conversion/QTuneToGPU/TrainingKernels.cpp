@@ -285,13 +285,13 @@ gpu::GPUFuncOp buildClipKernel(OpBuilder &b, Location loc, StringRef name,
 }
 
 gpu::GPUFuncOp buildAddKernel(OpBuilder &b, Location loc, StringRef name,
-                              Type element) {
+                              Type element, bool multiply) {
   return buildPerElementKernel(
       b, loc, name,
       {flatMemRef(element), flatMemRef(element), flatMemRef(element)},
       [&](B &ib, ValueRange args, Value i) {
-        storeAs(ib, add(ib, loadF32(ib, args[0], i), loadF32(ib, args[1], i)),
-                args[2], i);
+        Value x = loadF32(ib, args[0], i), y = loadF32(ib, args[1], i);
+        storeAs(ib, multiply ? mul(ib, x, y) : add(ib, x, y), args[2], i);
       });
 }
 

@@ -75,8 +75,8 @@ func.func @f32_activations(%x: tensor<2x64xf32>, %w: tensor<64x64xbf16>) -> tens
 // -----
 
 func.func @unsupported(%x: tensor<2x64xbf16>) -> tensor<2x64xbf16> {
-  // expected-error @+1 {{qtune-lower-to-gpu: 'arith.mulf' has no GPU lowering yet}}
-  %y = arith.mulf %x, %x : tensor<2x64xbf16>
+  // expected-error @+1 {{qtune-lower-to-gpu: 'arith.divf' has no GPU lowering yet}}
+  %y = arith.divf %x, %x : tensor<2x64xbf16>
   return %y : tensor<2x64xbf16>
 }
 

@@ -68,9 +68,10 @@ mlir::gpu::GPUFuncOp buildClipKernel(mlir::OpBuilder &b, mlir::Location loc,
                                      llvm::StringRef name, mlir::Type element,
                                      double maxNorm);
 
-/// `(a, b, r, n)`: r = a + b.
+/// `(a, b, r, n)`: r = a + b, or r = a · b with `multiply`.
 mlir::gpu::GPUFuncOp buildAddKernel(mlir::OpBuilder &b, mlir::Location loc,
-                                    llvm::StringRef name, mlir::Type element);
+                                    llvm::StringRef name, mlir::Type element,
+                                    bool multiply = false);
 
 /// `(acc: f32, g, [loss: f32], n)`, in place: acc += g (skipped when
 /// `guarded` and the loss is not finite).
