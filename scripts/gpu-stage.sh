@@ -217,18 +217,22 @@ grep -v '^#' "$here/train_cases.txt" | while read -r name model data lr steps op
   echo "$name $lr $steps" >> "$train/cases.txt"
 done
 
-say "LREC train case (a tiny LLaMA: 2-bit student with LoftQ adapters against its full-precision teacher, plus 0.1 x cross entropy)"
-d="$train/lrec_tiny"
-mkdir -p "$d"
-python3 examples/tiny_llama.py "$d/m" --layers 2 --hidden 64 --heads 4 --kv-heads 2 \
-  --ffn 128 --vocab 64 --seed 3 > /dev/null
-python3 test/Import/Inputs/make_batch.py "$d/inputs.safetensors" 2 8 64
-"$tools/qtune-import" "$d/m" -o "$d/lrec.mlir" --params "$d/params.safetensors" --lrec \
-  --lrec-ce-weight 0.1 --format 'uniform<bits = 2, group = 32>' --lora-r 4 --lora-init loftq \
-  --seq-len 8 --batch 2 > /dev/null
-"$tools/qtune-compile" "$d/lrec.mlir" --train -o "$d/model.qtb" --target "$target"
-"$tools/qtune-opt" "$d/lrec.mlir" -qtune-autodiff -qtune-optimizer -o "$d/train.mlir"
-python3 - "$d" <<'PY'
+say "train cases on a tiny imported LLaMA: LREC (2-bit student with LoftQ adapters against its full-precision teacher, plus 0.1 x cross entropy) and full-parameter training"
+# import_case NAME LR STEPS qtune-import options...: a train case in $train
+# whose reference is the interpreter's run of the same steps.
+import_case() {
+  local name="$1" lr="$2" steps="$3"
+  shift 3
+  local d="$train/$name"
+  mkdir -p "$d"
+  python3 examples/tiny_llama.py "$d/m" --layers 2 --hidden 64 --heads 4 --kv-heads 2 \
+    --ffn 128 --vocab 64 --seed 3 > /dev/null
+  python3 test/Import/Inputs/make_batch.py "$d/inputs.safetensors" 2 8 64
+  "$tools/qtune-import" "$d/m" -o "$d/g.mlir" --params "$d/params.safetensors" \
+    --seq-len 8 --batch 2 "$@" > /dev/null
+  "$tools/qtune-compile" "$d/g.mlir" --train -o "$d/model.qtb" --target "$target"
+  "$tools/qtune-opt" "$d/g.mlir" -qtune-autodiff -qtune-optimizer -o "$d/train.mlir"
+  python3 - "$d" <<'PY'
 import os, sys
 sys.path.insert(0, "scripts")
 from qtune_tensors import st_read, st_write
@@ -237,10 +241,14 @@ tensors = st_read(os.path.join(d, "inputs.safetensors"))
 tensors.update(st_read(os.path.join(d, "params.safetensors")))
 st_write(os.path.join(d, "all.safetensors"), tensors)
 PY
-"$tools/qtune-interp" "$d/train.mlir" --entry model_train_step --inputs "$d/all.safetensors" \
-  --steps 30 --lr 0.003 --losses "$d/ref_losses.json" --out "$d/ref_params.safetensors"
-rm -rf "$d/m" "$d/all.safetensors" "$d/train.mlir" "$d/lrec.mlir"
-echo "lrec_tiny 0.003 30" >> "$train/cases.txt"
+  "$tools/qtune-interp" "$d/train.mlir" --entry model_train_step --inputs "$d/all.safetensors" \
+    --steps "$steps" --lr "$lr" --losses "$d/ref_losses.json" --out "$d/ref_params.safetensors"
+  rm -rf "$d/m" "$d/all.safetensors" "$d/train.mlir" "$d/g.mlir"
+  echo "$name $lr $steps" >> "$train/cases.txt"
+}
+import_case lrec_tiny 0.003 30 --lrec --lrec-ce-weight 0.1 \
+  --format 'uniform<bits = 2, group = 32>' --lora-r 4 --lora-init loftq
+import_case full_tiny 0.003 20 --method full --format none
 
 say "peer check data (LoRA gradients against PEFT)"
 mkdir -p "$stage_abs/peft"

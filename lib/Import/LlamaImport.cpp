@@ -152,6 +152,12 @@ bool Importer::checkOptions() {
     error = "--targets names no layer";
     return false;
   }
+  if (o.method == Method::Full &&
+      (o.format || llvm::any_of(o.layerFormats,
+                                [](const auto &f) { return bool(f.second); }))) {
+    error = "--method full trains every weight in bf16; give --format none";
+    return false;
+  }
   if (o.lrecCeWeight != 0 && !o.lrec) {
     error = "--lrec-ce-weight needs --lrec";
     return false;
@@ -190,6 +196,8 @@ bool Importer::addTensor(const std::string &name, Type elementType,
 
 bool Importer::dense(const std::string &name, std::vector<int64_t> shape,
                      Role role) {
+  if (o.method == Method::Full)
+    role = Role::trainable;
   std::vector<double> values;
   if (!ckpt.read(name, shape, values, error))
     return false;

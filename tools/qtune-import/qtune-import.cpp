@@ -52,7 +52,9 @@ static cl::opt<Method> method(
     cl::values(clEnumValN(Method::Lora, "lora", "LoRA adapters on quantized weights"),
                clEnumValN(Method::Peqa, "peqa", "train the quantization scales"),
                clEnumValN(Method::Qft, "qft", "train INT8 weights with Lion"),
-               clEnumValN(Method::None, "none", "nothing trainable (evaluation)")),
+               clEnumValN(Method::None, "none", "nothing trainable (evaluation)"),
+               clEnumValN(Method::Full, "full",
+                          "every weight trains, dense bf16 (base models)")),
     cl::cat(category));
 static cl::opt<int64_t> loraRank("lora-r", cl::desc("LoRA rank"), cl::init(16),
                                  cl::cat(category));

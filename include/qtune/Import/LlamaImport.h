@@ -27,7 +27,10 @@
 
 namespace qtune::import {
 
-enum class Method { None, Lora, Peqa, Qft };
+/// What trains: LoRA adapters, quantization scales (PEQA), 8-bit codes
+/// (QFT), nothing, or every weight of a dense bf16 model (Full: training or
+/// fine-tuning a base model).
+enum class Method { None, Lora, Peqa, Qft, Full };
 
 /// The seven linear layers of a decoder block, by their short names (q, k,
 /// v, o, gate, up, down) and Hugging Face module paths.
