@@ -266,6 +266,9 @@ python3 examples/tiny_llama.py "$dec/hf" --layers 2 --hidden 192 --heads 4 --kv-
   --format 'uniform<bits = 4, group = 64>' --lora-r 8 --lora-alpha 16 --seq-len 40 --batch 2
 python3 "$here/make_decoder_data.py" "$dec/imported.safetensors" "$dec" --batch 2 --seq 40 \
   --vocab 256 --seed 11 --guard
+# The same model (random adapters) exported as a Hugging Face bf16 directory.
+"$tools/qtune-export" "$dec/model.mlir" --params "$dec/params.safetensors" -o "$dec/exported" \
+  --config "$dec/hf/config.json" > /dev/null
 "$tools/qtune-compile" "$dec/model.mlir" --train -o "$dec/model.qtb" --target "$target"
 # Batch 4, for gradient accumulation: 2 micro-batches of 2 must step as one of 4.
 "$tools/qtune-import" "$dec/hf" -o "$dec/model_b4.mlir" --params "$dec/unused.safetensors" \

@@ -143,20 +143,19 @@ std::optional<ModelLayout> readLayout(ModuleOp module, StringRef entry,
 bool readParams(const ModelLayout &layout, ArrayRef<std::string> files,
                 std::map<std::string, HostTensor> &params, std::string &error) {
   // Each tensor from the last file that holds it.
+  std::vector<std::unique_ptr<st::File>> opened;
+  for (const std::string &path : files) {
+    opened.push_back(st::File::open(path, error));
+    if (!opened.back())
+      return false;
+  }
   std::vector<std::vector<std::pair<std::string, RankedTensorType>>> perFile(
       files.size());
   for (const auto &[name, type] : layout.params) {
     int64_t from = -1;
-    for (size_t f = 0; f < files.size(); ++f) {
-      std::string openError;
-      auto file = st::File::open(files[f], openError);
-      if (!file) {
-        error = openError;
-        return false;
-      }
-      if (file->find(name))
+    for (size_t f = 0; f < files.size(); ++f)
+      if (opened[f]->find(name))
         from = int64_t(f);
-    }
     if (from < 0) {
       error = "no parameter file holds '" + name + "'";
       return false;

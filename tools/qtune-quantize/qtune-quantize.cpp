@@ -207,14 +207,21 @@ int main(int argc, char **argv) {
       return fail(error);
     SmallVector<HostTensor> comps;
     double rtnError = 0, outError = 0;
+    const std::vector<double> *hessian = nullptr;
+    if (hessians) {
+      auto h = hessians->find(layer.path);
+      if (h == hessians->end())
+        return fail(layer.path + ": the calibration forward never reached "
+                                 "this layer");
+      hessian = &h->second;
+    }
     if (method == QuantMethod::Gptq) {
       quantize::GptqOptions options;
       options.damp = damp;
       options.actOrder = actOrder;
       options.block = block;
       auto result = quantize::gptq(cast<UniformFormatAttr>(layer.format), layer.n,
-                                   layer.k, w, hessians->at(layer.path), options,
-                                   error);
+                                   layer.k, w, *hessian, options, error);
       if (!result)
         return fail(layer.path + ": " + error);
       comps = std::move(result->components);
@@ -226,9 +233,8 @@ int main(int argc, char **argv) {
       layer.format.dequantize(layer.n, layer.k, comps, back);
       // With calibration data: the output error, as GPTQ reports it; else
       // the weight's relative error.
-      if (hessians) {
-        rtnError = quantize::outputError(layer.n, layer.k, w, back,
-                                         hessians->at(layer.path));
+      if (hessian) {
+        rtnError = quantize::outputError(layer.n, layer.k, w, back, *hessian);
       } else {
         rtnError = relativeError(w, back);
       }

@@ -28,7 +28,10 @@ weights and LoRA r = 8 on every linear layer. Runs on the GPU machine.
 7. the checkpoint's PEFT adapter: after a few steps with --save-dir,
    peft.PeftModel.from_pretrained loads the checkpoint onto transformers'
    model with the dequantized weights, and its logits equal qtune's logits
-   entry run with the trained parameters (2e-2).
+   entry run with the trained parameters (2e-2);
+8. qtune-export: transformers' LlamaForCausalLM loads the exported bf16
+   directory (dequantized weights with the adapters merged) and its logits
+   equal qtune's (2e-2).
 """
 import json
 import os
@@ -250,6 +253,12 @@ def main():
         theirs = peft_model(input_ids=ids).logits.float()
     print("checkpoint %s loaded by peft.PeftModel.from_pretrained:" % os.path.basename(ckpt))
     check("logits against qtune's with the trained adapters", rel(mine, theirs), 2e-2)
+    # 8. qtune-export's Hugging Face directory (adapters merged, bf16)
+    exported = load_llama(os.path.join(d, "exported"), torch.bfloat16).to("cuda")
+    with torch.no_grad():
+        theirs = exported(input_ids=ids).logits.float()
+    print("qtune-export's bf16 directory loaded by transformers.LlamaForCausalLM:")
+    check("logits against qtune's", rel(logits.cuda(), theirs), 2e-2)
     print("decoder check:", "ok" if ok else "FAILED")
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump({"ok": ok}, f)
