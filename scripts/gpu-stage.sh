@@ -217,7 +217,7 @@ grep -v '^#' "$here/train_cases.txt" | while read -r name model data lr steps op
   echo "$name $lr $steps" >> "$train/cases.txt"
 done
 
-say "train cases on a tiny imported LLaMA: LREC (2-bit student with LoftQ adapters against its full-precision teacher, plus 0.1 x cross entropy) and full-parameter training"
+say "train cases on a tiny imported LLaMA: LREC (2-bit student with LoftQ adapters against its full-precision teacher, plus 0.1 x cross entropy), full-parameter training, and a task adapter stacked on the LREC adapters"
 # import_case NAME LR STEPS qtune-import options...: a train case in $train
 # whose reference is the interpreter's run of the same steps.
 import_case() {
@@ -249,6 +249,13 @@ PY
 import_case lrec_tiny 0.003 30 --lrec --lrec-ce-weight 0.1 \
   --format 'uniform<bits = 2, group = 32>' --lora-r 4 --lora-init loftq
 import_case full_tiny 0.003 20 --method full --format none
+# A task adapter stacked on the LREC adapters the interpreter trained above
+# (frozen; qtune-import --base-adapter): the second adapter of each layer runs
+# through the standalone qtune.lora lowering.
+python3 test/Import/Inputs/make_peft_adapter.py "$train/lrec_tiny/ref_params.safetensors" \
+  "$train/lrec_adapter" 4 32
+import_case stack_tiny 0.003 20 --format 'uniform<bits = 2, group = 32>' --lora-r 2 \
+  --lora-alpha 4 --base-adapter "$train/lrec_adapter"
 
 say "peer check data (LoRA gradients against PEFT)"
 mkdir -p "$stage_abs/peft"

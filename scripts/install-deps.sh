@@ -7,7 +7,7 @@ PACKAGES=(
   cmake ninja-build g++ python3
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools
   nlohmann-json3-dev libcli11-dev libgtest-dev libeigen3-dev
-  fortunes-min
+  fortunes-min fortunes
 )
 
 missing=()

@@ -39,23 +39,26 @@ std::string nameOf(func::FuncOp func, Value v) {
   return argName(func, arg.getArgNumber());
 }
 
-/// s·B·A (n × k) of a layer's adapter.
+/// Σ s·B·A (n × k) over a layer's adapters.
 std::vector<double> adapterTerm(const LinearLayer &layer,
                                 const std::map<std::string, HostTensor> &params) {
-  const HostTensor &a = params.at(layer.lora->first);
-  const HostTensor &b = params.at(layer.lora->second);
-  int64_t r = a.shape[0], n = layer.n, k = layer.k;
+  int64_t n = layer.n, k = layer.k;
   std::vector<double> term(n * k, 0.0);
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < r; ++j) {
-      double bij = layer.loraScale * b.data[i * r + j];
-      if (bij == 0)
-        continue;
-      const double *arow = &a.data[j * k];
-      double *out = &term[i * k];
-      for (int64_t c = 0; c < k; ++c)
-        out[c] += bij * arow[c];
-    }
+  for (const LinearLayer::Adapter &adapter : layer.adapters) {
+    const HostTensor &a = params.at(adapter.a);
+    const HostTensor &b = params.at(adapter.b);
+    int64_t r = a.shape[0];
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < r; ++j) {
+        double bij = adapter.scale * b.data[i * r + j];
+        if (bij == 0)
+          continue;
+        const double *arow = &a.data[j * k];
+        double *out = &term[i * k];
+        for (int64_t c = 0; c < k; ++c)
+          out[c] += bij * arow[c];
+      }
+  }
   return term;
 }
 
@@ -118,18 +121,26 @@ std::optional<ModelLayout> readLayout(ModuleOp module, StringRef entry,
                 "export handles weights that are parameters";
       return;
     }
-    // The adapter: a qtune.lora on the same input whose term is added to
-    // this layer's output.
-    for (Operation *user : linear.getResult().getUsers()) {
-      auto add = dyn_cast<arith::AddFOp>(user);
-      if (!add)
-        continue;
-      Value other = add.getLhs() == linear.getResult() ? add.getRhs() : add.getLhs();
-      auto lora = other.getDefiningOp<LoraOp>();
-      if (!lora || lora.getInput() != linear.getInput())
-        continue;
-      layer.lora = {nameOf(func, lora.getA()), nameOf(func, lora.getB())};
-      layer.loraScale = lora.getAlpha().convertToDouble() / double(lora.getRank());
+    // The adapters: qtune.lora terms on the same input added, one after
+    // the other, to this layer's output.
+    Value sum = linear.getResult();
+    for (bool more = true; more;) {
+      more = false;
+      for (Operation *user : sum.getUsers()) {
+        auto add = dyn_cast<arith::AddFOp>(user);
+        if (!add)
+          continue;
+        Value other = add.getLhs() == sum ? add.getRhs() : add.getLhs();
+        auto lora = other.getDefiningOp<LoraOp>();
+        if (!lora || lora.getInput() != linear.getInput())
+          continue;
+        layer.adapters.push_back(
+            {nameOf(func, lora.getA()), nameOf(func, lora.getB()),
+             lora.getAlpha().convertToDouble() / double(lora.getRank())});
+        sum = add.getResult();
+        more = true;
+        break;
+      }
     }
     layout.linears.push_back(std::move(layer));
   });
@@ -178,7 +189,7 @@ std::vector<double>
 mergedWeight(const LinearLayer &layer,
              const std::map<std::string, HostTensor> &params) {
   std::vector<double> w = dequantized(layer, params);
-  if (layer.lora) {
+  if (!layer.adapters.empty()) {
     std::vector<double> term = adapterTerm(layer, params);
     for (size_t i = 0; i < w.size(); ++i)
       w[i] += term[i];
@@ -194,9 +205,9 @@ hfTensors(const ModelLayout &layout,
   for (const LinearLayer &layer : layout.linears) {
     for (const std::string &c : layer.components)
       consumed.insert(c);
-    if (layer.lora) {
-      consumed.insert(layer.lora->first);
-      consumed.insert(layer.lora->second);
+    for (const LinearLayer::Adapter &adapter : layer.adapters) {
+      consumed.insert(adapter.a);
+      consumed.insert(adapter.b);
     }
     // A weight shared by two linears (tied embeddings) is written once.
     if (!out.count(layer.weightName))
@@ -214,7 +225,7 @@ mergeAdapters(const ModelLayout &layout,
               std::map<std::string, HostTensor> &params) {
   std::vector<MergeReport> reports;
   for (const LinearLayer &layer : layout.linears) {
-    if (!layer.lora)
+    if (layer.adapters.empty())
       continue;
     MergeReport report{layer.weightName};
     std::vector<double> target = mergedWeight(layer, params);

@@ -1,6 +1,7 @@
 //===- LlamaImport.cpp - LLaMA-family model directory to qtune IR ----------===//
 
 #include "qtune/Import/LlamaImport.h"
+#include "qtune/Import/BaseAdapter.h"
 #include "qtune/Import/LowRankInit.h"
 
 #include "qtune/Dialect/QTune/IR/QTuneOps.h"
@@ -89,6 +90,7 @@ struct LayerPlan {
   int64_t n, k;
   QuantFormatAttrInterface format; ///< null: dense bf16 weight
   bool lora = false, scaleOnly = false;
+  bool baseLora = false; ///< a frozen adapter from --base-adapter
 };
 
 class Importer {
@@ -125,6 +127,7 @@ private:
   std::map<std::string, LayerPlan> layers;
   ImportResult result;
   std::unique_ptr<st::File> quantizedFile;
+  std::unique_ptr<BaseAdapter> baseAdapter;
 };
 
 QuantFormatAttrInterface Importer::formatOf(const std::string &path) const {
@@ -287,6 +290,19 @@ bool Importer::linear(const std::string &path, int64_t n, int64_t k,
     if (plan.scaleOnly && !hasScale)
       return fail("has no scale component for PEQA to train");
   }
+  if (baseAdapter && baseAdapter->has(path)) {
+    std::vector<double> a, bv;
+    if (!baseAdapter->read(path, n, k, a, bv, error))
+      return false;
+    int64_t r = baseAdapter->rank();
+    if (!addTensor(path + ".base_lora_A.weight", bf16, HostTensor({r, k}, std::move(a)),
+                   Role::frozen) ||
+        !addTensor(path + ".base_lora_B.weight", bf16, HostTensor({n, r}, std::move(bv)),
+                   Role::frozen))
+      return false;
+    plan.baseLora = true;
+    ++result.baseAdapterLayers;
+  }
   if (plan.lora) {
     if (!adapter) {
       // PEFT's initialization: A Kaiming-uniform (bound 1/sqrt(in)), B zero.
@@ -391,6 +407,14 @@ func::FuncOp Importer::buildFunction(ModuleOp module, bool withLoss) {
       w = arg[path + ".weight"];
     }
     Value y = LinearOp::create(b, loc, act(plan.n), x, w, Value());
+    if (plan.baseLora)
+      y = arith::AddFOp::create(
+          b, loc, y,
+          LoraOp::create(b, loc, act(plan.n), x, arg[path + ".base_lora_A.weight"],
+                         arg[path + ".base_lora_B.weight"],
+                         b.getF64FloatAttr(baseAdapter->alpha()),
+                         b.getI64IntegerAttr(baseAdapter->rank()),
+                         b.getF64FloatAttr(0.0)));
     if (!plan.lora)
       return y;
     Value d = LoraOp::create(b, loc, act(plan.n), x,
@@ -462,6 +486,9 @@ Importer::run(const std::function<void(int64_t, int64_t)> &progress) {
   if (!checkOptions())
     return std::nullopt;
   int64_t D = c.hiddenSize;
+  if (!o.baseAdapter.empty() &&
+      !(baseAdapter = BaseAdapter::open(o.baseAdapter, error)))
+    return std::nullopt;
   if (!dense("model.embed_tokens.weight", {c.vocabSize, D}, Role::frozen))
     return std::nullopt;
   for (int64_t l = 0; l < c.numLayers; ++l) {
@@ -482,6 +509,13 @@ Importer::run(const std::function<void(int64_t, int64_t)> &progress) {
     return std::nullopt;
   if (!c.tieWordEmbeddings && !dense("lm_head.weight", {c.vocabSize, D}, Role::frozen))
     return std::nullopt;
+  if (baseAdapter)
+    if (std::vector<std::string> left = baseAdapter->unread(); !left.empty()) {
+      error = o.baseAdapter + ": module '" + left.front() +
+              "' is not a linear layer of this model (" +
+              std::to_string(left.size()) + " such modules)";
+      return std::nullopt;
+    }
   // Anything left is something this architecture does not have (biases, q/k
   // norms, ...): refuse rather than drop it. Rotary inverse frequencies are
   // recomputed from rope_theta.

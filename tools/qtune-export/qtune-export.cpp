@@ -112,7 +112,7 @@ int main(int argc, char **argv) {
 
   int merged = 0;
   for (const LinearLayer &l : layout->linears)
-    merged += l.lora.has_value();
+    merged += l.adapters.size();
 
   if (target == Target::Hf) {
     // The config first (small, checked): the weights are only written with it.

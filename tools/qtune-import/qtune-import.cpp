@@ -110,6 +110,12 @@ static cl::opt<double> lrecCeWeight(
     "lrec-ce-weight",
     cl::desc("With --lrec: add this weight x the cross entropy of the labels"),
     cl::init(0), cl::cat(category));
+static cl::opt<std::string> baseAdapter(
+    "base-adapter",
+    cl::desc("A trained PEFT LoRA adapter directory (e.g. an LREC run's "
+             "checkpoint-<step>) added, frozen, to the layers it names, under "
+             "the adapter that trains"),
+    cl::value_desc("dir"), cl::cat(category));
 static cl::opt<bool> noLogits("no-logits",
                               cl::desc("Do not emit the <name>_logits function"),
                               cl::cat(category));
@@ -148,6 +154,7 @@ int main(int argc, char **argv) {
   options.quantized = quantizedFile;
   options.lrec = lrec;
   options.lrecCeWeight = lrecCeWeight;
+  options.baseAdapter = baseAdapter;
   options.loftqRounds = loftqRounds;
   if (loftqRounds < 1)
     return fail("--loftq-rounds must be at least 1");
@@ -268,5 +275,8 @@ int main(int argc, char **argv) {
   summarize("with the LoftQ adapters (" + std::to_string(loftqRounds) +
                 " round(s))",
             result->initError);
+  if (result->baseAdapterLayers)
+    llvm::outs() << llvm::formatv("  base adapter {0}: {1} layers, frozen\n",
+                                  baseAdapter, result->baseAdapterLayers);
   return 0;
 }

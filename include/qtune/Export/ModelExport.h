@@ -43,10 +43,15 @@ struct LinearLayer {
   QuantFormatAttrInterface format;
   /// Argument names of the format's components (or of the dense weight).
   std::vector<std::string> components;
-  /// The adapter added to the layer's output, if any: argument names of A
-  /// (r × k) and B (n × r), and alpha / r.
-  std::optional<std::pair<std::string, std::string>> lora;
-  double loraScale = 0;
+  /// The adapters added to the layer's output (a chain of arith.addf of
+  /// qtune.lora terms on the layer's input: a frozen base adapter and the
+  /// trained one, say): argument names of A (r × k) and B (n × r), and
+  /// alpha / r.
+  struct Adapter {
+    std::string a, b;
+    double scale = 0;
+  };
+  std::vector<Adapter> adapters;
 };
 
 /// A model's parameters and its linear layers, from function `entry`.

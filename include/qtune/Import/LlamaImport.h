@@ -83,6 +83,11 @@ struct ImportOptions {
   /// rounds of quantization and SVD).
   enum class LoraInit { Peft, Loftq } loraInit = LoraInit::Peft;
   int64_t loftqRounds = 1;
+  /// A PEFT LoRA adapter directory (BaseAdapter.h) whose adapters are added,
+  /// frozen, to the layers they name (params "<module>.base_lora_A.weight"
+  /// and "...base_lora_B.weight"), under the adapter that trains: a task LoRA
+  /// stacked on LREC's correction. Empty: none.
+  std::string baseAdapter;
   bool logitsEntry = true;
   std::string name = "model";
 };
@@ -96,6 +101,8 @@ struct ImportResult {
   std::vector<std::pair<std::string, double>> quantError;
   /// Per LoftQ-initialized layer: relative error of dequant(Q) + s·B·A.
   std::vector<std::pair<std::string, double>> initError;
+  /// Layers that took a frozen adapter from ImportOptions::baseAdapter.
+  int64_t baseAdapterLayers = 0;
 };
 
 /// Imports; on failure returns nullopt with `error` naming the tensor,

@@ -114,6 +114,9 @@ private:
   LogicalResult lowerLinear(OpBuilder &b, Operation *op, Value input,
                             Value weight, Value bias, Value loraA, Value loraB,
                             Value residual, double alpha, int64_t rank);
+  /// A qtune.lora that qtune-fuse left alone (a second adapter on a layer, a
+  /// frozen base adapter under a trained one): T = s · x · Aᵀ, then T · Bᵀ.
+  LogicalResult lowerLora(OpBuilder &b, LoraOp op);
   FailureOr<Value> buffer(Operation *user, Value tensor);
   /// g · W (input gradient): a GEMM whose weight is read transposed. With
   /// `adapter` (t · A, A dense r × K with r ≤ 64, unscaled): both in one
@@ -424,6 +427,38 @@ LogicalResult Lowering::lowerLinear(OpBuilder &b, Operation *op, Value input,
   if (failed(launch(b, op, spec, m, bufs)))
     return failure();
   buffers.map(op->getResult(0), y);
+  return success();
+}
+
+LogicalResult Lowering::lowerLora(OpBuilder &b, LoraOp op) {
+  if (op.getDropout().convertToDouble() != 0)
+    return op.emitError() << "qtune-lower-to-gpu: LoRA dropout has no GPU "
+                             "lowering; use dropout 0";
+  if (failed(requireBF16(op, {op.getInput(), op.getA(), op.getB(),
+                              op.getResult()})))
+    return failure();
+  auto xType = cast<RankedTensorType>(op.getInput().getType());
+  int64_t k = xType.getShape().back(), m = xType.getNumElements() / k;
+  int64_t rank = op.getRank(), n = op.getType().getShape().back();
+  FailureOr<Value> x = buffer(op, op.getInput()), a = buffer(op, op.getA()),
+                   bw = buffer(op, op.getB());
+  if (failed(x) || failed(a) || failed(bw))
+    return failure();
+  Value t = memref::AllocOp::create(
+      b, op.getLoc(), MemRefType::get({m, rank}, b.getBF16Type()));
+  GemmSpec tSpec;
+  tSpec.n = rank;
+  tSpec.k = k;
+  tSpec.outputScale = op.getAlpha().convertToDouble() / double(rank);
+  if (failed(launch(b, op, tSpec, m, ValueRange{*x, *a, t})))
+    return failure();
+  GemmSpec ySpec;
+  ySpec.n = n;
+  ySpec.k = rank;
+  Value y = memref::AllocOp::create(b, op.getLoc(), bufferType(op.getType()));
+  if (failed(launch(b, op, ySpec, m, ValueRange{t, *bw, y})))
+    return failure();
+  buffers.map(op.getResult(), y);
   return success();
 }
 
@@ -1402,6 +1437,8 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
                        f.getLoraA(), f.getLoraB(), f.getResidual(),
                        f.getLoraA() ? f.getLoraAlpha()->convertToDouble() : 0,
                        f.getLoraA() ? *f.getLoraRank() : 0);
+    } else if (auto l = dyn_cast<LoraOp>(op)) {
+      ok = lowerLora(b, l);
     } else if (inAdapterInputGrad.contains(&op)) {
       // Lowered at its addf, with the other half of the input gradient.
     } else if (auto fused = adapterInputGrads.find(&op);
@@ -1463,12 +1500,15 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
                             << "' has no GPU lowering yet (run qtune-fuse "
                                "first; supported: qtune.qweight, "
                                "qtune.linear, qtune.fused_linear, "
-                               "qtune.linear_t, qtune.weight_grad, "
-                               "qtune.component_grad, qtune.mse_loss(_grad), "
-                               "qtune.cross_entropy(_grad), the decoder "
+                               "qtune.lora, qtune.linear_t, "
+                               "qtune.weight_grad, qtune.component_grad, "
+                               "qtune.mse_loss(_grad), "
+                               "qtune.cross_entropy(_grad), "
+                               "qtune.kl_div(_grad), the decoder "
                                "ops and their gradients, "
                                "qtune.clip_grad_norm, qtune.adamw, "
-                               "qtune.lion, qtune.qft_lion, arith.addf)";
+                               "qtune.lion, qtune.qft_lion, arith.addf, "
+                               "arith.mulf)";
     }
     if (failed(ok))
       return failure();

@@ -44,6 +44,45 @@ func.func @forward(%x: tensor<7x384xbf16> {qtune.name = "x", qtune.role = #qtune
 
 // -----
 
+// Two adapters on one layer (a frozen base adapter under a trained one):
+// qtune-fuse folds the first into the layer's GEMM; the second is lowered on
+// its own, T2 = s·x·A2ᵀ then D2 = T2·B2ᵀ, and D2 enters the layer's GEMM as
+// its residual (no separate add).
+!w = !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 64>>
+// CHECK-LABEL: func.func @two_adapters
+// CHECK: %[[T2:.*]] = memref.alloc() : memref<16x2xbf16>
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_{{[0-9]+}} {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : index)
+// CHECK: %[[D2:.*]] = memref.alloc() : memref<16x64xbf16>
+// CHECK: memref.collapse_shape %[[T2]]
+// CHECK: memref.collapse_shape %[[D2]]
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_{{[0-9]+}} {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : index)
+// CHECK: %[[T1:.*]] = memref.alloc() : memref<16x4xbf16>
+// CHECK: gpu.launch_func
+// CHECK: %[[Y:.*]] = memref.alloc() : memref<16x64xbf16>
+// CHECK: memref.collapse_shape %[[D2]]
+// CHECK: memref.collapse_shape %[[T1]]
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_{{[0-9]+}} {{.*}} args({{.*}} : memref<?xbf16>, {{.*}} : memref<?xi32>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : index)
+// CHECK: return %[[Y]]
+func.func @two_adapters(%x: tensor<16x128xbf16> {qtune.name = "x", qtune.role = #qtune.role<input>},
+                        %c: tensor<64x16xi32> {qtune.name = "codes", qtune.role = #qtune.role<frozen>},
+                        %s: tensor<64x2xbf16> {qtune.name = "scales", qtune.role = #qtune.role<frozen>},
+                        %z: tensor<64x2xbf16> {qtune.name = "zeros", qtune.role = #qtune.role<frozen>},
+                        %a1: tensor<4x128xbf16> {qtune.name = "base_lora_A", qtune.role = #qtune.role<frozen>},
+                        %b1: tensor<64x4xbf16> {qtune.name = "base_lora_B", qtune.role = #qtune.role<frozen>},
+                        %a2: tensor<2x128xbf16> {qtune.name = "lora_A", qtune.role = #qtune.role<trainable>},
+                        %b2: tensor<64x2xbf16> {qtune.name = "lora_B", qtune.role = #qtune.role<trainable>})
+    -> (tensor<16x64xbf16> {qtune.name = "y"}) {
+  %w = qtune.qweight %c, %s, %z : tensor<64x16xi32>, tensor<64x2xbf16>, tensor<64x2xbf16> -> !w
+  %y = qtune.linear %x, %w : tensor<16x128xbf16>, !w -> tensor<16x64xbf16>
+  %d1 = qtune.lora %x, %a1, %b1 {alpha = 8.0 : f64, rank = 4 : i64} : tensor<16x128xbf16>, tensor<4x128xbf16>, tensor<64x4xbf16> -> tensor<16x64xbf16>
+  %s1 = arith.addf %y, %d1 : tensor<16x64xbf16>
+  %d2 = qtune.lora %x, %a2, %b2 {alpha = 4.0 : f64, rank = 2 : i64} : tensor<16x128xbf16>, tensor<2x128xbf16>, tensor<64x2xbf16> -> tensor<16x64xbf16>
+  %s2 = arith.addf %s1, %d2 : tensor<16x64xbf16>
+  return %s2 : tensor<16x64xbf16>
+}
+
+// -----
+
 // Two layers in a chain share one kernel (same format, N, K, epilogue); the
 // first layer's output is a temporary the second reads; bias and residual are
 // kernel arguments.
