@@ -263,7 +263,7 @@ python3 "$here/make_train_data.py" lora "$stage_abs/peft" --random-b --seed 5
 rm -f "$stage_abs/peft/all.safetensors"
 cp "$train/lora_adamw/model.qtb" "$stage_abs/peft/model.qtb"
 
-say "decoder: a tiny LLaMA (GQA, head_dim 48, S = 40) with INT4 + LoRA, and the interpreter's outputs"
+say "decoder: a tiny LLaMA (GQA, head_dim 48, S = 40) with INT4 + LoRA, and the interpreter's outputs; its GPTQ calibration entry"
 dec="$stage_abs/decoder"
 rm -rf "$dec"
 mkdir -p "$dec"
@@ -303,6 +303,14 @@ rm -f "$dec/train.mlir" "$dec/imported.safetensors"
 "$tools/qtune-interp" "$dec/peqa_grad.mlir" --entry model_grad --inputs "$dec/batch.safetensors" \
   --params "$dec/peqa_params.safetensors" --out "$dec/ref_peqa_grads.safetensors"
 rm -f "$dec/peqa.mlir" "$dec/peqa_grad.mlir"
+# GPTQ calibration: the compiled Hessian entry, and the interpreter's Hessians.
+python3 test/Import/Inputs/make_batch.py "$dec/calib_ids.safetensors" 4 40 256
+"$tools/qtune-quantize" "$dec/hf" --calib "$dec/calib_ids.safetensors" \
+  --emit-calibration "$dec/calibration.mlir" > /dev/null
+"$tools/qtune-compile" "$dec/calibration.mlir" -o "$dec/calibration.qtb" --target "$target"
+"$tools/qtune-quantize" "$dec/hf" --calib "$dec/calib_ids.safetensors" -o "$dec/unused.safetensors" \
+  --format 'uniform<bits = 4, group = 64>' --dump-hessians "$dec/ref_hessians.safetensors" > /dev/null
+rm -f "$dec/calibration.mlir" "$dec/calib_ids.safetensors" "$dec/unused.safetensors"
 
 say "benchmark bundles (bench/: forward+backward of the INT4 + LoRA layer)"
 mkdir -p "$stage_abs/bench"

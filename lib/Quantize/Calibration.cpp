@@ -6,10 +6,15 @@
 #include "qtune/Reference/Interpreter.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Verifier.h"
+#include "mlir/Transforms/RegionUtils.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 
 #include <Eigen/Dense>
 
 #include <cstring>
+#include <set>
 
 namespace qtune::quantize {
 
@@ -97,6 +102,89 @@ collectHessians(MLIRContext &ctx, const import::LlamaConfig &config,
     out[name].assign(scaled.data(), scaled.data() + scaled.size());
   }
   return out;
+}
+
+std::string hessianName(const std::string &module) {
+  return "hessian." + module;
+}
+
+std::optional<CalibrationGraph>
+buildCalibrationGraph(MLIRContext &ctx, const import::LlamaConfig &config,
+                      import::HFCheckpoint &checkpoint, int64_t batch,
+                      int64_t seqLen, std::string &error) {
+  import::ImportOptions options;
+  options.method = import::Method::None;
+  options.format = nullptr; // the full-precision model
+  options.seqLen = seqLen;
+  options.batch = batch;
+  options.name = "calibration";
+  std::optional<import::ImportResult> model =
+      import::importLlama(ctx, config, checkpoint, options, error);
+  if (!model)
+    return std::nullopt;
+  ModuleOp module = *model->module;
+  // Keep the logits function alone, under the name "calibration".
+  module.lookupSymbol<func::FuncOp>("calibration").erase();
+  auto func = module.lookupSymbol<func::FuncOp>("calibration_logits");
+  func.setName("calibration");
+
+  OpBuilder b(&ctx);
+  auto f32 = b.getF32Type();
+  auto scale = b.getF64FloatAttr(2.0 / double(batch * seqLen));
+  SmallVector<Value> hessians;
+  SmallVector<std::string> names;
+  func.walk([&](LinearOp linear) {
+    auto weight = dyn_cast<BlockArgument>(linear.getWeight());
+    if (!weight)
+      return;
+    std::string argName = ref::argumentName(func, weight.getArgNumber());
+    llvm::StringRef name = argName;
+    if (!name.contains(".layers.") || !name.consume_back(".weight"))
+      return;
+    Value x = linear.getInput();
+    int64_t k = cast<RankedTensorType>(x.getType()).getShape().back();
+    b.setInsertionPointAfter(linear);
+    hessians.push_back(WeightGradOp::create(
+        b, linear.getLoc(), RankedTensorType::get({k, k}, f32), x, x, scale));
+    names.push_back(hessianName(name.str()));
+  });
+  auto ret = cast<func::ReturnOp>(func.getBody().front().getTerminator());
+  b.setInsertionPoint(ret);
+  func::ReturnOp::create(b, ret.getLoc(), hessians);
+  ret.erase();
+  // What only fed the logits (the last norm, the lm head) goes.
+  Block &body = func.getBody().front();
+  for (Operation &op : llvm::make_early_inc_range(llvm::reverse(body)))
+    if (isOpTriviallyDead(&op))
+      op.erase();
+  func.setType(b.getFunctionType(func.getArgumentTypes(),
+                                 ValueRange(hessians).getTypes()));
+  for (auto [i, name] : llvm::enumerate(names))
+    func.setResultAttr(i, QTuneDialect::kNameAttrName, b.getStringAttr(name));
+  // Params the remaining function no longer reads (the lm head) are dropped.
+  llvm::BitVector unused(func.getNumArguments());
+  std::set<std::string> kept;
+  for (unsigned i = 0; i < func.getNumArguments(); ++i) {
+    std::string name = ref::argumentName(func, i);
+    if (func.getArgument(i).use_empty())
+      unused.set(i);
+    else
+      kept.insert(name);
+  }
+  if (failed(func.eraseArguments(unused))) {
+    error = "the calibration graph's unused arguments could not be removed";
+    return std::nullopt;
+  }
+  CalibrationGraph graph;
+  for (st::OwnedTensor &t : model->params)
+    if (kept.count(t.name))
+      graph.params.push_back(std::move(t));
+  graph.module = std::move(model->module);
+  if (failed(verify(*graph.module))) {
+    error = "the calibration graph does not verify";
+    return std::nullopt;
+  }
+  return graph;
 }
 
 } // namespace qtune::quantize

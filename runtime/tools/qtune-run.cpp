@@ -2,7 +2,7 @@
 //
 //   qtune-run inspect model.qtb
 //   qtune-run forward model.qtb --inputs in.safetensors --params params.safetensors
-//                     --out out.safetensors [--entry forward] [--poison] [--time N]
+//                     --out out.safetensors [--entry NAME] [--poison] [--time N]
 //   qtune-run train model.qtb (--inputs batch.safetensors | --data tokens.u16)
 //                   --params params.safetensors --steps N --lr X
 //                   [--out trained.safetensors] [--save-dir DIR [--save-every N]
@@ -139,7 +139,7 @@ void inspect(const std::string &path) {
 // ---- forward ----------------------------------------------------------------------------
 
 struct ForwardOptions {
-  std::string bundle, inputs, params, out, entry = "forward";
+  std::string bundle, inputs, params, out, entry;
   bool poison = false;
   int time = 0;
   int device = 0;
@@ -210,16 +210,20 @@ void upload(Executor &ex, const std::vector<int> &ids, const st::File *file) {
 
 void forward(const ForwardOptions &o) {
   auto b = load(o.bundle);
-  auto it = b->entries.find(o.entry);
+  // Default: the bundle's only entry, else the one named "forward".
+  std::string name = o.entry;
+  if (name.empty())
+    name = b->entries.size() == 1 ? b->entries.begin()->first : "forward";
+  auto it = b->entries.find(name);
   if (it == b->entries.end()) {
     std::string names;
     for (const auto &[name, e] : b->entries)
       names += " " + name;
-    fail(o.bundle + ": no entry '" + o.entry + "' (entries:" + names + ")");
+    fail(o.bundle + ": no entry '" + name + "' (entries:" + names + ")");
   }
   const Entry &entry = it->second;
-  auto inputs = openTensors(*b, o.entry, entry.inputs, o.inputs, "inputs");
-  auto params = openTensors(*b, o.entry, entry.params, o.params, "params");
+  auto inputs = openTensors(*b, name, entry.inputs, o.inputs, "inputs");
+  auto params = openTensors(*b, name, entry.params, o.params, "params");
 
   std::string error;
   auto ex = openExecutor(*b, o.device);
@@ -237,7 +241,7 @@ void forward(const ForwardOptions &o) {
   upload(*ex, entry.params, params.get());
 
   const auto start = std::chrono::steady_clock::now();
-  if (!ex->run(o.entry, error))
+  if (!ex->run(name, error))
     fail(error);
   const double wallMs =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -257,10 +261,10 @@ void forward(const ForwardOptions &o) {
     }
     outs.push_back(std::move(t));
   }
-  if (!st::write(o.out, outs, {{"entry", o.entry}}, error))
+  if (!st::write(o.out, outs, {{"entry", name}}, error))
     fail(error);
 
-  std::printf("entry '%s': %zu launches, %.3f ms (first run, wall clock)\n", o.entry.c_str(),
+  std::printf("entry '%s': %zu launches, %.3f ms (first run, wall clock)\n", name.c_str(),
               entry.launches.size(), wallMs);
   std::string written;
   for (const st::OwnedTensor &t : outs)
@@ -271,7 +275,7 @@ void forward(const ForwardOptions &o) {
   if (o.time > 0) {
     constexpr int kWarmup = 3;
     std::vector<double> ms;
-    if (!ex->runTimed(o.entry, kWarmup, o.time, ms, error))
+    if (!ex->runTimed(name, kWarmup, o.time, ms, error))
       fail(error);
     std::sort(ms.begin(), ms.end());
     const size_t n = ms.size();
@@ -1182,7 +1186,7 @@ int main(int argc, char **argv) {
   forwardCmd->add_option("--inputs", fo.inputs, "Safetensors file with the entry's inputs");
   forwardCmd->add_option("--params", fo.params, "Safetensors file with the entry's params");
   forwardCmd->add_option("--out", fo.out, "Safetensors file to write the outputs to")->required();
-  forwardCmd->add_option("--entry", fo.entry, "Entry to run (default: forward)");
+  forwardCmd->add_option("--entry", fo.entry, "Entry to run (default: the only one, else forward)");
   forwardCmd->add_flag("--poison", fo.poison,
                        "Fill output and temporary buffers with 0xFF bytes (NaN) before running");
   forwardCmd->add_option("--time", fo.time, "Also time N runs (after 3 warm-ups)")

@@ -2,8 +2,15 @@
 //
 //   qtune-quantize MODEL_DIR -o quantized.safetensors [--format F]
 //       [--layer-format PATTERN=F ...] [--method rtn|gptq]
-//       [--calib BATCH.safetensors [--calib-samples N]]
-//       [--damp 0.01] [--act-order] [--block 128]
+//       [--calib BATCH.safetensors [--calib-samples N] | --hessians H.safetensors ...]
+//       [--damp 0.01] [--act-order] [--block 128] [--dump-hessians H.safetensors]
+//   qtune-quantize MODEL_DIR --calib BATCH.safetensors --emit-calibration calib.mlir
+//
+// Hessians come from the reference interpreter (--calib; small models) or
+// from a compiled calibration entry run on the GPU: --emit-calibration writes
+// that graph (calib.mlir, its params calib.safetensors and its input
+// calib.inputs.safetensors); `qtune-compile` and `qtune-run forward` turn them
+// into a Hessians file for --hessians.
 //
 // Quantizes every decoder linear layer of a LLaMA-family model directory
 // with round-to-nearest or GPTQ and writes the layers' components, with a
@@ -41,8 +48,7 @@ static cl::OptionCategory category("qtune-quantize options");
 static cl::opt<std::string> modelDir(cl::Positional, cl::desc("<model-dir>"),
                                      cl::Required, cl::cat(category));
 static cl::opt<std::string> outFile("o", cl::desc("Output (.safetensors)"),
-                                    cl::value_desc("file"), cl::Required,
-                                    cl::cat(category));
+                                    cl::value_desc("file"), cl::cat(category));
 static cl::opt<std::string> formatText(
     "format",
     cl::desc("Format of the decoder's linear layers (default "
@@ -67,6 +73,22 @@ static cl::opt<std::string> calibFile(
 static cl::opt<int64_t> calibSamples(
     "calib-samples", cl::desc("Sequences of --calib to use (0: all)"),
     cl::init(0), cl::cat(category));
+static cl::list<std::string> hessianFiles(
+    "hessians",
+    cl::desc("Layer Hessians (hessian.<module>, F32 K x K) computed by the "
+             "calibration graph on the GPU, instead of --calib; several files "
+             "(equal-size batches) are averaged"),
+    cl::value_desc("file"), cl::cat(category));
+static cl::opt<std::string> emitCalibration(
+    "emit-calibration",
+    cl::desc("Write the calibration graph for the --calib sequences (GRAPH.mlir, "
+             "its params GRAPH.safetensors, its input GRAPH.inputs.safetensors) "
+             "and stop"),
+    cl::value_desc("graph.mlir"), cl::cat(category));
+static cl::opt<std::string> dumpHessians(
+    "dump-hessians",
+    cl::desc("Also write the Hessians used (hessian.<module>, F32)"),
+    cl::value_desc("file"), cl::cat(category));
 static cl::opt<double> damp("damp",
                             cl::desc("GPTQ dampening: this fraction of the "
                                      "Hessian's mean diagonal is added to it"),
@@ -106,6 +128,84 @@ static bool readCalibration(std::vector<std::vector<int32_t>> &out,
   return true;
 }
 
+/// Writes the calibration graph, its params and its input (the sequences,
+/// one batch) next to --emit-calibration.
+static int writeCalibrationGraph(MLIRContext &ctx, const import::LlamaConfig &config,
+                                 import::HFCheckpoint &ckpt,
+                                 const std::vector<std::vector<int32_t>> &sequences) {
+  std::string error;
+  int64_t batch = sequences.size(), seqLen = sequences.front().size();
+  for (auto [s, seq] : llvm::enumerate(sequences))
+    for (int32_t t : seq)
+      if (t < 0 || t >= config.vocabSize)
+        return fail(calibFile + ": sequence " + std::to_string(s) + " holds token " +
+                    std::to_string(t) + ", outside the vocabulary of " +
+                    std::to_string(config.vocabSize));
+  std::optional<quantize::CalibrationGraph> graph =
+      quantize::buildCalibrationGraph(ctx, config, ckpt, batch, seqLen, error);
+  if (!graph)
+    return fail(error);
+  llvm::StringRef stem = emitCalibration;
+  stem.consume_back(".mlir");
+  std::string paramsPath = (stem + ".safetensors").str();
+  std::string inputsPath = (stem + ".inputs.safetensors").str();
+  std::error_code ec;
+  llvm::raw_fd_ostream os(emitCalibration, ec);
+  if (ec)
+    return fail(emitCalibration + ": " + ec.message());
+  graph->module->print(os);
+  os.close();
+  if (os.has_error())
+    return fail(emitCalibration + ": write failed");
+  if (!st::write(paramsPath, graph->params, {{"format", "qtune"}}, error))
+    return fail(error);
+  HostTensor ids({batch, seqLen});
+  for (int64_t s = 0; s < batch; ++s)
+    for (int64_t i = 0; i < seqLen; ++i)
+      ids.data[s * seqLen + i] = sequences[s][i];
+  if (failed(ref::writeTensors(inputsPath,
+                               {{"input_ids", IntegerType::get(&ctx, 32), ids}}, {},
+                               false, error)))
+    return fail(error);
+  llvm::outs() << llvm::formatv(
+      "qtune-quantize: calibration graph for {0} x {1} tokens -> {2} (params {3}, "
+      "input {4}); compile it, run it with qtune-run forward, and pass the "
+      "output to --hessians\n",
+      batch, seqLen, emitCalibration, paramsPath, inputsPath);
+  return 0;
+}
+
+/// The --hessians files' Hessians of `layers`, averaged.
+template <typename Layers>
+static std::optional<quantize::Hessians> readHessians(const Layers &layers,
+                                                      std::string &error) {
+  quantize::Hessians sum;
+  for (const std::string &path : hessianFiles) {
+    std::vector<std::pair<std::string, mlir::RankedTensorType>> wanted;
+    for (const auto &layer : layers)
+      wanted.push_back({quantize::hessianName(layer.path),
+                        RankedTensorType::get({layer.k, layer.k},
+                                              Float32Type::get(layer.format.getContext()))});
+    std::vector<HostTensor> values;
+    if (failed(ref::readTensors(path, wanted, values, error)))
+      return std::nullopt;
+    for (auto [layer, value] : llvm::zip(layers, values)) {
+      for (auto [i, v] : llvm::enumerate(value.data))
+        if (!std::isfinite(v)) {
+          error = path + ": '" + quantize::hessianName(layer.path) +
+                  "' holds a non-finite value at flat index " + std::to_string(i);
+          return std::nullopt;
+        }
+      std::vector<double> &h = sum[layer.path];
+      if (h.empty())
+        h.assign(value.data.size(), 0.0);
+      for (size_t i = 0; i < h.size(); ++i)
+        h[i] += value.data[i] / double(hessianFiles.size());
+    }
+  }
+  return sum;
+}
+
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   cl::HideUnrelatedOptions(category);
@@ -133,8 +233,14 @@ int main(int argc, char **argv) {
       return fail("--layer-format '" + spec + "': " + error);
     formats.layerFormats.push_back({pattern.str(), f});
   }
-  if (method == QuantMethod::Gptq && calibFile.empty())
-    return fail("--method gptq needs calibration data (--calib)");
+  if (!emitCalibration.empty() && calibFile.empty())
+    return fail("--emit-calibration needs the calibration sequences (--calib)");
+  if (emitCalibration.empty() && outFile.empty())
+    return fail("no output: give -o (or --emit-calibration)");
+  if (!calibFile.empty() && !hessianFiles.empty() && emitCalibration.empty())
+    return fail("--calib and --hessians both give the Hessians; choose one");
+  if (method == QuantMethod::Gptq && calibFile.empty() && hessianFiles.empty())
+    return fail("--method gptq needs calibration data (--calib or --hessians)");
   if (damp < 0 || block <= 0)
     return fail("--damp must be non-negative and --block positive");
 
@@ -150,6 +256,14 @@ int main(int argc, char **argv) {
   auto ckpt = import::HFCheckpoint::open(modelDir, error);
   if (!ckpt)
     return fail(error);
+
+  // The calibration graph does not depend on the formats.
+  if (!emitCalibration.empty()) {
+    std::vector<std::vector<int32_t>> sequences;
+    if (!readCalibration(sequences, error))
+      return fail(error);
+    return writeCalibrationGraph(ctx, *config, *ckpt, sequences);
+  }
 
   // GPTQ needs each layer in a uniform format; check before any work.
   struct Layer {
@@ -179,7 +293,11 @@ int main(int argc, char **argv) {
     }
 
   std::optional<quantize::Hessians> hessians;
-  if (!calibFile.empty()) {
+  if (!hessianFiles.empty()) {
+    hessians = readHessians(layers, error);
+    if (!hessians)
+      return fail(error);
+  } else if (!calibFile.empty()) {
     std::vector<std::vector<int32_t>> sequences;
     if (!readCalibration(sequences, error))
       return fail(error);
@@ -192,6 +310,17 @@ int main(int argc, char **argv) {
     if (tty)
       llvm::errs() << "\r\033[K";
     if (!hessians)
+      return fail(error);
+  }
+
+  if (hessians && !dumpHessians.empty()) {
+    std::vector<ref::NamedTensor> out;
+    for (const auto &[module, h] : *hessians) {
+      int64_t k = std::llround(std::sqrt(double(h.size())));
+      out.push_back({quantize::hessianName(module), Float32Type::get(&ctx),
+                     HostTensor({k, k}, h)});
+    }
+    if (failed(ref::writeTensors(dumpHessians, out, {}, false, error)))
       return fail(error);
   }
 

@@ -14,7 +14,9 @@
 #include "qtune/Import/HFCheckpoint.h"
 #include "qtune/Import/LlamaConfig.h"
 
+#include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/OwningOpRef.h"
 
 #include <functional>
 #include <map>
@@ -36,6 +38,24 @@ collectHessians(mlir::MLIRContext &ctx, const import::LlamaConfig &config,
                 const std::vector<std::vector<int32_t>> &sequences,
                 std::string &error,
                 const std::function<void(int64_t, int64_t)> &progress = {});
+
+/// The same Hessians from a compiled entry on the GPU: the dense model's
+/// forward on `batch` sequences of `seqLen` tokens (input `input_ids`, I32
+/// [batch, seqLen]) whose outputs are, for every decoder linear layer,
+/// `hessian.<module>` = 2·XᵀX / (batch·seqLen), F32 K × K (qtune.weight_grad
+/// of the layer's input with itself). The logits are not computed. `params`
+/// are the dense model's, in bf16, as qtune-import writes them.
+struct CalibrationGraph {
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+  std::vector<st::OwnedTensor> params;
+};
+std::optional<CalibrationGraph>
+buildCalibrationGraph(mlir::MLIRContext &ctx, const import::LlamaConfig &config,
+                      import::HFCheckpoint &checkpoint, int64_t batch,
+                      int64_t seqLen, std::string &error);
+
+/// The output name of module `module`'s Hessian in the calibration graph.
+std::string hessianName(const std::string &module);
 
 } // namespace qtune::quantize
 

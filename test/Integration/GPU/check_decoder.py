@@ -32,6 +32,9 @@ weights and LoRA r = 8 on every linear layer. Runs on the GPU machine.
 8. qtune-export: transformers' LlamaForCausalLM loads the exported bf16
    directory (dequantized weights with the adapters merged) and its logits
    equal qtune's (2e-2).
+9. GPTQ calibration on the GPU: the calibration graph of `qtune-quantize
+   --emit-calibration` (every layer's 2·XᵀX / rows) run by `qtune-run forward`
+   gives the Hessians the reference interpreter collects (2e-2 each).
 """
 import json
 import os
@@ -259,6 +262,16 @@ def main():
         theirs = exported(input_ids=ids).logits.float()
     print("qtune-export's bf16 directory loaded by transformers.LlamaForCausalLM:")
     check("logits against qtune's", rel(logits.cuda(), theirs), 2e-2)
+    # 9. GPTQ Hessians from the compiled calibration entry
+    hess = os.path.join(out, "hessians.safetensors")
+    run([qrun, "forward", os.path.join(d, "calibration.qtb"), "--inputs",
+         os.path.join(d, "calibration.inputs.safetensors"), "--params",
+         os.path.join(d, "calibration.safetensors"), "--out", hess, "--poison"])
+    got, ref = load_file(hess), load_file(os.path.join(d, "ref_hessians.safetensors"))
+    print("GPTQ Hessians of the calibration entry on the GPU against the interpreter's:")
+    check("layers", abs(len(got) - len(ref)), 0)
+    worst = max((rel(got[k].float(), ref[k].float()), k) for k in ref)
+    check("worst (%s)" % worst[1].replace("hessian.model.", ""), worst[0], 2e-2)
     print("decoder check:", "ok" if ok else "FAILED")
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump({"ok": ok}, f)
