@@ -90,7 +90,6 @@ import() {
 compile() {
   local key="$1"; shift
   "$bin/qtune-compile" "$dir/v/$key.mlir" --target "$target" -o "$dir/v/$key.qtb" "$@"
-  rm -f "$dir/v/$key.mlir.tmp"
 }
 # same_graph A B: variants A and B differ only in their params (one bundle serves both).
 same_graph() {

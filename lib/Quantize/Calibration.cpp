@@ -8,12 +8,10 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Verifier.h"
-#include "mlir/Transforms/RegionUtils.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
 #include <Eigen/Dense>
 
-#include <cstring>
 #include <set>
 
 namespace qtune::quantize {
@@ -21,6 +19,33 @@ namespace qtune::quantize {
 using namespace mlir;
 using RowMatrix =
     Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+namespace {
+/// The dense full-precision model at `batch` x `seqLen`, functions
+/// "calibration" (loss) and "calibration_logits".
+std::optional<import::ImportResult>
+importDense(MLIRContext &ctx, const import::LlamaConfig &config,
+            import::HFCheckpoint &checkpoint, int64_t batch, int64_t seqLen,
+            std::string &error) {
+  import::ImportOptions options;
+  options.method = import::Method::None;
+  options.format = nullptr; // the full-precision model
+  options.seqLen = seqLen;
+  options.batch = batch;
+  options.name = "calibration";
+  return import::importLlama(ctx, config, checkpoint, options, error);
+}
+
+/// The module path of a decoder linear layer whose weight is argument
+/// `index` of `func` ("model.layers.0.self_attn.q_proj"), else "".
+std::string decoderLayerOf(func::FuncOp func, unsigned index) {
+  std::string argName = ref::argumentName(func, index);
+  llvm::StringRef name = argName;
+  if (!name.contains(".layers.") || !name.consume_back(".weight"))
+    return "";
+  return name.str();
+}
+} // namespace
 
 std::optional<Hessians>
 collectHessians(MLIRContext &ctx, const import::LlamaConfig &config,
@@ -33,14 +58,8 @@ collectHessians(MLIRContext &ctx, const import::LlamaConfig &config,
     return std::nullopt;
   }
   int64_t seqLen = sequences.front().size();
-  import::ImportOptions options;
-  options.method = import::Method::None;
-  options.format = nullptr; // the full-precision model
-  options.seqLen = seqLen;
-  options.batch = 1;
-  options.name = "calibration";
   std::optional<import::ImportResult> model =
-      import::importLlama(ctx, config, checkpoint, options, error);
+      importDense(ctx, config, checkpoint, /*batch=*/1, seqLen, error);
   if (!model)
     return std::nullopt;
   auto func = model->module->lookupSymbol<func::FuncOp>("calibration_logits");
@@ -57,14 +76,13 @@ collectHessians(MLIRContext &ctx, const import::LlamaConfig &config,
     auto weight = linear ? dyn_cast<BlockArgument>(linear.getWeight()) : nullptr;
     if (!weight)
       return;
-    std::string argName = ref::argumentName(func, weight.getArgNumber());
-    llvm::StringRef name = argName;
-    if (!name.contains(".layers.") || !name.ends_with(".weight"))
+    std::string module = decoderLayerOf(func, weight.getArgNumber());
+    if (module.empty())
       return;
     const HostTensor &x = *operands[0];
     int64_t k = x.shape.back(), m = x.numElements() / k;
     Eigen::Map<const RowMatrix> X(x.data.data(), m, k);
-    RowMatrix &h = sums[name.drop_back(strlen(".weight")).str()];
+    RowMatrix &h = sums[module];
     if (h.size() == 0)
       h = RowMatrix::Zero(k, k);
     h.noalias() += X.transpose() * X;
@@ -112,14 +130,8 @@ std::optional<CalibrationGraph>
 buildCalibrationGraph(MLIRContext &ctx, const import::LlamaConfig &config,
                       import::HFCheckpoint &checkpoint, int64_t batch,
                       int64_t seqLen, std::string &error) {
-  import::ImportOptions options;
-  options.method = import::Method::None;
-  options.format = nullptr; // the full-precision model
-  options.seqLen = seqLen;
-  options.batch = batch;
-  options.name = "calibration";
   std::optional<import::ImportResult> model =
-      import::importLlama(ctx, config, checkpoint, options, error);
+      importDense(ctx, config, checkpoint, batch, seqLen, error);
   if (!model)
     return std::nullopt;
   ModuleOp module = *model->module;
@@ -137,16 +149,15 @@ buildCalibrationGraph(MLIRContext &ctx, const import::LlamaConfig &config,
     auto weight = dyn_cast<BlockArgument>(linear.getWeight());
     if (!weight)
       return;
-    std::string argName = ref::argumentName(func, weight.getArgNumber());
-    llvm::StringRef name = argName;
-    if (!name.contains(".layers.") || !name.consume_back(".weight"))
+    std::string layer = decoderLayerOf(func, weight.getArgNumber());
+    if (layer.empty())
       return;
     Value x = linear.getInput();
     int64_t k = cast<RankedTensorType>(x.getType()).getShape().back();
     b.setInsertionPointAfter(linear);
     hessians.push_back(WeightGradOp::create(
         b, linear.getLoc(), RankedTensorType::get({k, k}, f32), x, x, scale));
-    names.push_back(hessianName(name.str()));
+    names.push_back(hessianName(layer));
   });
   auto ret = cast<func::ReturnOp>(func.getBody().front().getTerminator());
   b.setInsertionPoint(ret);

@@ -134,6 +134,8 @@ static int writeCalibrationGraph(MLIRContext &ctx, const import::LlamaConfig &co
                                  import::HFCheckpoint &ckpt,
                                  const std::vector<std::vector<int32_t>> &sequences) {
   std::string error;
+  if (sequences.empty())
+    return fail(calibFile + ": holds no calibration sequence");
   int64_t batch = sequences.size(), seqLen = sequences.front().size();
   for (auto [s, seq] : llvm::enumerate(sequences))
     for (int32_t t : seq)
@@ -179,13 +181,13 @@ static int writeCalibrationGraph(MLIRContext &ctx, const import::LlamaConfig &co
 template <typename Layers>
 static std::optional<quantize::Hessians> readHessians(const Layers &layers,
                                                       std::string &error) {
+  std::vector<std::pair<std::string, mlir::RankedTensorType>> wanted;
+  for (const auto &layer : layers)
+    wanted.push_back({quantize::hessianName(layer.path),
+                      RankedTensorType::get({layer.k, layer.k},
+                                            Float32Type::get(layer.format.getContext()))});
   quantize::Hessians sum;
   for (const std::string &path : hessianFiles) {
-    std::vector<std::pair<std::string, mlir::RankedTensorType>> wanted;
-    for (const auto &layer : layers)
-      wanted.push_back({quantize::hessianName(layer.path),
-                        RankedTensorType::get({layer.k, layer.k},
-                                              Float32Type::get(layer.format.getContext()))});
     std::vector<HostTensor> values;
     if (failed(ref::readTensors(path, wanted, values, error)))
       return std::nullopt;
