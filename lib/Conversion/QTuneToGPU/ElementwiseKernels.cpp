@@ -85,21 +85,63 @@ Value fromF32(ImplicitLocOpBuilder &b, Value v, Type to) {
              : Value(arith::ExtFOp::create(b, to, v));
 }
 
+/// The kernel's memref arguments as 16-byte aligned views: every buffer a
+/// bundle passes starts 16-byte aligned, and saying so lets LLVM merge the
+/// loads and stores of consecutive elements into vector accesses.
+SmallVector<Value> alignedArguments(ImplicitLocOpBuilder &b, ValueRange args) {
+  SmallVector<Value> out;
+  for (Value a : args)
+    out.push_back(isa<MemRefType>(a.getType())
+                      ? Value(memref::AssumeAlignmentOp::create(b, a, 16))
+                      : a);
+  return out;
+}
+
 gpu::GPUFuncOp buildPerElementKernel(
     OpBuilder &builder, Location loc, StringRef name, ArrayRef<Type> args,
     function_ref<void(ImplicitLocOpBuilder &, ValueRange, Value)> body) {
-  return buildKernel(
+  gpu::GPUFuncOp func = buildKernel(
       builder, loc, name, args, {},
       [&](ImplicitLocOpBuilder &b, ValueRange arguments, ValueRange) {
-        Value i = globalIndex(b);
-        auto inRange = scf::IfOp::create(
-            b,
-            arith::CmpIOp::create(b, arith::CmpIPredicate::ult, i,
-                                  arguments.back()),
-            false);
-        b.setInsertionPointToStart(inRange.thenBlock());
-        body(b, arguments.drop_back(), i);
+        Value n = arguments.back();
+        SmallVector<Value> aligned = alignedArguments(b, arguments.drop_back());
+        auto c = [&](int64_t v) { return arith::ConstantIndexOp::create(b, v); };
+        Value first = arith::MulIOp::create(b, globalIndex(b),
+                                            c(kElementsPerThread));
+        Value end = arith::AddIOp::create(b, first, c(kElementsPerThread));
+        // A whole run: straight-line code (consecutive, aligned accesses);
+        // the last, partial run: a loop with the bound.
+        auto whole = scf::IfOp::create(
+            b, arith::CmpIOp::create(b, arith::CmpIPredicate::ule, end, n),
+            /*withElseRegion=*/true);
+        {
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPointToStart(whole.thenBlock());
+          for (int64_t e = 0; e < kElementsPerThread; ++e)
+            body(b, aligned, arith::AddIOp::create(b, first, c(e)));
+          // The stores go last, so every load of the run comes first and
+          // merges with its neighbours (LLVM cannot prove that a store of
+          // element e leaves the load of element e + 1 alone; the body's
+          // contract does).
+          SmallVector<Operation *> stores;
+          for (Operation &op : whole.thenBlock()->without_terminator())
+            if (isa<memref::StoreOp>(op))
+              stores.push_back(&op);
+          for (Operation *op : stores)
+            op->moveBefore(whole.thenBlock()->getTerminator());
+          b.setInsertionPointToStart(whole.elseBlock());
+          scf::ForOp::create(
+              b, first, arith::MinUIOp::create(b, end, n), c(1), ValueRange{},
+              [&](OpBuilder &ob, Location l, Value i, ValueRange) {
+                ImplicitLocOpBuilder lb(l, ob);
+                body(lb, aligned, i);
+                scf::YieldOp::create(lb);
+              });
+        }
       });
+  func->setAttr(kElementsPerThreadAttr,
+                builder.getI64IntegerAttr(kElementsPerThread));
+  return func;
 }
 
 Value blockReduce(ImplicitLocOpBuilder &b, Value v, bool max, Value scratch) {
@@ -155,16 +197,38 @@ gpu::GPUFuncOp buildSumKernel(
       builder, loc, name, types, scratchType,
       [&](ImplicitLocOpBuilder &b, ValueRange arguments, ValueRange workgroup) {
         Value n = arguments.back();
-        ValueRange inputs = arguments.drop_back(2);
+        SmallVector<Value> aligned =
+            alignedArguments(b, arguments.drop_back(2));
+        ValueRange inputs = aligned;
         Value out = arguments[arguments.size() - 2];
+        auto c = [&](int64_t v) { return arith::ConstantIndexOp::create(b, v); };
         // Grid-stride: each thread sums its elements first, so a grid of a
-        // few hundred blocks covers any n with one atomic per block.
-        Value stride = arith::MulIOp::create(
+        // few hundred blocks covers any n with one atomic per block. Whole
+        // runs of kElementsPerThread consecutive elements first (straight-line
+        // code, vector loads), then the remainder one by one.
+        Value threads = arith::MulIOp::create(
             b, gpu::GridDimOp::create(b, gpu::Dimension::x),
-            arith::ConstantIndexOp::create(b, kElementwiseThreads));
-        auto loop = scf::ForOp::create(
-            b, globalIndex(b), n, stride,
-            ValueRange{arith::ConstantOp::create(b, b.getF32FloatAttr(0))},
+            c(kElementwiseThreads));
+        Value runs = arith::DivUIOp::create(b, n, c(kElementsPerThread));
+        Value zero = arith::ConstantOp::create(b, b.getF32FloatAttr(0));
+        auto runLoop = scf::ForOp::create(
+            b, globalIndex(b), runs, threads, ValueRange{zero},
+            [&](OpBuilder &ob, Location l, Value r, ValueRange iter) {
+              ImplicitLocOpBuilder lb(l, ob);
+              Value first = arith::MulIOp::create(lb, r, c(kElementsPerThread));
+              Value sum = iter[0];
+              for (int64_t e = 0; e < kElementsPerThread; ++e)
+                sum = arith::AddFOp::create(
+                    lb, sum,
+                    value(lb, inputs, arith::AddIOp::create(lb, first, c(e))));
+              scf::YieldOp::create(lb, ValueRange{sum});
+            });
+        auto tail = scf::ForOp::create(
+            b,
+            arith::AddIOp::create(
+                b, arith::MulIOp::create(b, runs, c(kElementsPerThread)),
+                globalIndex(b)),
+            n, threads, ValueRange{runLoop.getResult(0)},
             [&](OpBuilder &ob, Location l, Value i, ValueRange iter) {
               ImplicitLocOpBuilder lb(l, ob);
               scf::YieldOp::create(
@@ -172,7 +236,7 @@ gpu::GPUFuncOp buildSumKernel(
                                                       value(lb, inputs, i))});
             });
         Value total =
-            blockReduce(b, loop.getResult(0), /*max=*/false, workgroup[0]);
+            blockReduce(b, tail.getResult(0), /*max=*/false, workgroup[0]);
         inFirstThread(b, [&] {
           memref::AtomicRMWOp::create(
               b, arith::AtomicRMWKind::addf, total, out,

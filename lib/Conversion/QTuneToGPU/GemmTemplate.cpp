@@ -44,10 +44,15 @@ namespace {
 constexpr int64_t kStaticSharedLimit = 48 * 1024;
 constexpr int64_t kSharedLimit = 227 * 1024; // sm_90 (sm_80: 163 KiB)
 
-int64_t xsBytes(const GemmSchedule &s) {
+/// The warp-level path stages a transposed X with aligned rows [k][m].
+bool xStagedKM(const GemmSpec &spec, const GemmSchedule &s) {
+  return spec.transposeX && spec.xRowsAligned && !s.wgmma;
+}
+int64_t xsBytes(const GemmSpec &spec, const GemmSchedule &s) {
   if (s.wgmma)
     return s.stages * s.tileM / 8 * s.rowGroupBytes();
-  return 2 * s.tileM * (s.tileK + 8) * 2;
+  return xStagedKM(spec, s) ? 2 * s.tileK * (s.tileM + 8) * 2
+                            : 2 * s.tileM * (s.tileK + 8) * 2;
 }
 int64_t wsBytes(const GemmSpec &spec, const GemmSchedule &s) {
   if (s.wgmma)
@@ -61,7 +66,8 @@ int64_t rowMaxBytes(const GemmSpec &spec, const GemmSchedule &s) {
 } // namespace
 
 int64_t gemmSharedBytes(const GemmSpec &spec, const GemmSchedule &schedule) {
-  return xsBytes(schedule) + wsBytes(spec, schedule) + rowMaxBytes(spec, schedule);
+  return xsBytes(spec, schedule) + wsBytes(spec, schedule) +
+         rowMaxBytes(spec, schedule);
 }
 
 bool gemmUsesDynamicShared(const GemmSpec &spec, const GemmSchedule &schedule) {
@@ -253,6 +259,10 @@ public:
   /// Consecutive threads take consecutive chunks of a row (coalesced; padded
   /// rows or the core-matrix strides keep their stores in distinct banks).
   void loadXTile(const Segment &seg, Value k0, Value stage) {
+    if (seg.transposed && xStagedKM(spec, s)) {
+      loadXTileKM(seg, k0, stage);
+      return;
+    }
     int64_t chunksPerRow = s.tileK / 8;
     int64_t perThread = s.tileM * chunksPerRow / s.threads();
     Value kSeg = idx(seg.kSeg);
@@ -284,6 +294,40 @@ public:
         memref::StoreOp::create(b, v, xs,
                                 stagedAt(stage, r, add(kc, idx(e)), xStageElems()));
       }
+    }
+    NVVM::CpAsyncCommitGroupOp::create(b);
+  }
+
+  /// A transposed X (stored [kSeg × M], M a multiple of 8) staged [k][m]:
+  /// 16-byte cp.async chunks of 8 consecutive m of one stored row, consecutive
+  /// threads on consecutive chunks. A chunk past M is zero-filled (M is a
+  /// multiple of 8, so a chunk is all in or all out).
+  void loadXTileKM(const Segment &seg, Value k0, Value stage) {
+    int64_t chunksPerRow = s.tileM / 8;
+    int64_t chunks = s.tileK * chunksPerRow;
+    Value kSeg = idx(seg.kSeg);
+    for (int64_t i = 0; i * s.threads() < chunks; ++i) {
+      Value c = add(tid, idx(i * s.threads()));
+      Value r = div(c, chunksPerRow);                // k within the tile
+      Value mc = mul(rem(c, chunksPerRow), idx(8)); // first m of the chunk
+      Value gm = add(rowBase, mc), gk = add(k0, r);
+      Value valid = both(lt(gm, m), lt(gk, kSeg));
+      Value src = select(valid, add(mul(gk, m), gm), idx(0));
+      Value count = select(valid, idx(8), idx(0));
+      auto copy = [&] {
+        nvgpu::DeviceAsyncCopyOp::create(
+            b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), xs,
+            ValueRange{stage, r, mc}, seg.x, ValueRange{src},
+            b.getIndexAttr(8), count, /*bypassL1=*/UnitAttr());
+      };
+      if ((i + 1) * s.threads() <= chunks) {
+        copy();
+        continue;
+      }
+      auto inTile = scf::IfOp::create(b, lt(c, idx(chunks)), false);
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(inTile.thenBlock());
+      copy();
     }
     NVVM::CpAsyncCommitGroupOp::create(b);
   }
@@ -335,6 +379,21 @@ public:
       Value rowc = arith::MinUIOp::create(b, row, idx(rows - 1));
       Value col0c =
           wholeRuns ? arith::MinUIOp::create(b, col0, idx(cols - run)) : col0;
+      auto f32x8 = VectorType::get({run}, b.getF32Type());
+      auto bf16x8 = VectorType::get({run}, b.getBF16Type());
+      if (!seg.format && wholeRuns) {
+        // A dense run is 16 aligned bytes (rows hold whole runs; buffers
+        // start 16-byte aligned): one vector load, no conversion.
+        Value vec = vector::LoadOp::create(
+            b, bf16x8, seg.weight[0], ValueRange{add(mul(rowc, colsV), col0c)},
+            /*nontemporal=*/false, llvm::MaybeAlign(16));
+        Value valid = both(rowValid, lt(col0, colsV));
+        Value zeros = arith::ConstantOp::create(
+            b, DenseElementsAttr::get(bf16x8, b.getZeroAttr(b.getBF16Type())));
+        vector::StoreOp::create(b, select(valid, vec, zeros), ws,
+                                ValueRange{stage, r, cc0});
+        continue;
+      }
       SmallVector<Value> values;
       for (int64_t e = 0; e < run; ++e) {
         Value col = add(col0, idx(e));
@@ -345,8 +404,6 @@ public:
         values.push_back(
             select(valid, storedWeight(seg, rowc, colc, rows, cols), zero));
       }
-      auto f32x8 = VectorType::get({run}, b.getF32Type());
-      auto bf16x8 = VectorType::get({run}, b.getBF16Type());
       Value vec = vector::FromElementsOp::create(b, f32x8, values);
       vector::StoreOp::create(b, arith::TruncFOp::create(b, bf16x8, vec), ws,
                               ValueRange{stage, r, cc0});
@@ -451,11 +508,25 @@ public:
     Value bCol = mul(rem(div(lane, 8), 2), idx(8));
     for (int64_t ks = 0; ks < s.tileK / 16; ++ks) {
       SmallVector<SmallVector<Value>> aFrag, bFrag;
-      for (int64_t i = 0; i < fragsM(); ++i)
+      for (int64_t i = 0; i < fragsM(); ++i) {
+        if (xStagedKM(spec, s)) {
+          // [k][m] stage: lane l addresses row k = 16·ks + l % 8 + 8·(l / 16)
+          // at m offset 8·((l / 8) % 2), so the four transposed 8 × 8 loads
+          // are the (m, k) quadrants in the order of the [m][k] layout's.
+          Value k = add(add(rem(lane, 8), mul(div(lane, 16), idx(8))),
+                        idx(ks * 16));
+          Value mRow = add(add(mul(wm, idx(s.tileM / s.warpsM)), idx(i * 16)),
+                           mul(rem(div(lane, 8), 2), idx(8)));
+          aFrag.push_back(registers(nvgpu::LdMatrixOp::create(
+              b, aTy, xs, ValueRange{stage, k, mRow},
+              /*transpose=*/true, /*numTiles=*/4)));
+          continue;
+        }
         aFrag.push_back(registers(nvgpu::LdMatrixOp::create(
             b, aTy, xs,
             ValueRange{stage, add(aRow, idx(i * 16)), add(aCol, idx(ks * 16))},
             /*transpose=*/false, /*numTiles=*/4)));
+      }
       for (int64_t j = 0; j < fragsN(); ++j) {
         if (spec.transposeW) {
           // [k][n] stage: lanes 0..15 address rows k = 16·ks + lane; the
@@ -948,10 +1019,13 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   auto workgroup = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
   // Rows padded by 8 elements (16 bytes): ldmatrix rows stay 16-byte aligned
   // and consecutive rows start in different banks.
-  auto xsType = MemRefType::get({2, schedule.tileM, schedule.tileK + 8}, bf16,
-                                MemRefLayoutAttrInterface(), workgroup);
+  auto xsType = MemRefType::get(
+      xStagedKM(spec, schedule)
+          ? ArrayRef<int64_t>{2, schedule.tileK, schedule.tileM + 8}
+          : ArrayRef<int64_t>{2, schedule.tileM, schedule.tileK + 8},
+      bf16, MemRefLayoutAttrInterface(), workgroup);
   if (schedule.wgmma) // flat stages of core matrices
-    xsType = MemRefType::get({xsBytes(schedule) / 2}, bf16,
+    xsType = MemRefType::get({xsBytes(spec, schedule) / 2}, bf16,
                              MemRefLayoutAttrInterface(), workgroup);
   assert((schedule.wgmma || !spec.loraRank ||
           spec.transposeW == spec.loraWeightTransposed) &&

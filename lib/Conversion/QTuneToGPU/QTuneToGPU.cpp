@@ -271,6 +271,7 @@ FailureOr<SymbolRefAttr> Lowering::kernelFor(Operation *op,
   os << "|b" << spec.hasBias << "r" << spec.hasResidual << "l" << spec.loraRank
      << (spec.loraWeightTransposed ? "t" : "")
      << "s" << spec.outputScale << "t" << spec.transposeX << spec.transposeW
+     << (spec.xRowsAligned ? "a" : "")
      << "f" << spec.outputF32 << "k" << spec.splitK
      << "|" << schedule.tileM << "," << schedule.tileN
      << "," << schedule.tileK << "," << schedule.warpsM << ","
@@ -293,6 +294,7 @@ LogicalResult Lowering::launch(OpBuilder &b, Operation *op,
                                ValueRange plainBufs,
                                std::optional<GemmSchedule> fixed) {
   GemmSpec spec = plainSpec;
+  spec.xRowsAligned = spec.transposeX && m % 8 == 0;
   SmallVector<Value> bufs(plainBufs);
   GemmSchedule schedule = chooseSchedule(m, spec.n, options);
   // A layer's own schedule attribute wins over the pass options.
@@ -616,8 +618,13 @@ void Lowering::launchElementwise(OpBuilder &b, Location loc, StringRef key,
   for (Value buf : bufs)
     args.push_back(flatView(b, loc, buf));
   args.push_back(c(n));
-  if (!blocks)
-    blocks = (n + kElementwiseThreads - 1) / kElementwiseThreads;
+  if (!blocks) {
+    // Per-element kernels say how many elements a thread takes.
+    auto func = kernels.lookupSymbol<gpu::GPUFuncOp>(
+        kernel.getLeafReference());
+    auto perThread = func->getAttrOfType<IntegerAttr>(kElementsPerThreadAttr);
+    blocks = elementwiseBlocks(n, perThread ? perThread.getInt() : 1);
+  }
   gpu::LaunchFuncOp::create(
       b, loc, kernel, gpu::KernelDim3{c(blocks), c(1), c(1)},
       gpu::KernelDim3{c(kElementwiseThreads), c(1), c(1)}, Value(), args);

@@ -153,12 +153,15 @@ func.func @bad_schedule(%x: tensor<2x64xbf16>, %w: tensor<64x64xbf16>) -> tensor
 // CHECK: %[[DW:.*]] = memref.alloc() : memref<64x32xbf16>
 // CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_1
 // CHECK: return %[[DX]], %[[DW]]
-// g's rows are contiguous (async copies); gᵀ's are not (element loads).
+// g's rows are contiguous (async copies into [m][k] stages); gᵀ, with M = 64
+// a multiple of 8, is staged [k][m] (tileK × (tileM + 8)) by async copies of
+// 8 consecutive m and read by transposing ldmatrix.
 // CHECK: gpu.func @qtune_gemm_0(
 // CHECK: nvgpu.device_async_copy
 // CHECK: nvvm.mma.sync
-// CHECK: gpu.func @qtune_gemm_1(
-// CHECK-NOT: nvgpu.device_async_copy
+// CHECK: gpu.func @qtune_gemm_1({{.*}}) workgroup(%[[XS:.*]] : memref<2x64x40xbf16, #gpu.address_space<workgroup>>,
+// CHECK: nvgpu.device_async_copy %{{.*}}, %[[XS]]
+// CHECK: nvgpu.ldmatrix %[[XS]][{{.*}}] {numTiles = 4 : i32, transpose = true}
 // CHECK: nvvm.mma.sync
 func.func @gradients(%g: tensor<2x3x64xbf16>, %x: tensor<2x3x32xbf16>, %c: tensor<64x4xi32>,
                      %s: tensor<64x1xbf16>, %z: tensor<64x1xbf16>) -> (tensor<2x3x32xbf16>, tensor<64x32xbf16>) {
@@ -166,6 +169,19 @@ func.func @gradients(%g: tensor<2x3x64xbf16>, %x: tensor<2x3x32xbf16>, %c: tenso
   %dx = qtune.linear_t %g, %w : tensor<2x3x64xbf16>, !w -> tensor<2x3x32xbf16>
   %dw = qtune.weight_grad %g, %x : tensor<2x3x64xbf16>, tensor<2x3x32xbf16> -> tensor<64x32xbf16>
   return %dx, %dw : tensor<2x3x32xbf16>, tensor<64x32xbf16>
+}
+
+// -----
+
+// gᵀ with M = 60 (rows not 16-byte aligned): element loads into [m][k].
+// CHECK-LABEL: func.func @gradients_unaligned
+// CHECK: gpu.func @qtune_gemm_0({{.*}}) workgroup(%[[XS:.*]] : memref<2x32x72xbf16, #gpu.address_space<workgroup>>,
+// CHECK-NOT: nvgpu.device_async_copy
+// CHECK: nvgpu.ldmatrix %[[XS]][{{.*}}] {numTiles = 4 : i32, transpose = false}
+// CHECK: nvvm.mma.sync
+func.func @gradients_unaligned(%g: tensor<2x3x60xbf16>, %x: tensor<2x3x32xbf16>) -> tensor<60x32xbf16> {
+  %dw = qtune.weight_grad %g, %x : tensor<2x3x60xbf16>, tensor<2x3x32xbf16> -> tensor<60x32xbf16>
+  return %dw : tensor<60x32xbf16>
 }
 
 // -----
@@ -225,7 +241,8 @@ func.func @peqa(%g: tensor<8x64xbf16>, %x: tensor<8x128xbf16>, %c: tensor<64x16x
 // A train step: the loss is summed per block into a zeroed scalar, the seed
 // gradient is a filled constant, clipping sums squares then scales, and the
 // optimizer updates its parameter and states in place (no allocation for
-// them; the results are the argument buffers). Int8 Lion momentum runs one
+// them; the results are the argument buffers). Per-element kernels take 8
+// elements a thread (2048 elements: one block); int8 Lion momentum runs one
 // thread block per momentum block (2048 / 256 = 8).
 // CHECK-LABEL: func.func @step(
 // CHECK-SAME: %[[W:[a-z0-9]+]]: memref<32x64xbf16> {qtune.name = "w"
@@ -236,7 +253,7 @@ func.func @peqa(%g: tensor<8x64xbf16>, %x: tensor<8x128xbf16>, %c: tensor<64x16x
 // CHECK-NOT: memref.alloc() : memref<32x64xbf16>
 // CHECK: %[[DW:.*]] = memref.alloc() : memref<32x64xbf16>
 // CHECK: %[[CLIPPED:.*]] = memref.alloc() : memref<32x64xbf16>
-// CHECK: gpu.launch_func @qtune_kernels::@[[CLIP:qtune_elementwise_[0-9]+]] blocks in (%c8
+// CHECK: gpu.launch_func @qtune_kernels::@[[CLIP:qtune_elementwise_[0-9]+]] blocks in (%c1{{[_0-9]*}},
 // CHECK-NOT: memref.alloc
 // CHECK: %[[WF:.*]] = memref.cast %{{.*}} : memref<2048xbf16> to memref<?xbf16>
 // CHECK: gpu.launch_func @qtune_kernels::@[[LION:qtune_elementwise_[0-9]+]] blocks in (%c8
@@ -325,11 +342,12 @@ func.func @qft_ragged(%g: tensor<4x40xbf16>, %x: tensor<4x128xbf16>, %c: tensor<
 
 // An adapter-sized product (N = 16) with a long reduction: narrow tiles
 // (128×16) and split-K. Eight slices (16 output tiles, 64 K tiles) write f32
-// partials into a workspace, summed in order by a second kernel into y.
+// partials into a workspace, summed in order by a second kernel into y
+// (8 outputs a thread: 32768 / 2048 = 16 blocks).
 // CHECK-LABEL: func.func @split_k
 // CHECK: %[[WS:.*]] = memref.alloc() : memref<262144xf32>
 // CHECK: gpu.launch_func @qtune_kernels::@[[GEMM:qtune_gemm_[0-9]+]] blocks in (%c1{{.*}}, %c16{{.*}}, %c8{{.*}}) threads in (%c128
-// CHECK: gpu.launch_func @qtune_kernels::@[[SUM:qtune_elementwise_[0-9]+]] blocks in (%c128
+// CHECK: gpu.launch_func @qtune_kernels::@[[SUM:qtune_elementwise_[0-9]+]] blocks in (%c16{{[_0-9]*}},
 // CHECK: gpu.func @[[GEMM]]({{.*}}) workgroup(%{{.*}} : memref<2x128x72xbf16, #gpu.address_space<workgroup>>, %{{.*}} : memref<2x16x72xbf16, #gpu.address_space<workgroup>>) kernel
 // CHECK: gpu.block_id  z
 // CHECK: gpu.func @[[SUM]](

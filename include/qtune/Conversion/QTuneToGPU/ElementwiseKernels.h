@@ -31,8 +31,24 @@ mlir::gpu::GPUFuncOp buildKernel(
                             mlir::ValueRange)>
         body);
 
-/// `name(args..., n: index)` running `body(b, args, i)` for the global thread
-/// index i when i < n; launched with ceil(n / kElementwiseThreads) blocks.
+/// Consecutive elements each thread of a per-element kernel handles (so the
+/// accesses of a run merge into 16-byte vector loads and stores), recorded on
+/// the kernel as the integer attribute kElementsPerThreadAttr, which launches
+/// read to size their grids.
+constexpr int64_t kElementsPerThread = 8;
+constexpr llvm::StringLiteral kElementsPerThreadAttr = "elements_per_thread";
+
+/// Blocks for a kernel handling `perThread` elements per thread over n.
+constexpr int64_t elementwiseBlocks(int64_t n, int64_t perThread = 1) {
+  int64_t perBlock = kElementwiseThreads * perThread;
+  return (n + perBlock - 1) / perBlock;
+}
+
+/// `name(args..., n: index)` running `body(b, args, i)` for every i < n:
+/// thread t takes i in [t·kElementsPerThread, (t+1)·kElementsPerThread), so
+/// the body must only touch element i of its per-element arguments (its
+/// memref arguments arrive as 16-byte aligned views). Launched with
+/// elementwiseBlocks(n, kElementsPerThread) blocks.
 mlir::gpu::GPUFuncOp buildPerElementKernel(
     mlir::OpBuilder &b, mlir::Location loc, llvm::StringRef name,
     llvm::ArrayRef<mlir::Type> args,
@@ -45,8 +61,8 @@ mlir::gpu::GPUFuncOp buildPerElementKernel(
 /// shuffles, then shared memory) with one atomic add per block. Any grid size
 /// works (sumKernelBlocks(n) is a good one). `out` must be zeroed first.
 constexpr int64_t sumKernelBlocks(int64_t n) {
-  int64_t blocks = (n + kElementwiseThreads - 1) / kElementwiseThreads;
-  return blocks < 512 ? blocks : 512;
+  int64_t blocks = elementwiseBlocks(n, kElementsPerThread);
+  return blocks < 1024 ? blocks : 1024;
 }
 mlir::gpu::GPUFuncOp buildSumKernel(
     mlir::OpBuilder &b, mlir::Location loc, llvm::StringRef name,

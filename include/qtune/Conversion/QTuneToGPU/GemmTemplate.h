@@ -79,8 +79,13 @@ struct GemmSpec {
   /// segment, gradient or QFT epilogue).
   int64_t splitK = 1;
   /// X is stored transposed: element (m, k) at x[k · M + m] (weight gradients
-  /// read gᵀ this way). Staged by element loads.
+  /// read gᵀ this way). Staged by element loads, unless xRowsAligned.
   bool transposeX = false;
+  /// With transposeX: M is a multiple of 8, so every stored row of X starts
+  /// 16-byte aligned. The warp-level path then stages X [k][m] with 16-byte
+  /// cp.async chunks of 8 consecutive m and reads its A fragments with
+  /// transposing ldmatrix (element loads cost 8 × the instructions).
+  bool xRowsAligned = false;
   /// The weight is stored transposed: element (n, k) of the product's B is
   /// W[k, n] — a dense K×N matrix, or a quantized weight whose logical shape
   /// is K×N, dequantized at (k, n) (input gradients g · W).
