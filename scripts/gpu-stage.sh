@@ -118,7 +118,8 @@ fi
 # away mid-run, and every case is compiled by the same compiler.
 snap="$(mktemp -d)"
 trap 'rm -rf "$snap"' EXIT
-cp "$tools/qtune-compile" "$tools/qtune-interp" "$tools/qtune-opt" "$tools/qtune-import" "$snap/"
+cp "$tools/qtune-compile" "$tools/qtune-interp" "$tools/qtune-opt" "$tools/qtune-import" \
+  "$tools/qtune-export" "$tools/qtune-quantize" "$snap/"
 cp "$qtune_run" "$snap/qtune-run"
 rt_tests="$(find "$build" -type f -name qtune-rt-unittests -perm -u+x 2>/dev/null | head -n 1 || true)"
 if [ -n "$rt_tests" ]; then cp "$rt_tests" "$snap/qtune-rt-unittests"; fi

@@ -51,6 +51,7 @@ bool resolve(void *lib, Driver &d, std::string &missing) {
   get(d.cuStreamCreate, "cuStreamCreate");
   get(d.cuStreamDestroy, "cuStreamDestroy_v2");
   get(d.cuStreamSynchronize, "cuStreamSynchronize");
+  get(d.cuStreamQuery, "cuStreamQuery");
   get(d.cuEventCreate, "cuEventCreate");
   get(d.cuEventRecord, "cuEventRecord");
   get(d.cuEventSynchronize, "cuEventSynchronize");

@@ -283,6 +283,10 @@ void BatchLoader::next(TokenBatch &out) {
   out.seqLen = seqLen_;
   out.inputIds.resize(n);
   out.labels.resize(n);
+  // Data parallel: the world draws one batch of world * batch windows; this
+  // rank keeps rows [rank * batch, (rank + 1) * batch) of it.
+  for (int64_t r = 0; r < rank_ * batch_; ++r)
+    nextWindow();
   for (int64_t b = 0; b < batch_; ++b) {
     const uint64_t start = nextWindow() * static_cast<uint64_t>(seqLen_);
     int32_t *ids = out.inputIds.data() + b * seqLen_;
@@ -292,6 +296,18 @@ void BatchLoader::next(TokenBatch &out) {
       labels[s] = static_cast<int32_t>(data_.at(start + s + 1));
     }
   }
+  for (int64_t r = (rank_ + 1) * batch_; r < world_ * batch_; ++r)
+    nextWindow();
+}
+
+bool BatchLoader::shard(int rank, int world, std::string &error) {
+  if (world < 1 || rank < 0 || rank >= world) {
+    error = "rank " + std::to_string(rank) + " is outside a world of " + std::to_string(world);
+    return false;
+  }
+  rank_ = rank;
+  world_ = world;
+  return true;
 }
 
 bool BatchLoader::restore(const LoaderState &s, std::string &error) {

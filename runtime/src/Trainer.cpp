@@ -724,6 +724,29 @@ bool AccumulationLoop::step(int64_t t, double lr, const TokenBatch &first, StepR
       ++finite;
     }
   }
+  if (comm_) {
+    std::vector<double> totals{sum, double(finite), double(record.tokens)};
+    if (!comm_->allReduceSumHost(totals, error)) {
+      error = "step " + std::to_string(t) + ": " + error;
+      return false;
+    }
+    sum = totals[0];
+    finite = static_cast<int64_t>(totals[1]);
+    record.tokens = static_cast<int64_t>(totals[2]);
+    if (finite) {
+      std::vector<cuda::CUdeviceptr> addresses;
+      std::vector<size_t> counts;
+      for (const GradientBucket &bucket :
+           gradientBuckets(ex_.bundle(), plan_.accumulators, kGradientBucketBytes)) {
+        addresses.push_back(ex_.arena() + bucket.offset);
+        counts.push_back(bucket.count);
+      }
+      if (!comm_->allReduceSumF32(addresses, counts, error)) {
+        error = "step " + std::to_string(t) + ": " + error;
+        return false;
+      }
+    }
+  }
   record.loss = finite ? sum / double(finite) : std::nan("");
   if (finite && (!uploadF64(ex_, plan_.lr, lr, error) ||
                  (plan_.step >= 0 && !uploadF64(ex_, plan_.step, double(t), error)) ||
@@ -735,6 +758,29 @@ bool AccumulationLoop::step(int64_t t, double lr, const TokenBatch &first, StepR
   record.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
                   .count();
   return true;
+}
+
+std::vector<GradientBucket> gradientBuckets(const BundleSpec &spec, const std::vector<int> &ids,
+                                            uint64_t maxBytes) {
+  std::vector<int> sorted = ids;
+  std::sort(sorted.begin(), sorted.end(), [&](int a, int b) {
+    return spec.buffers[a].offset < spec.buffers[b].offset;
+  });
+  std::vector<GradientBucket> buckets;
+  uint64_t end = 0; // arena byte past the last bucket's last buffer
+  for (int id : sorted) {
+    const Buffer &b = spec.buffers[id];
+    const uint64_t alignedEnd = (end + kBufferAlignment - 1) / kBufferAlignment * kBufferAlignment;
+    const bool adjacent = !buckets.empty() && b.offset == alignedEnd;
+    const uint64_t grown = b.offset + b.bytes - (buckets.empty() ? 0 : buckets.back().offset);
+    if (adjacent && grown <= maxBytes) {
+      buckets.back().count = grown / sizeof(float);
+    } else {
+      buckets.push_back({b.offset, b.bytes / sizeof(float)});
+    }
+    end = b.offset + b.bytes;
+  }
+  return buckets;
 }
 
 } // namespace qtune::rt

@@ -160,6 +160,41 @@ TEST(BatchLoaderTest, WindowsInFileOrder) {
   // Token 110 (the last) is a label only once the data has (size - 1) % S == 0.
 }
 
+TEST(BatchLoaderTest, ShardsOfTheWorldBatch) {
+  // Three ranks of batch 2 draw, together, what one loader of batch 6 draws,
+  // rank r taking rows 2r and 2r + 1, batch after batch; their states match
+  // the single loader's.
+  std::vector<uint32_t> v(200);
+  for (uint32_t i = 0; i < v.size(); ++i)
+    v[i] = i;
+  auto d = tokens(v);
+  std::string error;
+  auto whole = BatchLoader::create(*d, 6, 4, /*shuffle=*/true, 5, error);
+  ASSERT_NE(whole, nullptr) << error;
+  std::vector<std::unique_ptr<BatchLoader>> ranks;
+  for (int r = 0; r < 3; ++r) {
+    ranks.push_back(BatchLoader::create(*d, 2, 4, true, 5, error));
+    ASSERT_TRUE(ranks.back()->shard(r, 3, error)) << error;
+  }
+  for (int step = 0; step < 20; ++step) { // past an epoch (49 windows)
+    TokenBatch all, part;
+    whole->next(all);
+    for (int r = 0; r < 3; ++r) {
+      ranks[r]->next(part);
+      EXPECT_EQ(part.batch, 2);
+      EXPECT_EQ(part.inputIds, std::vector<int32_t>(all.inputIds.begin() + r * 8,
+                                                    all.inputIds.begin() + (r + 1) * 8))
+          << "step " << step << ", rank " << r;
+      EXPECT_EQ(part.labels, std::vector<int32_t>(all.labels.begin() + r * 8,
+                                                  all.labels.begin() + (r + 1) * 8));
+      EXPECT_EQ(ranks[r]->state().position, whole->state().position);
+      EXPECT_EQ(ranks[r]->state().epoch, whole->state().epoch);
+    }
+  }
+  EXPECT_FALSE(ranks[0]->shard(3, 3, error));
+  EXPECT_EQ(error, "rank 3 is outside a world of 3");
+}
+
 TEST(BatchLoaderTest, ExactlyOneWindow) {
   auto d = tokens({1, 2, 3, 4, 5});
   std::string error;

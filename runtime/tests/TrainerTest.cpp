@@ -616,6 +616,25 @@ TEST_F(TrainToolTest, ErrorsBeforeTheGpu) {
                   "(equal dtypes copy; floats convert to F16/BF16/F32/F64, I32/U32 to I32/U32)");
 }
 
+TEST_F(TrainToolTest, DataParallelOptionErrors) {
+  expectError(args("--steps 3 --lr 1e-3 --rank 0"),
+              "--rank, --world-size and --nccl-id go together (one rank of a data-parallel run; "
+              "--gpus N starts the ranks of one host itself)");
+  expectError(args("--steps 3 --lr 1e-3 --rank 2 --world-size 2 --nccl-id " + path("id")),
+              "--rank 2 is outside --world-size 2");
+  expectError(args("--steps 3 --lr 1e-3 --rank 0 --world-size 2 --nccl-id " + path("id")),
+              "data-parallel training needs --data: every rank draws its shard of each batch "
+              "from the token file");
+  expectError(args("--steps 3 --lr 1e-3 --gpus 2 --device 1"),
+              "--gpus N runs on GPUs 0..N-1; --device does not apply");
+  expectError(args("--steps 3 --lr 1e-3 --gpus 2 --rank 0"),
+              "--gpus starts the ranks itself; --rank, --world-size and --nccl-id are for runs "
+              "started by hand");
+  expectError(args("--steps 3 --lr 1e-3 --gpus 2"),
+              "--gpus needs --data: every rank draws its shard of each batch from the token "
+              "file");
+}
+
 TEST_F(TrainToolTest, NoGpu) {
   std::string why;
   if (haveGpu(why))
@@ -625,6 +644,67 @@ TEST_F(TrainToolTest, NoGpu) {
   EXPECT_EQ(out.rfind("qtune-run: error: no CUDA GPU available: ", 0), 0u) << out;
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
   EXPECT_FALSE(fs::exists(path("out.safetensors")));
+}
+
+TEST_F(TrainToolTest, DataParallelRankFailureStopsTheRun) {
+  std::string why;
+  if (haveGpu(why))
+    GTEST_SKIP() << "a CUDA GPU is available here; the ranks would not fail";
+  // Two ranks on a token file; each fails (no GPU), and the launcher reports
+  // the first failure after its own line from the rank.
+  std::vector<uint8_t> bytes(2 * 64);
+  for (size_t i = 0; i < bytes.size(); i += 2)
+    bytes[i] = static_cast<uint8_t>(i / 2 % 7);
+  {
+    std::ofstream f(path("tokens.u16"), std::ios::binary);
+    f.write(reinterpret_cast<const char *>(bytes.data()), std::streamsize(bytes.size()));
+  }
+  std::string out;
+  EXPECT_EQ(runQtuneRun("train " + path("m.qtb") + " --data " + path("tokens.u16") +
+                            " --params " + path("params.safetensors") + " --out " +
+                            path("out.safetensors") + " --steps 3 --lr 0.25 --gpus 2",
+                        out),
+            1);
+  EXPECT_NE(out.find("qtune-run: error: data-parallel run of 2 ranks failed: rank "), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("exited with status 1; the other ranks were stopped (checkpoints rank 0 "
+                     "wrote before are intact)\n"),
+            std::string::npos)
+      << out;
+  EXPECT_FALSE(fs::exists(path("out.safetensors")));
+}
+
+TEST(DataParallelTest, GradientBuckets) {
+  BundleSpec spec;
+  auto add = [&](uint64_t offset, uint64_t floats) {
+    Buffer b;
+    b.name = "g" + std::to_string(spec.buffers.size());
+    b.offset = offset;
+    b.bytes = floats * 4;
+    b.shape = {int64_t(floats)};
+    spec.buffers.push_back(b);
+    return int(spec.buffers.size() - 1);
+  };
+  // 0: [0, 400) 100 floats; 1: [512, 912) after padding: adjacent; 2: [1024,
+  // 1028) adjacent; 3: at 4096, after a gap (another buffer lies between).
+  const int a = add(0, 100), b = add(512, 100), c = add(1024, 1), d = add(4096, 10);
+  // Given out of arena order: buckets come in arena order.
+  std::vector<GradientBucket> all = gradientBuckets(spec, {d, b, a, c}, 1 << 20);
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].offset, 0u);
+  EXPECT_EQ(all[0].count, 1028u / 4); // through c's last float, padding included
+  EXPECT_EQ(all[1].offset, 4096u);
+  EXPECT_EQ(all[1].count, 10u);
+  // A 1000-byte cap splits before b (0..912 would fit, 0..1028 not).
+  std::vector<GradientBucket> capped = gradientBuckets(spec, {a, b, c, d}, 1000);
+  ASSERT_EQ(capped.size(), 3u);
+  EXPECT_EQ(capped[0].count, 912u / 4);
+  EXPECT_EQ(capped[1].offset, 1024u);
+  EXPECT_EQ(capped[1].count, 1u);
+  // A buffer above the cap is a bucket of its own.
+  std::vector<GradientBucket> tiny = gradientBuckets(spec, {a, b}, 16);
+  ASSERT_EQ(tiny.size(), 2u);
+  EXPECT_EQ(tiny[0].count, 100u);
 }
 
 std::vector<std::string> lines(const std::string &text) {

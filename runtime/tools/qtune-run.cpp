@@ -11,6 +11,8 @@
 //                   [--batch-accum K]
 //                   [--data-format u16|u32|text] [--seed S] [--no-shuffle]
 //                   [--vocab V] [--metrics FILE.jsonl] [--log-every K] [--device D]
+//                   [--gpus N | --rank R --world-size W --nccl-id FILE]
+//                   [--nccl-timeout SECONDS]
 //   qtune-run eval model.qtb --params P --data FILE [--entry E] [--max-batches N]
 //                  [--json]
 //   qtune-run generate model.qtb --params P --prompt TEXT [--max-new-tokens N]
@@ -26,6 +28,7 @@
 #include "qtune/runtime/Cuda.h"
 #include "qtune/runtime/Executor.h"
 #include "qtune/runtime/Float16.h"
+#include "qtune/runtime/Nccl.h"
 #include "qtune/runtime/Safetensors.h"
 #include "qtune/runtime/Sampling.h"
 #include "qtune/runtime/TokenData.h"
@@ -42,6 +45,12 @@
 #include <filesystem>
 #include <set>
 
+#include <csignal>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace qtune;
@@ -453,6 +462,12 @@ struct TrainOptions {
   bool shuffle = true;
   int64_t maxSkips = -1; ///< -1: 10 with --data, 0 with --inputs
   int64_t batchAccum = 1; ///< micro-batches per step (gradient accumulation)
+  // data parallel: --gpus starts the ranks; --rank/--world-size/--nccl-id are
+  // one rank's (given by --gpus, or by hand for several hosts)
+  int gpus = 0;
+  int rank = -1, worldSize = 0;
+  std::string ncclId;
+  double ncclTimeout = 600;
   // checkpoints
   std::string saveDir, resume;
   int64_t saveEvery = 0, keep = 0;
@@ -542,8 +557,130 @@ private:
   std::chrono::steady_clock::time_point lastDraw_{};
 };
 
-void train(const TrainOptions &o) {
+/// The NCCL unique id of a data-parallel run, through the file `path` (which
+/// every rank can read: a fresh one per run): rank 0 makes it and writes it
+/// atomically; the others wait for it, at most `timeout` seconds.
+bool exchangeNcclId(const nccl::Library &lib, const std::string &path, int rank, double timeout,
+                    nccl::UniqueId &id, std::string &error) {
+  if (rank == 0) {
+    if (!nccl::makeUniqueId(lib, id, error))
+      return false;
+    const std::string text = nccl::toHex(id) + "\n";
+    if (!writeFileAtomically(path, {text}, error)) {
+      error = path + ": " + error;
+      return false;
+    }
+    return true;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    std::ifstream in(path);
+    std::string text;
+    if (in && std::getline(in, text) && nccl::fromHex(text, id))
+      return true;
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >
+        timeout) {
+      error = "no NCCL id from rank 0 in " + path + " after " + std::to_string(int(timeout)) +
+              " s (is rank 0 running, and is the file on a filesystem every rank sees?)";
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+/// `qtune-run train --gpus N`: starts N ranks of this same command on GPUs
+/// 0..N-1 (each re-executes qtune-run with --rank, --world-size, --nccl-id and
+/// --device), shows rank 0's output (the others' stderr only), and waits. When
+/// a rank fails, the others are stopped (SIGTERM, then SIGKILL after 10 s)
+/// and the run fails naming it; what rank 0 saved before stays intact.
+[[noreturn]] void launchRanks(int gpus, const std::vector<std::string> &args) {
+  char dirTemplate[] = "/tmp/qtune-nccl-XXXXXX";
+  if (!::mkdtemp(dirTemplate))
+    fail(std::string("cannot create a directory for the NCCL id: ") + std::strerror(errno));
+  const std::string dir = dirTemplate, idFile = dir + "/nccl-id";
+  std::vector<pid_t> pids;
+  auto stopAll = [&](int sig) {
+    for (pid_t p : pids)
+      if (p > 0)
+        ::kill(p, sig);
+  };
+  for (int r = 0; r < gpus; ++r) {
+    std::vector<std::string> a = args;
+    for (const std::string &extra :
+         {std::string("--rank"), std::to_string(r), std::string("--world-size"),
+          std::to_string(gpus), std::string("--nccl-id"), idFile, std::string("--device"),
+          std::to_string(r)})
+      a.push_back(extra);
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      stopAll(SIGKILL);
+      fail(std::string("fork failed: ") + std::strerror(errno));
+    }
+    if (pid == 0) {
+      if (r > 0) { // rank 0 speaks for the run; the others only report errors
+        FILE *null = std::fopen("/dev/null", "w");
+        if (null)
+          ::dup2(::fileno(null), STDOUT_FILENO);
+      }
+      std::vector<char *> argv;
+      for (std::string &x : a)
+        argv.push_back(x.data());
+      argv.push_back(nullptr);
+      ::execv("/proc/self/exe", argv.data());
+      std::fprintf(stderr, "qtune-run: error: rank %d: cannot start: %s\n", r,
+                   std::strerror(errno));
+      ::_exit(127);
+    }
+    pids.push_back(pid);
+  }
+  std::string failure;
+  int running = gpus;
+  std::chrono::steady_clock::time_point killAt;
+  bool killed = false;
+  while (running > 0) {
+    int status = 0;
+    // Blocking until a rank fails; then polling, to SIGKILL the stragglers.
+    const pid_t pid = ::waitpid(-1, &status, failure.empty() ? 0 : WNOHANG);
+    if (pid < 0 && errno == EINTR)
+      continue;
+    if (pid < 0)
+      break;
+    if (pid == 0) {
+      if (!killed && std::chrono::steady_clock::now() >= killAt) {
+        stopAll(SIGKILL);
+        killed = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    const auto it = std::find(pids.begin(), pids.end(), pid);
+    if (it == pids.end())
+      continue;
+    const int rank = int(it - pids.begin());
+    *it = -1;
+    --running;
+    const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (ok || !failure.empty())
+      continue;
+    failure = "rank " + std::to_string(rank) +
+              (WIFSIGNALED(status) ? " was killed by signal " + std::to_string(WTERMSIG(status))
+                                   : " exited with status " + std::to_string(WEXITSTATUS(status)));
+    // Stop the others: politely, then for good after 10 s.
+    stopAll(SIGTERM);
+    killAt = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (!failure.empty())
+    fail("data-parallel run of " + std::to_string(gpus) + " ranks failed: " + failure +
+         "; the other ranks were stopped (checkpoints rank 0 wrote before are intact)");
+  std::fflush(stdout);
+  std::exit(0);
+}
+
+void train(const TrainOptions &given) {
   std::string error;
+  TrainOptions o = given;
   // ---- options that need no file ----
   if (!o.data.empty() && !o.inputs.empty())
     fail("--data and --inputs exclude each other: --data draws input_ids and labels from a token "
@@ -555,6 +692,26 @@ void train(const TrainOptions &o) {
     fail("nothing would be saved: pass --out FILE, --save-dir DIR or both");
   if (o.saveDir.empty() && (o.saveEvery > 0 || o.keep > 0))
     fail("--save-every and --keep need --save-dir");
+  const bool parallel = o.worldSize > 0;
+  if (parallel != (o.rank >= 0) || parallel != !o.ncclId.empty())
+    fail("--rank, --world-size and --nccl-id go together (one rank of a data-parallel run; "
+         "--gpus N starts the ranks of one host itself)");
+  if (parallel && o.rank >= o.worldSize)
+    fail("--rank " + std::to_string(o.rank) + " is outside --world-size " +
+         std::to_string(o.worldSize));
+  if (parallel && o.data.empty())
+    fail("data-parallel training needs --data: every rank draws its shard of each batch from "
+         "the token file");
+  if (!(o.ncclTimeout > 0))
+    fail("--nccl-timeout must be positive");
+  // Only rank 0 writes metrics, checkpoints and --out.
+  const bool writer = !parallel || o.rank == 0;
+  if (!writer) {
+    o.metrics.clear();
+    o.out.clear();
+    o.saveDir.clear();
+    o.saveEvery = o.keep = 0;
+  }
 
   // ---- the checkpoint to resume from ----
   const bool resuming = !o.resume.empty();
@@ -668,6 +825,8 @@ void train(const TrainOptions &o) {
       fail(error);
     if (resuming && !loader->restore(ckpt.state.data->loader, error))
       fail(ckpt.dir + ": " + error);
+    if (parallel && !loader->shard(o.rank, o.worldSize, error))
+      fail(error);
   } else {
     inputs = openTensors(*b, name, plan.batch, o.inputs, "inputs");
   }
@@ -731,8 +890,27 @@ void train(const TrainOptions &o) {
     }
   }
 
-  // ---- the GPU ----
+  // ---- the GPU (and the other ranks) ----
   auto ex = openExecutor(*b, o.device);
+  std::unique_ptr<nccl::Communicator> comm;
+  if (parallel) {
+    const nccl::Library *lib = nccl::loadLibrary(error);
+    if (!lib)
+      fail(error);
+    nccl::UniqueId id;
+    if (!exchangeNcclId(*lib, o.ncclId, o.rank, o.ncclTimeout, id, error))
+      fail("rank " + std::to_string(o.rank) + ": " + error);
+    comm = nccl::Communicator::create(*lib, ex->context(), ex->stream(), o.rank, o.worldSize, id,
+                                      o.ncclTimeout, error);
+    if (!comm)
+      fail(error);
+    if (writer)
+      std::printf("data parallel: %d ranks (NCCL %s), rank 0 on %s; each rank takes %lld of "
+                  "the %lld sequences of every batch\n",
+                  o.worldSize, nccl::version(*lib).c_str(), ex->context().name().c_str(),
+                  static_cast<long long>(plan.tokens.batch),
+                  static_cast<long long>(plan.tokens.batch * o.worldSize));
+  }
   if (inputs)
     upload(*ex, plan.batch, inputs.get());
   upload(*ex, fromParams, params);
@@ -869,15 +1047,18 @@ void train(const TrainOptions &o) {
   // Gradient accumulation: micro-batches through <fn>_accumulate, then <fn>_apply.
   AccumulationPlan accPlan;
   std::unique_ptr<AccumulationLoop> accLoop;
-  if (o.batchAccum > 1) {
+  if (o.batchAccum > 1 || parallel) {
     if (!loader)
       fail("--batch-accum needs --data (micro-batches come from the token file)");
     if (!planAccumulation(*b, name, accPlan, error))
-      fail(error);
-    accLoop = std::make_unique<AccumulationLoop>(*ex, accPlan, *loader, o.batchAccum);
+      fail(error + (parallel ? "; data-parallel training sums the ranks' accumulated "
+                               "gradients between the two"
+                             : ""));
+    accLoop = std::make_unique<AccumulationLoop>(*ex, accPlan, *loader, o.batchAccum, comm.get());
     if (!accLoop->reset(error))
       fail(error);
-    std::printf("gradient accumulation: %lld micro-batches of %lld x %lld tokens per step "
+    if (o.batchAccum > 1 && writer)
+      std::printf("gradient accumulation: %lld micro-batches of %lld x %lld tokens per step "
                 "('%s', then '%s')\n",
                 static_cast<long long>(o.batchAccum), static_cast<long long>(plan.tokens.batch),
                 static_cast<long long>(plan.tokens.seqLen), accPlan.accumulate.c_str(),
@@ -1254,8 +1435,26 @@ int main(int argc, char **argv) {
                        "Print a progress line every K steps when stderr is not a terminal "
                        "(default: about 20 lines)")
       ->check(CLI::PositiveNumber);
-  trainCmd->add_option("--device", to.device, "CUDA device ordinal (default: 0)")
+  CLI::Option *trainDeviceOpt =
+      trainCmd->add_option("--device", to.device, "CUDA device ordinal (default: 0)")
+          ->check(CLI::NonNegativeNumber);
+  CLI::Option *gpusOpt =
+      trainCmd->add_option("--gpus", to.gpus,
+                           "Data-parallel training on GPUs 0..N-1 of this host: starts one rank "
+                           "per GPU, each taking its shard of every batch (needs --data and NCCL)")
+          ->check(CLI::PositiveNumber);
+  trainCmd->add_option("--rank", to.rank,
+                       "This process's rank in a data-parallel run started by hand (several "
+                       "hosts; with --world-size and --nccl-id)")
       ->check(CLI::NonNegativeNumber);
+  trainCmd->add_option("--world-size", to.worldSize, "Ranks of a data-parallel run")
+      ->check(CLI::PositiveNumber);
+  trainCmd->add_option("--nccl-id", to.ncclId,
+                       "File through which rank 0 hands the NCCL id to the other ranks (on a "
+                       "filesystem every rank sees; a fresh path per run)");
+  trainCmd->add_option("--nccl-timeout", to.ncclTimeout,
+                       "Seconds a collective may take before the run stops, naming the rank "
+                       "(default: 600)");
 
   EvalOptions eo;
   CLI::App *evalCmd = app.add_subcommand(
@@ -1323,6 +1522,29 @@ int main(int argc, char **argv) {
   to.dataFormatGiven = dataFormatOpt->count() > 0;
   to.vocabGiven = vocabOpt->count() > 0;
   try {
+    if (*trainCmd && *gpusOpt) {
+      if (*trainDeviceOpt)
+        fail("--gpus N runs on GPUs 0..N-1; --device does not apply");
+      if (to.rank >= 0 || to.worldSize > 0 || !to.ncclId.empty())
+        fail("--gpus starts the ranks itself; --rank, --world-size and --nccl-id are for runs "
+             "started by hand");
+      if (to.data.empty())
+        fail("--gpus needs --data: every rank draws its shard of each batch from the token "
+             "file");
+      // The same command for every rank, without --gpus.
+      std::vector<std::string> args;
+      for (int i = 0; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--gpus") {
+          ++i;
+          continue;
+        }
+        if (a.rfind("--gpus=", 0) == 0)
+          continue;
+        args.push_back(a);
+      }
+      launchRanks(to.gpus, args);
+    }
     if (*inspectCmd)
       inspect(inspectPath);
     else if (*trainCmd)

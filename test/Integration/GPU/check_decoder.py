@@ -35,6 +35,11 @@ weights and LoRA r = 8 on every linear layer. Runs on the GPU machine.
 9. GPTQ calibration on the GPU: the calibration graph of `qtune-quantize
    --emit-calibration` (every layer's 2·XᵀX / rows) run by `qtune-run forward`
    gives the Hessians the reference interpreter collects (2e-2 each).
+10. data-parallel training through NCCL: `qtune-run train --gpus 1` (one rank
+   of the data-parallel path: accumulate, NCCL all-reduce, apply) against
+   plain training on the same windows (losses 1e-2, adapters 2e-2); with two
+   or more GPUs also `--gpus 2` on the batch-2 bundle against plain training
+   of the batch-4 bundle (the same global batch), otherwise reported skipped.
 """
 import json
 import os
@@ -272,6 +277,36 @@ def main():
     check("layers", abs(len(got) - len(ref)), 0)
     worst = max((rel(got[k].float(), ref[k].float()), k) for k in ref)
     check("worst (%s)" % worst[1].replace("hessian.model.", ""), worst[0], 2e-2)
+    # 10. data parallel through NCCL
+    if not os.environ.get("QTUNE_NCCL_LIBRARY"):
+        try:  # PyTorch's NCCL wheel, where the system has no libnccl2
+            import nvidia.nccl
+            lib = os.path.join(list(nvidia.nccl.__path__)[0], "lib", "libnccl.so.2")
+            if os.path.exists(lib):
+                os.environ["QTUNE_NCCL_LIBRARY"] = lib
+        except ImportError:
+            pass
+    def train_curve(name, bnd, extra):
+        metrics = os.path.join(out, name + "_metrics.jsonl")
+        trained = os.path.join(out, name + "_trained.safetensors")
+        run([qrun, "train", os.path.join(d, bnd), "--data", os.path.join(d, "text.txt"),
+             "--params", params, "--no-shuffle", "--steps", "8", "--lr", "2e-3",
+             "--metrics", metrics, "--out", trained] + extra)
+        return [json.loads(l)["loss"] for l in open(metrics) if l.strip()], load_file(trained)
+    pairs = [("one rank (--gpus 1) against plain training, batch 2",
+              train_curve("dp1", "model.qtb", ["--gpus", "1"]),
+              train_curve("plain2", "model.qtb", []))]
+    if torch.cuda.device_count() >= 2:
+        pairs.append(("two ranks of batch 2 (--gpus 2) against plain training of batch 4",
+                      train_curve("dp2", "model.qtb", ["--gpus", "2"]), runs["big"]))
+    else:
+        print("data parallel on 2 GPUs: skipped (%d GPU visible)" % torch.cuda.device_count())
+    for what, (la, pa), (lb, pb) in pairs:
+        print("data parallel, %s (8 steps): losses %s vs %s"
+              % (what, ["%.4f" % v for v in la[:3]], ["%.4f" % v for v in lb[:3]]))
+        check("worst step loss", max(abs(x - y) / abs(y) for x, y in zip(la, lb)), 1e-2)
+        worst = max((rel(pa[k].float(), pb[k].float()), k) for k in pb if ".lora_" in k)
+        check("worst trained adapter (%s)" % worst[1].replace("model.", ""), worst[0], 2e-2)
     print("decoder check:", "ok" if ok else "FAILED")
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump({"ok": ok}, f)

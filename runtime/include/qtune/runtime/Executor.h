@@ -44,6 +44,10 @@ public:
 
   const cuda::Context &context() const { return *ctx_; }
   const Bundle &bundle() const { return bundle_; }
+  /// The stream every launch runs on.
+  cuda::CUstream stream() const { return stream_; }
+  /// Device address of the arena (every buffer lies at arena() + its offset).
+  cuda::CUdeviceptr arena() const { return arena_; }
   /// Device address of a buffer (arena base + offset).
   cuda::CUdeviceptr address(int buffer) const;
 

@@ -132,6 +132,14 @@ public:
 
   /// Fills `out` with the next batch and advances.
   void next(TokenBatch &out);
+  /// Data parallel: this loader is rank `rank` of `world`. Every rank draws
+  /// the same global batch of world * batch() windows (the windows a single
+  /// loader of that batch would draw) and next() returns this rank's rows
+  /// [rank * batch(), (rank + 1) * batch()); the state advances by the whole
+  /// global batch, so every rank's state (and a checkpoint of it) is the same.
+  bool shard(int rank, int world, std::string &error);
+  int rank() const { return rank_; }
+  int world() const { return world_; }
   /// The index of the next window, and advances by one.
   uint64_t nextWindow();
 
@@ -149,6 +157,7 @@ private:
 
   const TokenData &data_;
   int64_t batch_ = 0, seqLen_ = 0;
+  int rank_ = 0, world_ = 1;
   uint64_t windows_ = 0;
   LoaderState state_;
   uint64_t orderEpoch_ = UINT64_MAX; ///< epoch whose permutation order_ holds

@@ -23,6 +23,7 @@
 
 #include "qtune/runtime/Bundle.h"
 #include "qtune/runtime/Executor.h"
+#include "qtune/runtime/Nccl.h"
 #include "qtune/runtime/TokenData.h"
 
 #include <cstdint>
@@ -357,11 +358,17 @@ bool planAccumulation(const BundleSpec &spec, const std::string &trainEntry,
 /// number of micro-batches whose loss was finite. record.loss is their mean
 /// loss, NaN when none was finite (then nothing changed and the step counts
 /// as skipped); record.tokens counts every micro-batch.
+///
+/// Data parallel (`comm` given): every rank accumulates its own shard's
+/// micro-batches, then the ranks sum their accumulators (f32, in buckets, see
+/// gradientBuckets), their finite-loss counts, loss sums and token counts, and
+/// every rank applies the same mean gradient, so the parameters stay
+/// identical; record.loss and record.tokens are the whole world's.
 class AccumulationLoop {
 public:
   AccumulationLoop(Executor &ex, const AccumulationPlan &plan, BatchLoader &loader,
-                   int64_t micro)
-      : ex_(ex), plan_(plan), loader_(loader), micro_(micro) {}
+                   int64_t micro, nccl::Communicator *comm = nullptr)
+      : ex_(ex), plan_(plan), loader_(loader), micro_(micro), comm_(comm) {}
   /// Zeroes the accumulators (before the first step).
   bool reset(std::string &error);
   bool step(int64_t t, double lr, const TokenBatch &first, StepRecord &record,
@@ -372,7 +379,26 @@ private:
   const AccumulationPlan &plan_;
   BatchLoader &loader_;
   int64_t micro_;
+  nccl::Communicator *comm_;
 };
+
+/// Largest gradient bucket of data-parallel training.
+constexpr uint64_t kGradientBucketBytes = uint64_t(64) << 20;
+
+/// One all-reduce of data-parallel training: `count` f32 elements from arena
+/// byte `offset`.
+struct GradientBucket {
+  uint64_t offset = 0;
+  uint64_t count = 0;
+};
+
+/// The accumulators `ids` (f32 buffers) as buckets of at most `maxBytes`
+/// (a buffer larger than that is a bucket of its own): buffers that follow
+/// each other in the arena (only alignment padding between them, which the
+/// sum may overwrite: nothing reads it) share a bucket, so a model's many
+/// small adapter gradients cost a few collectives. In arena order.
+std::vector<GradientBucket> gradientBuckets(const BundleSpec &spec, const std::vector<int> &ids,
+                                            uint64_t maxBytes);
 
 } // namespace qtune::rt
 
