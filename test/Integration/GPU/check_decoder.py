@@ -39,7 +39,10 @@ weights and LoRA r = 8 on every linear layer. Runs on the GPU machine.
    of the data-parallel path: accumulate, NCCL all-reduce, apply) against
    plain training on the same windows (losses 1e-2, adapters 2e-2); with two
    or more GPUs also `--gpus 2` on the batch-2 bundle against plain training
-   of the batch-4 bundle (the same global batch), otherwise reported skipped.
+   of the batch-4 bundle (the same global batch), otherwise reported skipped;
+   a rank killed (SIGKILL) in the middle of a `--gpus 1` run stops it with an
+   error naming the rank within 30 s, and `--resume` continues from the last
+   checkpoint it wrote.
 """
 import json
 import os
@@ -307,6 +310,38 @@ def main():
         check("worst step loss", max(abs(x - y) / abs(y) for x, y in zip(la, lb)), 1e-2)
         worst = max((rel(pa[k].float(), pb[k].float()), k) for k in pb if ".lora_" in k)
         check("worst trained adapter (%s)" % worst[1].replace("model.", ""), worst[0], 2e-2)
+    # A rank that dies stops the run; its checkpoints stay usable.
+    import signal
+    import time
+    save = os.path.join(out, "dp_killed")
+    cmd = [qrun, "train", os.path.join(d, "model.qtb"), "--data", os.path.join(d, "text.txt"),
+           "--params", params, "--steps", "100000", "--lr", "1e-3", "--save-dir", save,
+           "--save-every", "20", "--keep", "2", "--gpus", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (
+            os.path.isdir(save) and any(n.startswith("checkpoint-") for n in os.listdir(save))):
+        time.sleep(0.2)
+    ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    killed_at = time.time()
+    for pid in ranks:
+        os.kill(int(pid), signal.SIGKILL)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    waited = time.time() - killed_at
+    print("killed rank 0 (pid %s) of a --gpus 1 run after its first checkpoint; qtune-run said: %s"
+          % (",".join(ranks), err.strip().splitlines()[-1] if err.strip() else "(nothing)"))
+    check("run stopped with an error (exit %s)" % proc.returncode, 0 if proc.returncode == 1 else 1, 0)
+    check("error names the killed rank", 0 if "rank 0 was killed by signal 9" in err else 1, 0)
+    check("seconds until the run stopped", waited, 30)
+    steps = [int(n.split("-", 1)[1]) for n in os.listdir(save)
+             if n.startswith("checkpoint-") and n.split("-", 1)[1].isdigit()]
+    run([qrun, "train", os.path.join(d, "model.qtb"), "--data", os.path.join(d, "text.txt"),
+         "--params", params, "--resume", save, "--steps", str(max(steps, default=0) + 3),
+         "--gpus", "1", "--out", os.path.join(out, "dp_resumed.safetensors")])
     print("decoder check:", "ok" if ok else "FAILED")
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump({"ok": ok}, f)
