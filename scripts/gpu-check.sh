@@ -23,6 +23,7 @@
 #   decoder  a tiny imported LLaMA (GQA, INT4 + LoRA): logits, loss and LoRA
 #            gradients against the interpreter and transformers + PEFT; 30 steps
 #   bench    bench/train_layer.py: forward+backward beside eager and torch.compile;
+#            bench/peqa_qft_layer.py: PEQA and QFT on the same layer, same peers;
 #            bench/decoder_train.py: a 7B-shaped decoder beside transformers + PEFT
 #            (QTUNE_SKIP=bench skips it)
 #   runtime  the runtime's unit tests (GPU cases: launches, OOM, bad launches)
@@ -174,6 +175,8 @@ step_decoder() {
 # torch.compile (bench/train_layer.py); not a pass/fail check of speed.
 step_bench() {
   "$python" bench/train_layer.py "$stage/bench/train_layer.qtb" "$stage/qtune-run" "$out/bench" &&
+    "$python" bench/peqa_qft_layer.py "$stage/bench/peqa_layer.qtb" "$stage/bench/qft_layer.qtb" \
+      "$stage/qtune-run" "$out/bench" &&
     "$python" bench/decoder_train.py "$stage/qtune-run" "$stage/bench/decoder" "$out/bench/decoder"
 }
 

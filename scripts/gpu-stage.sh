@@ -320,6 +320,16 @@ python3 bench/layer_model.py "$stage_abs/bench/train_layer.mlir" --loss --m 16,2
   -o "$stage_abs/bench/train_layer.grad.mlir"
 "$tools/qtune-compile" "$stage_abs/bench/train_layer.grad.mlir" -o "$stage_abs/bench/train_layer.qtb" \
   --target "$target"
+# PEQA (dx and the scale gradient) and QFT (one Lion int8 train step) on the same layer shape.
+python3 bench/layer_model.py "$stage_abs/bench/peqa_layer.mlir" --loss --m 16,2048,8192 --method peqa
+"$tools/qtune-opt" "$stage_abs/bench/peqa_layer.mlir" -qtune-autodiff \
+  -o "$stage_abs/bench/peqa_layer.grad.mlir"
+"$tools/qtune-compile" "$stage_abs/bench/peqa_layer.grad.mlir" -o "$stage_abs/bench/peqa_layer.qtb" \
+  --target "$target"
+python3 bench/layer_model.py "$stage_abs/bench/qft_layer.mlir" --loss --m 16,2048,8192 --method qft
+"$tools/qtune-compile" "$stage_abs/bench/qft_layer.mlir" --train \
+  --optimizer-options "optimizer=lion momentum=int8" -o "$stage_abs/bench/qft_layer.qtb" \
+  --target "$target"
 rm -f "$stage_abs/bench/"*.mlir
 
 say "decoder benchmark bundles (2 layers of LLaMA-7B shapes, seq 2048: LoRA, PEQA, QFT)"
