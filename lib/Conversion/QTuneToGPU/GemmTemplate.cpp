@@ -48,6 +48,11 @@ constexpr int64_t kSharedLimit = 227 * 1024; // sm_90 (sm_80: 163 KiB)
 bool xStagedKM(const GemmSpec &spec, const GemmSchedule &s) {
   return spec.transposeX && spec.xRowsAligned && !s.wgmma;
 }
+/// The wgmma path stages a transposed X with aligned rows MN-major (core
+/// matrices of 8 K rows × 8 consecutive M) and reads it transposed.
+bool xStagedMN(const GemmSpec &spec, const GemmSchedule &s) {
+  return spec.transposeX && spec.xRowsAligned && s.wgmma;
+}
 int64_t xsBytes(const GemmSpec &spec, const GemmSchedule &s) {
   if (s.wgmma)
     return s.stages * s.tileM / 8 * s.rowGroupBytes();
@@ -259,7 +264,7 @@ public:
   /// Consecutive threads take consecutive chunks of a row (coalesced; padded
   /// rows or the core-matrix strides keep their stores in distinct banks).
   void loadXTile(const Segment &seg, Value k0, Value stage) {
-    if (seg.transposed && xStagedKM(spec, s)) {
+    if (seg.transposed && (xStagedKM(spec, s) || xStagedMN(spec, s))) {
       loadXTileKM(seg, k0, stage);
       return;
     }
@@ -315,10 +320,12 @@ public:
       Value src = select(valid, add(mul(gk, m), gm), idx(0));
       Value count = select(valid, idx(8), idx(0));
       auto copy = [&] {
+        SmallVector<Value> dst{stage, r, mc};
+        if (s.wgmma)
+          dst = {add(mul(stage, idx(xStageElems())), mnMajorOffset(mc, r))};
         nvgpu::DeviceAsyncCopyOp::create(
-            b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), xs,
-            ValueRange{stage, r, mc}, seg.x, ValueRange{src},
-            b.getIndexAttr(8), count, /*bypassL1=*/UnitAttr());
+            b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), xs, dst, seg.x,
+            ValueRange{src}, b.getIndexAttr(8), count, /*bypassL1=*/UnitAttr());
       };
       if ((i + 1) * s.threads() <= chunks) {
         copy();
@@ -649,7 +656,8 @@ public:
   /// Issues the wgmma MMAs of one staged K tile (`ksteps` k16 steps) and
   /// commits them as one group; the caller waits for it. `mnMajorB`: the
   /// weight tile is MN-major (a weight stored K × N), read transposed.
-  Value wgmmaTile(Value acc, Value stage, int64_t ksteps, bool mnMajorB) {
+  Value wgmmaTile(Value acc, Value stage, int64_t ksteps, bool mnMajorB,
+                  bool mnMajorA = false) {
     NVVM::WgmmaFenceAlignedOp::create(b);
     Value warpgroup = div(tid, 128);
     Value xOff = add(mul(stage, idx(xStageElems() * 2)),
@@ -665,7 +673,8 @@ public:
           b, acc.getType(), acc, descA, descB, shape, NVVM::WGMMATypes::bf16,
           NVVM::WGMMATypes::bf16, NVVM::WGMMATypes::f32,
           NVVM::WGMMAScaleOut::one, NVVM::WGMMAScaleIn::one,
-          NVVM::WGMMAScaleIn::one, NVVM::MMALayout::row,
+          NVVM::WGMMAScaleIn::one,
+          mnMajorA ? NVVM::MMALayout::col : NVVM::MMALayout::row,
           mnMajorB ? NVVM::MMALayout::row : NVVM::MMALayout::col,
           /*satfinite=*/nullptr);
     }
@@ -726,7 +735,8 @@ public:
                                          NVVM::SharedSpace::shared_cta));
           gpu::BarrierOp::create(b);
           Value out = wgmmaTile(iter[0], rem(kt, stages), ksteps,
-                                seg.weightTransposed);
+                                seg.weightTransposed,
+                                seg.transposed && xStagedMN(spec, s));
           // Past the last tile the loads are clamped (and masked or unread).
           Value ahead = add(kt, idx(stages - 1));
           loadXTile(seg, mul(ahead, idx(s.tileK)), rem(ahead, stages));

@@ -466,3 +466,17 @@ func.func @lm_head_grad(%h: tensor<2048x64xbf16>, %w: tensor<32000x64xbf16>, %la
   %dh = qtune.linear_t %dl, %w : tensor<2048x32000xbf16>, tensor<32000x64xbf16> -> tensor<2048x64xbf16>
   return %l, %dh : tensor<f32>, tensor<2048x64xbf16>
 }
+
+// -----
+
+// A weight gradient of training size on sm_90a runs on the wgmma template:
+// gᵀ (M = 1024, rows 16-byte aligned) is staged MN-major by async copies into
+// the flat core-matrix stages and read transposed (A col), as is x (B row).
+// CHECK-LABEL: func.func @weight_grad_wgmma
+// CHECK: gpu.func @qtune_gemm_0(
+// CHECK: nvgpu.device_async_copy %arg0[%{{.*}}], %{{.*}}[%{{.*}}], 8, %{{.*}} : memref<?xbf16> to memref<{{[0-9]+}}xbf16, #gpu.address_space<workgroup>>
+// CHECK: nvvm.wgmma.mma_async {{.*}} A[<bf16>, <one>, <col>], B[<bf16>, <one>, <row>]
+func.func @weight_grad_wgmma(%g: tensor<2048x1024xbf16>, %x: tensor<2048x256xbf16>) -> tensor<1024x256xbf16> {
+  %dw = qtune.weight_grad %g, %x : tensor<2048x1024xbf16>, tensor<2048x256xbf16> -> tensor<1024x256xbf16>
+  return %dw : tensor<1024x256xbf16>
+}
