@@ -145,10 +145,6 @@ gpu::GPUFuncOp buildPerElementKernel(
 }
 
 Value blockReduce(ImplicitLocOpBuilder &b, Value v, bool max, Value scratch) {
-  auto combine = [&](Value x, Value y) -> Value {
-    return max ? Value(arith::MaximumFOp::create(b, x, y))
-               : Value(arith::AddFOp::create(b, x, y));
-  };
   auto warpReduce = [&](Value x) { return kernel::warpReduce(b, x, max); };
   Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
   Value c32 = arith::ConstantIndexOp::create(b, 32);
