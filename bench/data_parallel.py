@@ -28,6 +28,8 @@ here = os.path.dirname(os.path.abspath(__file__))
 
 
 def nccl_library():
+    """Points QTUNE_NCCL_LIBRARY at PyTorch's NCCL wheel where it is unset and
+    the wheel is installed (machines without a system libnccl2)."""
     if os.environ.get("QTUNE_NCCL_LIBRARY"):
         return
     try:  # PyTorch's NCCL wheel, where the system has no libnccl2

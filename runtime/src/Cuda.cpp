@@ -1,10 +1,10 @@
 //===- Cuda.cpp - CUDA driver API loaded at run time ------------------------===//
 
 #include "qtune/runtime/Cuda.h"
+#include "qtune/runtime/DynamicLibrary.h"
 
 #include <cstdio>
 #include <mutex>
-#include <type_traits>
 
 #include <dlfcn.h>
 
@@ -16,50 +16,43 @@ const char *const kLibrary = "libcuda.so.1";
 
 /// Resolves every entry point; the first missing one is reported.
 bool resolve(void *lib, Driver &d, std::string &missing) {
-  bool ok = true;
-  auto get = [&](auto &fn, const char *symbol) {
-    void *p = ::dlsym(lib, symbol);
-    if (!p && ok) {
-      missing = symbol;
-      ok = false;
-    }
-    fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(p);
-  };
-  get(d.cuInit, "cuInit");
-  get(d.cuGetErrorName, "cuGetErrorName");
-  get(d.cuGetErrorString, "cuGetErrorString");
-  get(d.cuDeviceGetCount, "cuDeviceGetCount");
-  get(d.cuDeviceGet, "cuDeviceGet");
-  get(d.cuDeviceGetName, "cuDeviceGetName");
-  get(d.cuDeviceGetAttribute, "cuDeviceGetAttribute");
-  get(d.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
-  get(d.cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2");
-  get(d.cuCtxSetCurrent, "cuCtxSetCurrent");
-  get(d.cuCtxSynchronize, "cuCtxSynchronize");
-  get(d.cuMemGetInfo, "cuMemGetInfo_v2");
-  get(d.cuMemAlloc, "cuMemAlloc_v2");
-  get(d.cuMemFree, "cuMemFree_v2");
-  get(d.cuMemcpyHtoD, "cuMemcpyHtoD_v2");
-  get(d.cuMemcpyDtoH, "cuMemcpyDtoH_v2");
-  get(d.cuMemsetD8, "cuMemsetD8_v2");
-  get(d.cuModuleLoadData, "cuModuleLoadData");
-  get(d.cuModuleLoadDataEx, "cuModuleLoadDataEx");
-  get(d.cuModuleUnload, "cuModuleUnload");
-  get(d.cuModuleGetFunction, "cuModuleGetFunction");
-  get(d.cuFuncSetAttribute, "cuFuncSetAttribute");
-  get(d.cuLaunchKernel, "cuLaunchKernel");
-  get(d.cuStreamCreate, "cuStreamCreate");
-  get(d.cuStreamDestroy, "cuStreamDestroy_v2");
-  get(d.cuStreamSynchronize, "cuStreamSynchronize");
-  get(d.cuStreamQuery, "cuStreamQuery");
-  get(d.cuEventCreate, "cuEventCreate");
-  get(d.cuEventRecord, "cuEventRecord");
-  get(d.cuEventSynchronize, "cuEventSynchronize");
-  get(d.cuEventElapsedTime, "cuEventElapsedTime");
-  get(d.cuEventDestroy, "cuEventDestroy_v2");
+  SymbolResolver r(lib);
+  r.get(d.cuInit, "cuInit");
+  r.get(d.cuGetErrorName, "cuGetErrorName");
+  r.get(d.cuGetErrorString, "cuGetErrorString");
+  r.get(d.cuDeviceGetCount, "cuDeviceGetCount");
+  r.get(d.cuDeviceGet, "cuDeviceGet");
+  r.get(d.cuDeviceGetName, "cuDeviceGetName");
+  r.get(d.cuDeviceGetAttribute, "cuDeviceGetAttribute");
+  r.get(d.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
+  r.get(d.cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2");
+  r.get(d.cuCtxSetCurrent, "cuCtxSetCurrent");
+  r.get(d.cuCtxSynchronize, "cuCtxSynchronize");
+  r.get(d.cuMemGetInfo, "cuMemGetInfo_v2");
+  r.get(d.cuMemAlloc, "cuMemAlloc_v2");
+  r.get(d.cuMemFree, "cuMemFree_v2");
+  r.get(d.cuMemcpyHtoD, "cuMemcpyHtoD_v2");
+  r.get(d.cuMemcpyDtoH, "cuMemcpyDtoH_v2");
+  r.get(d.cuMemsetD8, "cuMemsetD8_v2");
+  r.get(d.cuModuleLoadData, "cuModuleLoadData");
+  r.get(d.cuModuleLoadDataEx, "cuModuleLoadDataEx");
+  r.get(d.cuModuleUnload, "cuModuleUnload");
+  r.get(d.cuModuleGetFunction, "cuModuleGetFunction");
+  r.get(d.cuFuncSetAttribute, "cuFuncSetAttribute");
+  r.get(d.cuLaunchKernel, "cuLaunchKernel");
+  r.get(d.cuStreamCreate, "cuStreamCreate");
+  r.get(d.cuStreamDestroy, "cuStreamDestroy_v2");
+  r.get(d.cuStreamSynchronize, "cuStreamSynchronize");
+  r.get(d.cuStreamQuery, "cuStreamQuery");
+  r.get(d.cuEventCreate, "cuEventCreate");
+  r.get(d.cuEventRecord, "cuEventRecord");
+  r.get(d.cuEventSynchronize, "cuEventSynchronize");
+  r.get(d.cuEventElapsedTime, "cuEventElapsedTime");
+  r.get(d.cuEventDestroy, "cuEventDestroy_v2");
   d.cuFuncGetParamInfo = reinterpret_cast<decltype(d.cuFuncGetParamInfo)>(
       ::dlsym(lib, "cuFuncGetParamInfo")); // optional
-  return ok;
+  missing = r.missing();
+  return r.ok();
 }
 
 } // namespace

@@ -1,12 +1,12 @@
 //===- Nccl.cpp - data-parallel collectives through NCCL --------------------===//
 
 #include "qtune/runtime/Nccl.h"
+#include "qtune/runtime/DynamicLibrary.h"
 
 #include <chrono>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
-#include <type_traits>
 
 #include <dlfcn.h>
 
@@ -56,26 +56,19 @@ struct Library {
 
 namespace {
 bool resolve(void *lib, Library &l, std::string &missing) {
-  bool ok = true;
-  auto get = [&](auto &fn, const char *symbol) {
-    void *p = ::dlsym(lib, symbol);
-    if (!p && ok) {
-      missing = symbol;
-      ok = false;
-    }
-    fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(p);
-  };
-  get(l.ncclGetVersion, "ncclGetVersion");
-  get(l.ncclGetUniqueId, "ncclGetUniqueId");
-  get(l.ncclCommInitRank, "ncclCommInitRank");
-  get(l.ncclCommDestroy, "ncclCommDestroy");
-  get(l.ncclCommAbort, "ncclCommAbort");
-  get(l.ncclCommGetAsyncError, "ncclCommGetAsyncError");
-  get(l.ncclGetErrorString, "ncclGetErrorString");
-  get(l.ncclAllReduce, "ncclAllReduce");
-  get(l.ncclGroupStart, "ncclGroupStart");
-  get(l.ncclGroupEnd, "ncclGroupEnd");
-  return ok;
+  SymbolResolver r(lib);
+  r.get(l.ncclGetVersion, "ncclGetVersion");
+  r.get(l.ncclGetUniqueId, "ncclGetUniqueId");
+  r.get(l.ncclCommInitRank, "ncclCommInitRank");
+  r.get(l.ncclCommDestroy, "ncclCommDestroy");
+  r.get(l.ncclCommAbort, "ncclCommAbort");
+  r.get(l.ncclCommGetAsyncError, "ncclCommGetAsyncError");
+  r.get(l.ncclGetErrorString, "ncclGetErrorString");
+  r.get(l.ncclAllReduce, "ncclAllReduce");
+  r.get(l.ncclGroupStart, "ncclGroupStart");
+  r.get(l.ncclGroupEnd, "ncclGroupEnd");
+  missing = r.missing();
+  return r.ok();
 }
 } // namespace
 
@@ -168,7 +161,6 @@ std::unique_ptr<Communicator> Communicator::create(const Library &lib, const cud
   c->driver_ = &ctx.driver();
   c->stream_ = stream;
   c->rank_ = rank;
-  c->world_ = world;
   c->timeout_ = timeoutSeconds;
   if (!c->driver_->check(c->driver_->cuMemAlloc(&c->scratch_, kScratchValues * sizeof(double)),
                          "cuMemAlloc(NCCL scratch)", error))

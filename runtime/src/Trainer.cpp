@@ -692,6 +692,19 @@ bool planAccumulation(const BundleSpec &spec, const std::string &trainEntry,
   return true;
 }
 
+AccumulationLoop::AccumulationLoop(Executor &ex, const AccumulationPlan &plan,
+                                   BatchLoader &loader, int64_t micro,
+                                   nccl::Communicator *comm)
+    : ex_(ex), plan_(plan), loader_(loader), micro_(micro), comm_(comm) {
+  if (!comm_)
+    return;
+  for (const GradientBucket &bucket :
+       gradientBuckets(ex_.bundle(), plan_.accumulators, kGradientBucketBytes)) {
+    bucketAddresses_.push_back(ex_.arena() + bucket.offset);
+    bucketCounts_.push_back(bucket.count);
+  }
+}
+
 bool AccumulationLoop::reset(std::string &error) {
   for (int id : plan_.accumulators)
     if (!ex_.fill(id, 0, error))
@@ -734,14 +747,7 @@ bool AccumulationLoop::step(int64_t t, double lr, const TokenBatch &first, StepR
     finite = static_cast<int64_t>(totals[1]);
     record.tokens = static_cast<int64_t>(totals[2]);
     if (finite) {
-      std::vector<cuda::CUdeviceptr> addresses;
-      std::vector<size_t> counts;
-      for (const GradientBucket &bucket :
-           gradientBuckets(ex_.bundle(), plan_.accumulators, kGradientBucketBytes)) {
-        addresses.push_back(ex_.arena() + bucket.offset);
-        counts.push_back(bucket.count);
-      }
-      if (!comm_->allReduceSumF32(addresses, counts, error)) {
+      if (!comm_->allReduceSumF32(bucketAddresses_, bucketCounts_, error)) {
         error = "step " + std::to_string(t) + ": " + error;
         return false;
       }

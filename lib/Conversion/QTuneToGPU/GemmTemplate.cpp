@@ -265,7 +265,7 @@ public:
   /// rows or the core-matrix strides keep their stores in distinct banks).
   void loadXTile(const Segment &seg, Value k0, Value stage) {
     if (seg.transposed && (xStagedKM(spec, s) || xStagedMN(spec, s))) {
-      loadXTileKM(seg, k0, stage);
+      loadXTileTransposed(seg, k0, stage);
       return;
     }
     int64_t chunksPerRow = s.tileK / 8;
@@ -303,11 +303,12 @@ public:
     NVVM::CpAsyncCommitGroupOp::create(b);
   }
 
-  /// A transposed X (stored [kSeg × M], M a multiple of 8) staged [k][m]:
-  /// 16-byte cp.async chunks of 8 consecutive m of one stored row, consecutive
-  /// threads on consecutive chunks. A chunk past M is zero-filled (M is a
+  /// A transposed X (stored [kSeg × M], M a multiple of 8): 16-byte cp.async
+  /// chunks of 8 consecutive m of one stored row, consecutive threads on
+  /// consecutive chunks, into a [k][m] stage (warp-level path) or MN-major
+  /// core matrices (wgmma path). A chunk past M is zero-filled (M is a
   /// multiple of 8, so a chunk is all in or all out).
-  void loadXTileKM(const Segment &seg, Value k0, Value stage) {
+  void loadXTileTransposed(const Segment &seg, Value k0, Value stage) {
     int64_t chunksPerRow = s.tileM / 8;
     int64_t chunks = s.tileK * chunksPerRow;
     Value kSeg = idx(seg.kSeg);

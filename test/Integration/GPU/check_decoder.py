@@ -56,6 +56,8 @@ from safetensors.torch import load_file
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, here)
 from check_peft import dequant_uniform4  # noqa: E402
+sys.path.insert(0, os.path.join(here, "..", "..", "..", "bench"))
+from data_parallel import nccl_library  # noqa: E402
 
 GROUP, RANK, ALPHA = 64, 8, 16.0
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -281,14 +283,7 @@ def main():
     worst = max((rel(got[k].float(), ref[k].float()), k) for k in ref)
     check("worst (%s)" % worst[1].replace("hessian.model.", ""), worst[0], 2e-2)
     # 10. data parallel through NCCL
-    if not os.environ.get("QTUNE_NCCL_LIBRARY"):
-        try:  # PyTorch's NCCL wheel, where the system has no libnccl2
-            import nvidia.nccl
-            lib = os.path.join(list(nvidia.nccl.__path__)[0], "lib", "libnccl.so.2")
-            if os.path.exists(lib):
-                os.environ["QTUNE_NCCL_LIBRARY"] = lib
-        except ImportError:
-            pass
+    nccl_library()
     def train_curve(name, bnd, extra):
         metrics = os.path.join(out, name + "_metrics.jsonl")
         trained = os.path.join(out, name + "_trained.safetensors")

@@ -54,9 +54,6 @@ public:
   Communicator(const Communicator &) = delete;
   Communicator &operator=(const Communicator &) = delete;
 
-  int rank() const { return rank_; }
-  int world() const { return world_; }
-
   /// In-place sums over the ranks of f32 device buffers (`counts[i]`
   /// elements at `buffers[i]`), issued as one group (NCCL fuses them), then
   /// waited for.
@@ -77,7 +74,7 @@ private:
   cuda::CUstream stream_ = nullptr;
   void *comm_ = nullptr;
   bool aborted_ = false;
-  int rank_ = 0, world_ = 1;
+  int rank_ = 0;
   double timeout_ = 0;
   cuda::CUdeviceptr scratch_ = 0; ///< host sums (kScratchValues f64)
 };

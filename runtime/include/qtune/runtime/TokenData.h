@@ -138,8 +138,6 @@ public:
   /// [rank * batch(), (rank + 1) * batch()); the state advances by the whole
   /// global batch, so every rank's state (and a checkpoint of it) is the same.
   bool shard(int rank, int world, std::string &error);
-  int rank() const { return rank_; }
-  int world() const { return world_; }
   /// The index of the next window, and advances by one.
   uint64_t nextWindow();
 

@@ -366,9 +366,9 @@ bool planAccumulation(const BundleSpec &spec, const std::string &trainEntry,
 /// identical; record.loss and record.tokens are the whole world's.
 class AccumulationLoop {
 public:
+  /// With `comm`, plans the gradient buckets once (see gradientBuckets).
   AccumulationLoop(Executor &ex, const AccumulationPlan &plan, BatchLoader &loader,
-                   int64_t micro, nccl::Communicator *comm = nullptr)
-      : ex_(ex), plan_(plan), loader_(loader), micro_(micro), comm_(comm) {}
+                   int64_t micro, nccl::Communicator *comm = nullptr);
   /// Zeroes the accumulators (before the first step).
   bool reset(std::string &error);
   bool step(int64_t t, double lr, const TokenBatch &first, StepRecord &record,
@@ -380,6 +380,10 @@ private:
   BatchLoader &loader_;
   int64_t micro_;
   nccl::Communicator *comm_;
+  /// Data parallel: the accumulators' all-reduce buckets (device address,
+  /// f32 count).
+  std::vector<cuda::CUdeviceptr> bucketAddresses_;
+  std::vector<size_t> bucketCounts_;
 };
 
 /// Largest gradient bucket of data-parallel training.
