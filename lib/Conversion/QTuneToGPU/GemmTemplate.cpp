@@ -463,6 +463,34 @@ public:
       Value rowc = arith::MinUIOp::create(b, row, idx(rows - 1));
       Value col0c =
           wholeRuns ? Value(arith::MinUIOp::create(b, col0, idx(cols - run))) : col0;
+      auto bf16x8 = VectorType::get({run}, b.getBF16Type());
+      Value offset = t ? mnMajorOffset(cc0, r) : coreOffset(r, cc0);
+      if (!seg.format && wholeRuns) {
+        // A dense run is 16 aligned bytes (rows hold whole runs; buffers
+        // start 16-byte aligned): one vector load, no conversion.
+        Value vec;
+        if (log.mode == LoadLog::Replay) {
+          vec = log.values[log.next++];
+        } else {
+          vec = vector::LoadOp::create(
+              b, bf16x8, seg.weight[0],
+              ValueRange{add(mul(rowc, colsV), col0c)},
+              /*nontemporal=*/false, llvm::MaybeAlign(16));
+          if (log.mode == LoadLog::Record) {
+            log.values.push_back(vec);
+            continue;
+          }
+        }
+        if (!wholeTiles) {
+          Value zeros = arith::ConstantOp::create(
+              b, DenseElementsAttr::get(bf16x8, b.getZeroAttr(b.getBF16Type())));
+          vec = select(both(rowValid, lt(col0, colsV)), vec, zeros);
+        }
+        vector::StoreOp::create(
+            b, vec, ws, ValueRange{add(mul(stage, idx(wStageElems())), offset)},
+            /*nontemporal=*/false, llvm::MaybeAlign(16));
+        continue;
+      }
       SmallVector<Value> values;
       for (int64_t e = 0; e < run; ++e) {
         Value col = add(col0, idx(e));
@@ -477,10 +505,8 @@ public:
       if (log.mode == LoadLog::Record)
         continue;
       auto f32x8 = VectorType::get({run}, b.getF32Type());
-      auto bf16x8 = VectorType::get({run}, b.getBF16Type());
       Value vec = arith::TruncFOp::create(
           b, bf16x8, vector::FromElementsOp::create(b, f32x8, values));
-      Value offset = t ? mnMajorOffset(cc0, r) : coreOffset(r, cc0);
       vector::StoreOp::create(
           b, vec, ws, ValueRange{add(mul(stage, idx(wStageElems())), offset)},
           /*nontemporal=*/false, llvm::MaybeAlign(16));
@@ -831,32 +857,37 @@ public:
       return add(mul(row, idx(k / block)), div(colBase, block));
     };
     Value outScale = cf(spec.outputScale);
-    SmallVector<Value> mNew(acc.size()), dir(acc.size());
     auto at = [&](int64_t i, int64_t j, int64_t h, int64_t e) {
       return (i * fragsN() + j) * 4 + h * 2 + e;
     };
+    // The old momentum scale of each of the thread's rows, read before the
+    // barrier (after it the block's leader overwrites it).
+    SmallVector<Value> oldScales;
     for (int64_t i = 0; i < fragsM(); ++i)
-      for (int64_t h = 0; h < 2; ++h) {
-        Value row = add(rowBase, localRow(i, h));
-        Value oldScale = memref::LoadOp::create(b, msBuf, blockOf(row));
-        for (int64_t j = 0; j < fragsN(); ++j)
-          for (int64_t e = 0; e < 2; ++e) {
-            Value dw = fmul(acc[at(i, j, h, e)], outScale);
-            Value code = memref::LoadOp::create(
-                b, mBuf, add(mul(row, idx(k)), colOf(j, e)));
-            Value m = fmul(arith::SIToFPOp::create(b, f32, code), oldScale);
-            mNew[at(i, j, h, e)] = mix(spec.qftBeta2, m, dw);
-            dir[at(i, j, h, e)] = mix(spec.qftBeta1, m, dw);
-          }
-      }
+      for (int64_t h = 0; h < 2; ++h)
+        oldScales.push_back(memref::LoadOp::create(
+            b, msBuf, blockOf(add(rowBase, localRow(i, h)))));
+    // The new momentum and the update direction of one element, from its
+    // dW and its old momentum. Computed once for the row maxima and again
+    // for the update, so that no per-element array stays live across the
+    // barrier (a 64 × 256 wgmma tile holds 128 accumulators a thread).
+    auto momentum = [&](int64_t i, int64_t j, int64_t h, int64_t e,
+                        Value row) -> std::pair<Value, Value> {
+      Value dw = fmul(acc[at(i, j, h, e)], outScale);
+      Value code = memref::LoadOp::create(
+          b, mBuf, add(mul(row, idx(k)), colOf(j, e)));
+      Value m = fmul(arith::SIToFPOp::create(b, f32, code), oldScales[i * 2 + h]);
+      return {mix(spec.qftBeta2, m, dw), mix(spec.qftBeta1, m, dw)};
+    };
     // Row absmax of the new momentum over the tile's columns (one block):
     // within the thread, the quad, then the warps of the row via shared memory.
     for (int64_t i = 0; i < fragsM(); ++i)
       for (int64_t h = 0; h < 2; ++h) {
+        Value row = add(rowBase, localRow(i, h));
         Value local = cf(0);
         for (int64_t j = 0; j < fragsN(); ++j)
           for (int64_t e = 0; e < 2; ++e) {
-            Value v = mNew[at(i, j, h, e)];
+            Value v = momentum(i, j, h, e, row).first;
             local = fmax(local, fmax(v, arith::NegFOp::create(b, v)));
           }
         local = fmax(local, shuffleXor(local, 1));
@@ -897,9 +928,9 @@ public:
           Value half;
           for (int64_t e = 0; e < 2; ++e) {
             Value col = colOf(j, e), flat = add(mul(row, idx(k)), col);
+            auto [mNew, d] = momentum(i, j, h, e, row);
             // Momentum: requantized with the block's new scale.
-            Value q = roundEvenF32(
-                b, arith::DivFOp::create(b, mNew[at(i, j, h, e)], divisor));
+            Value q = roundEvenF32(b, arith::DivFOp::create(b, mNew, divisor));
             q = select(positive, q, cf(0));
             memref::StoreOp::create(
                 b, arith::FPToSIOp::create(b, b.getI8Type(), q), mBuf, flat);
@@ -918,7 +949,6 @@ public:
               z = extToF32(z);
             Value w = fmul(sc, arith::SubFOp::create(
                                    b, arith::UIToFPOp::create(b, f32, byte), z));
-            Value d = dir[at(i, j, h, e)];
             Value sign = select(
                 arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, d, cf(0)), cf(1),
                 select(arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, d, cf(0)),
@@ -1068,10 +1098,12 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), builder.getUnitAttr());
   func.setKnownBlockSizeAttr(
       builder.getDenseI32ArrayAttr({int32_t(schedule.threads()), 1, 1}));
+
   // wgmma: two blocks per SM (their shared stages fit), so one block's
   // barrier and dequantization overlap the other's MMAs; ptxas keeps the
-  // registers to 128 per thread for it.
-  if (schedule.wgmma && schedule.threads() <= 256)
+  // registers to 128 per thread for it. Not for 256-column tiles (QFT), whose
+  // 128 accumulators a thread need more.
+  if (schedule.wgmma && schedule.threads() <= 256 && schedule.tileN <= 128)
     func->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
                   builder.getI32IntegerAttr(2));
 

@@ -1215,8 +1215,20 @@ LogicalResult Lowering::lowerQftLion(OpBuilder &b, QftLionOp op) {
   auto g = op.getGrad().getType(), x = op.getInput().getType();
   int64_t n = g.getShape().back(), k = x.getShape().back();
   int64_t block = op.getBlock();
-  // One momentum block per tile row: tileN = block; whole tiles only.
+  // One momentum block per tile row: tileN = block; whole tiles only. On
+  // sm_90a, for training-sized token counts, two warpgroups of wgmma
+  // m64n{block}k16 (128 rows; 4096² INT8 layer on an H100: 1957 against
+  // 3102 us at 8192 tokens, 725 against 888 at 2048), else warp-level tiles
+  // (more blocks for the update-bound step of few tokens: 190 against 283 us
+  // at 16).
+  int64_t tokens = g.getNumElements() / n;
   GemmSchedule schedule{block <= 128 ? 64 : 32, block, 32, 2, 2};
+  if (options.wgmma && tokens >= 512 && block % 16 == 0 && block <= 256 &&
+      n % 128 == 0) {
+    schedule = GemmSchedule{128, block, 64, 8, 1};
+    schedule.wgmma = true;
+    schedule.stages = 3;
+  }
   if (n % schedule.tileM != 0 || k % block != 0 || block % 16 != 0)
     return op.emitError() << "qtune-lower-to-gpu: the fused QFT step needs "
                              "N a multiple of "
@@ -1228,7 +1240,7 @@ LogicalResult Lowering::lowerQftLion(OpBuilder &b, QftLionOp op) {
                           << " gives no valid QFT tile: " << *why;
   GemmSpec spec;
   spec.n = k;
-  spec.k = g.getNumElements() / n;
+  spec.k = tokens;
   spec.outputScale = op.getScale().convertToDouble();
   spec.transposeX = true;
   spec.transposeW = true;

@@ -326,6 +326,35 @@ func.func @qft(%g: tensor<4x64xbf16>, %x: tensor<4x128xbf16>, %c: tensor<64x32xi
 
 // -----
 
+// QFT over a training-sized token count (512) on sm_90a: the dW GEMM runs on
+// two warpgroups of wgmma m64n256k16 (tileN = block = 256; gᵀ and x both
+// staged MN-major and read transposed) over three stages in dynamic shared
+// memory (X 128 and W 256 rows of core matrices a stage, then the row maxima:
+// 3 × 384 / 8 × 1168 + 512 bytes), one block per SM (no minctasm: 128
+// accumulators a thread), and the same fused Lion epilogue. Without wgmma:
+// the warp-level 32 × 256 tile.
+// CHECK-LABEL: func.func @qft_wgmma(
+// CHECK: gpu.launch_func @qtune_kernels::@[[QFT:qtune_gemm_[0-9]+]] blocks in (%c1{{.*}}, %c1{{.*}}, %c1{{.*}}) threads in (%c256{{.*}}) dynamic_shared_memory_size %c168704_i32
+// CHECK: gpu.func @[[QFT]]({{.*}}) kernel attributes {known_block_size = array<i32: 256, 1, 1>}
+// CHECK: memref.view {{.*}} to memref<128x1xf32, #gpu.address_space<workgroup>>
+// CHECK-COUNT-4: nvvm.wgmma.mma_async {{.*}} <m = 64, n = 256, k = 16>, D[<f32>, <one>], A[<bf16>, <one>, <col>], B[<bf16>, <one>, <row>]
+// CHECK: gpu.barrier
+// CHECK: arith.fptosi {{.*}} : f32 to i8
+// SYNC-LABEL: func.func @qft_wgmma(
+// SYNC: gpu.launch_func {{.*}} blocks in (%c1{{.*}}, %c4{{.*}}, %c1{{.*}}) threads in (%c128
+// SYNC-NOT: wgmma
+func.func @qft_wgmma(%g: tensor<512x128xbf16>, %x: tensor<512x256xbf16>, %c: tensor<128x64xi32> {qtune.role = #qtune.role<trainable>},
+                     %s: tensor<128x2xbf16>, %m: tensor<128x256xi8>, %ms: tensor<128xf32>, %lr: tensor<f32>)
+    -> (tensor<128x64xi32> {qtune.updates = 2 : i64}, tensor<128x256xi8> {qtune.updates = 4 : i64}, tensor<128xf32> {qtune.updates = 5 : i64}) {
+  %nc, %nm, %ns = qtune.qft_lion %g, %x, %c, params(%s : tensor<128x2xbf16>), %m, %ms, %lr
+      {format = #qtune.uniform<bits = 8, symmetric = true, group = 128>, block = 256 : i64}
+      : tensor<512x128xbf16>, tensor<512x256xbf16>, tensor<128x64xi32>, tensor<128x256xi8>, tensor<128xf32>, tensor<f32>
+      -> tensor<128x64xi32>, tensor<128x256xi8>, tensor<128xf32>
+  return %nc, %nm, %ns : tensor<128x64xi32>, tensor<128x256xi8>, tensor<128xf32>
+}
+
+// -----
+
 // The fused QFT step needs whole tiles.
 func.func @qft_ragged(%g: tensor<4x40xbf16>, %x: tensor<4x128xbf16>, %c: tensor<40x32xi32>,
                       %s: tensor<40x1xbf16>, %m: tensor<40x128xi8>, %ms: tensor<80xf32>, %lr: tensor<f32>)
@@ -471,10 +500,13 @@ func.func @lm_head_grad(%h: tensor<2048x64xbf16>, %w: tensor<32000x64xbf16>, %la
 
 // A weight gradient of training size on sm_90a runs on the wgmma template:
 // gᵀ (M = 1024, rows 16-byte aligned) is staged MN-major by async copies into
-// the flat core-matrix stages and read transposed (A col), as is x (B row).
+// the flat core-matrix stages and read transposed (A col), as is x (B row),
+// whose runs of 8 dense weights are single 16-byte loads and stores.
 // CHECK-LABEL: func.func @weight_grad_wgmma
 // CHECK: gpu.func @qtune_gemm_0(
 // CHECK: nvgpu.device_async_copy %arg0[%{{.*}}], %{{.*}}[%{{.*}}], 8, %{{.*}} : memref<?xbf16> to memref<{{[0-9]+}}xbf16, #gpu.address_space<workgroup>>
+// CHECK: vector.load %arg1[%{{.*}}] {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
+// CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<{{[0-9]+}}xbf16, #gpu.address_space<workgroup>>, vector<8xbf16>
 // CHECK: nvvm.wgmma.mma_async {{.*}} A[<bf16>, <one>, <col>], B[<bf16>, <one>, <row>]
 func.func @weight_grad_wgmma(%g: tensor<2048x1024xbf16>, %x: tensor<2048x256xbf16>) -> tensor<1024x256xbf16> {
   %dw = qtune.weight_grad %g, %x : tensor<2048x1024xbf16>, tensor<2048x256xbf16> -> tensor<1024x256xbf16>
