@@ -4,7 +4,9 @@
 #include "qtune/runtime/DynamicLibrary.h"
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -41,10 +43,16 @@ struct Library {
                                 cuda::CUstream);
   ncclResult_t (*ncclGroupStart)();
   ncclResult_t (*ncclGroupEnd)();
+  /// NCCL >= 2.13 only (nullptr before): the last error's details.
+  const char *(*ncclGetLastError)(ncclComm_t) = nullptr;
 
   std::string describe(ncclResult_t r) const {
     const char *s = ncclGetErrorString(r);
-    return s ? std::string(s) : "NCCL error " + std::to_string(r);
+    std::string text = s ? std::string(s) : "NCCL error " + std::to_string(r);
+    const char *last = ncclGetLastError ? ncclGetLastError(nullptr) : nullptr;
+    if (last && *last)
+      text += " (" + std::string(last) + ")";
+    return text;
   }
   bool check(ncclResult_t r, const std::string &call, std::string &error) const {
     if (r == ncclSuccess)
@@ -68,6 +76,8 @@ bool resolve(void *lib, Library &l, std::string &missing) {
   r.get(l.ncclGroupStart, "ncclGroupStart");
   r.get(l.ncclGroupEnd, "ncclGroupEnd");
   missing = r.missing();
+  l.ncclGetLastError =
+      reinterpret_cast<decltype(l.ncclGetLastError)>(::dlsym(lib, "ncclGetLastError"));
   return r.ok();
 }
 } // namespace
@@ -167,13 +177,46 @@ std::unique_ptr<Communicator> Communicator::create(const Library &lib, const cud
     return nullptr;
   ncclUniqueId raw;
   std::copy(id.begin(), id.end(), raw.internal);
-  if (!lib.check(lib.ncclCommInitRank(&c->comm_, world, raw, rank),
-                 "rank " + std::to_string(rank) + ": ncclCommInitRank(world " +
-                     std::to_string(world) + ")",
-                 error)) {
-    c->comm_ = nullptr;
+  // ncclCommInitRank blocks until every rank has joined, so a rank that never
+  // starts (a host of a hand-started world, a wrong --nccl-id) would hang it.
+  // It runs on a helper thread with this context current; the caller waits
+  // at most the timeout. Past it the helper stays behind, blocked in NCCL,
+  // until the process (which stops on the error) exits.
+  struct Init {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    ncclResult_t result = ncclSuccess;
+    ncclComm_t comm = nullptr;
+  };
+  auto init = std::make_shared<Init>();
+  const cuda::Driver *driver = c->driver_;
+  cuda::CUcontext context = ctx.handle();
+  const Library *l = &lib;
+  std::thread([init, driver, context, l, world, raw, rank] {
+    ncclComm_t comm = nullptr;
+    ncclResult_t r = driver->cuCtxSetCurrent(context) == 0
+                         ? l->ncclCommInitRank(&comm, world, raw, rank)
+                         : ncclResult_t(1); // ncclUnhandledCudaError
+    std::lock_guard<std::mutex> lock(init->m);
+    init->result = r;
+    init->comm = comm;
+    init->done = true;
+    init->cv.notify_all();
+  }).detach();
+  const std::string who =
+      "rank " + std::to_string(rank) + ": ncclCommInitRank(world " + std::to_string(world) + ")";
+  std::unique_lock<std::mutex> lock(init->m);
+  if (!init->cv.wait_for(lock, std::chrono::duration<double>(timeoutSeconds),
+                         [&] { return init->done; })) {
+    error = who + " did not finish within " + std::to_string(int(timeoutSeconds)) +
+            " s: every rank of the world must start, with the same NCCL id (--nccl-timeout "
+            "sets the limit)";
     return nullptr;
   }
+  if (!lib.check(init->result, who, error))
+    return nullptr;
+  c->comm_ = init->comm;
   return c;
 }
 

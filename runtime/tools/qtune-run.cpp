@@ -1453,8 +1453,8 @@ int main(int argc, char **argv) {
                        "File through which rank 0 hands the NCCL id to the other ranks (on a "
                        "filesystem every rank sees; a fresh path per run)");
   trainCmd->add_option("--nccl-timeout", to.ncclTimeout,
-                       "Seconds a collective may take before the run stops, naming the rank "
-                       "(default: 600)");
+                       "Seconds the ranks may take to join, and a collective to finish, "
+                       "before the run stops, naming the rank (default: 600)");
 
   EvalOptions eo;
   CLI::App *evalCmd = app.add_subcommand(

@@ -42,7 +42,9 @@ weights and LoRA r = 8 on every linear layer. Runs on the GPU machine.
    of the batch-4 bundle (the same global batch), otherwise reported skipped;
    a rank killed (SIGKILL) in the middle of a `--gpus 1` run stops it with an
    error naming the rank within 30 s, and `--resume` continues from the last
-   checkpoint it wrote.
+   checkpoint it wrote; rank 0 of a hand-started world of 2 whose rank 1 never
+   starts stops within its --nccl-timeout (5 s) saying so, and two ranks on
+   one GPU (a NCCL error) both stop naming themselves and ncclCommInitRank.
 """
 import json
 import os
@@ -308,6 +310,41 @@ def main():
     # A rank that dies stops the run; its checkpoints stay usable.
     import signal
     import time
+    # A rank that never joins, and a NCCL error, stop the run within the
+    # timeout with one message naming the rank.
+    def hand_started(name, ranks, timeout):
+        idfile = os.path.join(out, name + ".ncclid")
+        if os.path.exists(idfile):
+            os.remove(idfile)
+        base = [qrun, "train", os.path.join(d, "model.qtb"), "--data", os.path.join(d, "text.txt"),
+                "--params", params, "--steps", "3", "--lr", "1e-3", "--world-size", "2",
+                "--nccl-id", idfile, "--nccl-timeout", str(timeout), "--device", "0"]
+        started = time.time()
+        procs = [subprocess.Popen(base + ["--rank", str(r), "--out",
+                                          os.path.join(out, "%s_%d.safetensors" % (name, r))],
+                                  stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for r in ranks]
+        results = []
+        for p in procs:
+            try:
+                _, err = p.communicate(timeout=timeout + 60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                _, err = p.communicate()
+            results.append((p.returncode, err.strip().splitlines()[-1] if err.strip() else ""))
+        return results, time.time() - started
+    results, took = hand_started("lonely", [0], 5)
+    print("rank 0 of a world of 2 started alone (--nccl-timeout 5): %s" % results[0][1])
+    check("rank 0 stopped with an error (exit %s)" % results[0][0], 0 if results[0][0] == 1 else 1, 0)
+    check("error says the world did not form", 0 if "did not finish within 5 s" in results[0][1] else 1, 0)
+    check("seconds until it stopped", took, 30)
+    results, took = hand_started("same_gpu", [0, 1], 20)
+    for r, (code, msg) in enumerate(results):
+        print("rank %d of two ranks on one GPU (a NCCL error): %s" % (r, msg))
+        check("rank %d stopped with an error (exit %s)" % (r, code), 0 if code == 1 else 1, 0)
+        check("rank %d's error names it and NCCL" % r,
+              0 if ("rank %d: ncclCommInitRank" % r) in msg else 1, 0)
+    check("seconds until both stopped", took, 80)
     save = os.path.join(out, "dp_killed")
     cmd = [qrun, "train", os.path.join(d, "model.qtb"), "--data", os.path.join(d, "text.txt"),
            "--params", params, "--steps", "100000", "--lr", "1e-3", "--save-dir", save,

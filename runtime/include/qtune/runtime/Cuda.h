@@ -114,6 +114,8 @@ public:
   const std::string &name() const { return name_; }
   /// Compute capability, e.g. 90 for sm_90.
   int computeCapability() const { return cc_; }
+  /// The driver context (to make current on another thread).
+  CUcontext handle() const { return ctx_; }
 
 private:
   Context() = default;

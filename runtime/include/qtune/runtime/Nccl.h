@@ -45,7 +45,8 @@ bool makeUniqueId(const Library &lib, UniqueId &id, std::string &error);
 class Communicator {
 public:
   /// Joins the world of `world` ranks as `rank`; blocks until every rank has
-  /// joined. `timeoutSeconds` bounds every later collective.
+  /// joined, at most `timeoutSeconds` (then an error says that not every
+  /// rank joined), which also bounds every later collective.
   static std::unique_ptr<Communicator> create(const Library &lib, const cuda::Context &ctx,
                                               cuda::CUstream stream, int rank, int world,
                                               const UniqueId &id, double timeoutSeconds,
