@@ -807,6 +807,10 @@ public:
   void gradientEpilogue(ArrayRef<Value> acc, ValueRange components, Value out) {
     Value scale = arith::ConstantOp::create(
         b, b.getF32FloatAttr(float(spec.outputScale)));
+    if (spec.gradRows % s.tileM == 0 && spec.n % s.tileN == 0) {
+      reducedGradientEpilogue(acc, components, out, scale);
+      return;
+    }
     forEachOutput(acc, [&](Value row, Value col, Value v) {
       GlobalComponentAccess access(components);
       // The weight is spec.gradRows × spec.n.
@@ -818,6 +822,55 @@ public:
       memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addf, term, out,
                                   ValueRange{index});
     });
+  }
+
+  /// The gradient epilogue over whole tiles (no element out of range). A
+  /// thread holds 2 · fragsN elements of each of its rows; where their terms
+  /// all feed one component element (a uniform format's scale of a group at
+  /// least as wide as the tile), they are summed in registers and added with
+  /// one atomic, else each is added by its own (formats whose component
+  /// changes within the thread's columns). One atomic per element made the
+  /// 16 M same-address additions of a 4096² PEQA scale gradient the cost.
+  void reducedGradientEpilogue(ArrayRef<Value> acc, ValueRange components,
+                               Value out, Value scale) {
+    Value g = div(lane, 4), t = rem(lane, 4);
+    auto atomicAdd = [&](Value term, Value index) {
+      memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addf, term, out,
+                                  ValueRange{index});
+    };
+    for (int64_t i = 0; i < fragsM(); ++i)
+      for (int64_t h = 0; h < 2; ++h) {
+        Value row = add(add(rowBase, mul(wm, idx(s.tileM / s.warpsM))),
+                        add(g, idx(i * 16 + h * 8)));
+        SmallVector<Value> terms, indices;
+        for (int64_t j = 0; j < fragsN(); ++j)
+          for (int64_t e = 0; e < 2; ++e) {
+            Value col = add(add(colBase, mul(wn, idx(s.tileN / s.warpsN))),
+                            add(mul(t, idx(2)), idx(j * 8 + e)));
+            GlobalComponentAccess access(components);
+            auto [d, index] = spec.gradFormat.emitDerivative(
+                b, b.getLoc(), row, col, spec.gradRows, spec.n,
+                spec.gradComponent, access);
+            Value v = acc[(i * fragsN() + j) * 4 + h * 2 + e];
+            terms.push_back(arith::MulFOp::create(
+                b, arith::MulFOp::create(b, v, scale), d));
+            indices.push_back(index);
+          }
+        Value same = arith::ConstantIntOp::create(b, b.getI1Type(), 1);
+        for (size_t k = 1; k < indices.size(); ++k)
+          same = both(same, arith::CmpIOp::create(b, arith::CmpIPredicate::eq,
+                                                  indices[k], indices[0]));
+        auto oneGroup = scf::IfOp::create(b, same, /*withElseRegion=*/true);
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(oneGroup.thenBlock());
+        Value sum = terms[0];
+        for (size_t k = 1; k < terms.size(); ++k)
+          sum = arith::AddFOp::create(b, sum, terms[k]);
+        atomicAdd(sum, indices[0]);
+        b.setInsertionPointToStart(oneGroup.elseBlock());
+        for (size_t k = 0; k < terms.size(); ++k)
+          atomicAdd(terms[k], indices[k]);
+      }
   }
 
   /// QFT: one Lion step on the tile's codes and momentum (see GemmSpec). Every

@@ -217,7 +217,10 @@ func.func @adapter_input_grad(%g: tensor<2048x256xbf16>, %c: tensor<256x64xi32>,
 
 // PEQA scale gradient: zero an f32 accumulator, one GEMM (gᵀ · x) whose
 // epilogue multiplies by ∂w/∂s = q − z and adds atomically per group, then
-// convert to the scales' bf16. No N×K gradient buffer exists.
+// convert to the scales' bf16. No N×K gradient buffer exists. Whole tiles: a
+// thread's 8 elements of a row whose scale index is one (here always: groups
+// of 32, a warp's 32 columns) are summed and added by one atomic, else one
+// atomic each.
 !w = !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 32>>
 // CHECK-LABEL: func.func @peqa
 // CHECK: %[[ACC:.*]] = memref.alloc() : memref<64x4xf32>
@@ -228,7 +231,12 @@ func.func @adapter_input_grad(%g: tensor<2048x256xbf16>, %c: tensor<256x64xi32>,
 // CHECK: gpu.launch_func @qtune_kernels::@qtune_elementwise_2
 // CHECK: return %[[R]]
 // CHECK: gpu.func @qtune_gemm_1(
+// CHECK: scf.if
+// CHECK-NOT: memref.atomic_rmw
+// CHECK: arith.addf
 // CHECK: memref.atomic_rmw addf
+// CHECK-NEXT: } else {
+// CHECK-COUNT-8: memref.atomic_rmw addf
 func.func @peqa(%g: tensor<8x64xbf16>, %x: tensor<8x128xbf16>, %c: tensor<64x16xi32>,
                 %s: tensor<64x4xbf16>, %z: tensor<64x4xbf16>) -> tensor<64x4xbf16> {
   %w = qtune.qweight scale_only %c, %s, %z : tensor<64x16xi32>, tensor<64x4xbf16>, tensor<64x4xbf16> -> !w
