@@ -727,24 +727,34 @@ public:
     int64_t ksteps = std::min(s.tileK, (seg.kSeg + 15) / 16 * 16) / 16;
     int64_t stages = s.stages;
     auto [first, last] = sliceOfTiles(tiles);
+    // A dense N × K weight travels with X: its copies join the X tile's
+    // group, and nothing passes through registers.
+    bool asyncW = denseAsyncW(seg);
     for (int64_t p = 0; p + 1 < stages; ++p) {
       Value kt = add(first, idx(p));
+      if (asyncW)
+        copyWTile(seg, mul(kt, idx(s.tileK)), rem(kt, stages));
       loadXTile(seg, mul(kt, idx(s.tileK)), rem(kt, stages));
     }
     auto fetchW = [&](Value kt) {
+      if (asyncW)
+        return SmallVector<Value>();
       LoadLog log;
       log.mode = LoadLog::Record;
       loadWTileCore(seg, mul(kt, idx(s.tileK)), Value(), log);
       return log.values;
     };
     auto storeW = [&](Value kt, ValueRange fetched) {
+      if (asyncW)
+        return;
       LoadLog log;
       log.mode = LoadLog::Replay;
       log.values.assign(fetched.begin(), fetched.end());
       loadWTileCore(seg, mul(kt, idx(s.tileK)), rem(kt, stages), log);
       assert(log.next == log.values.size() && "replay left loads unused");
     };
-    // W: tile `first` now, the loads of tile first + 1 in flight.
+    // W: tile `first` now, the loads of tile first + 1 in flight (or, for
+    // an asynchronous W, the copies of the first stages with X).
     SmallVector<Value> firstTile = fetchW(first);
     storeW(first, firstTile);
     SmallVector<Value> inits{acc};
@@ -766,6 +776,8 @@ public:
                                 seg.transposed && xStagedMN(spec, s));
           // Past the last tile the loads are clamped (and masked or unread).
           Value ahead = add(kt, idx(stages - 1));
+          if (asyncW)
+            copyWTile(seg, mul(ahead, idx(s.tileK)), rem(ahead, stages));
           loadXTile(seg, mul(ahead, idx(s.tileK)), rem(ahead, stages));
           SmallVector<Value> yields{out};
           llvm::append_range(yields, fetchW(add(kt, idx(2))));
@@ -777,6 +789,44 @@ public:
     NVVM::CpAsyncWaitGroupOp::create(b, b.getI32IntegerAttr(0));
     gpu::BarrierOp::create(b);
     return loop.getResult(0);
+  }
+
+  /// The wgmma path stages a dense weight stored N × K with 16-byte aligned
+  /// rows like X (copyWTile), not through registers.
+  bool denseAsyncW(const Segment &seg) const {
+    return s.wgmma && !seg.format && !seg.weightTransposed && seg.kSeg % 8 == 0;
+  }
+  /// Starts copying the W tile of K offset `k0` of such a weight into stage
+  /// `stage`: 16-byte cp.async chunks into its K-major core matrices,
+  /// zero-filled past N and K; the caller's X tile commits them.
+  void copyWTile(const Segment &seg, Value k0, Value stage) {
+    int64_t chunksPerRow = s.tileK / 8;
+    int64_t chunks = s.tileN * chunksPerRow;
+    Value kSeg = idx(seg.kSeg), n = idx(spec.n);
+    for (int64_t i = 0; i * s.threads() < chunks; ++i) {
+      Value c = add(tid, idx(i * s.threads()));
+      Value r = div(c, chunksPerRow);
+      Value kc = mul(rem(c, chunksPerRow), idx(8));
+      Value gn = add(colBase, r), gk = add(k0, kc);
+      Value valid = both(lt(gn, n), lt(gk, kSeg));
+      Value src = select(valid, add(mul(gn, kSeg), gk), idx(0));
+      Value count = select(valid, idx(8), idx(0));
+      auto copy = [&] {
+        nvgpu::DeviceAsyncCopyOp::create(
+            b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), ws,
+            ValueRange{add(mul(stage, idx(wStageElems())), coreOffset(r, kc))},
+            seg.weight[0], ValueRange{src}, b.getIndexAttr(8), count,
+            /*bypassL1=*/UnitAttr());
+      };
+      if ((i + 1) * s.threads() <= chunks) {
+        copy();
+        continue;
+      }
+      auto inTile = scf::IfOp::create(b, lt(c, idx(chunks)), false);
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(inTile.thenBlock());
+      copy();
+    }
   }
 
   /// Calls fn(row, col, value) for every accumulator element inside the M×N

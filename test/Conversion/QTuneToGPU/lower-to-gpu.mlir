@@ -400,7 +400,9 @@ func.func @split_k(%x: tensor<2048x4096xbf16>, %a: tensor<16x4096xbf16>) -> tens
 // steps per K tile of 64) over three stages of core matrices in dynamic shared
 // memory (X and W stages of 16 row groups × 1168 bytes each: 112128 bytes),
 // two blocks per SM. The MMAs of a tile are committed as one group and waited
-// for after the next tile's copies and dequantization are issued.
+// for after the next tile's copies and dequantization are issued. The dense
+// weight is copied like X (16-byte cp.async chunks in the X tile's group),
+// so the K loop carries only the accumulators.
 // CHECK-LABEL: func.func @dynamic_shared
 // CHECK: gpu.launch_func @qtune_kernels::@[[K:qtune_gemm_[0-9]+]] {{.*}} threads in (%c256{{.*}}) dynamic_shared_memory_size %c112128_i32
 // CHECK: gpu.func @[[K]](
@@ -410,6 +412,10 @@ func.func @split_k(%x: tensor<2048x4096xbf16>, %a: tensor<16x4096xbf16>) -> tens
 // CHECK: gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>
 // CHECK: memref.view {{.*}} to memref<28032xbf16, #gpu.address_space<workgroup>>
 // CHECK: memref.view {{.*}} to memref<28032xbf16, #gpu.address_space<workgroup>>
+// CHECK: nvgpu.device_async_copy %arg1[%{{.*}}], %{{.*}}[%{{.*}}], 8, %{{.*}} : memref<?xbf16> to memref<28032xbf16, #gpu.address_space<workgroup>>
+// CHECK: nvgpu.device_async_copy %arg0[
+// CHECK: nvvm.cp.async.commit.group
+// CHECK: scf.for {{.*}} iter_args(%{{[a-z0-9_]+}} = %{{[a-z0-9_]+}}) -> (!llvm.struct<
 // CHECK: nvvm.fence.proxy
 // CHECK-NEXT: gpu.barrier
 // CHECK: nvvm.wgmma.fence.aligned
