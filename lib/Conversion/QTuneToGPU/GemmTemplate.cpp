@@ -310,34 +310,39 @@ public:
   /// multiple of 8, so a chunk is all in or all out).
   void loadXTileTransposed(const Segment &seg, Value k0, Value stage) {
     int64_t chunksPerRow = s.tileM / 8;
-    int64_t chunks = s.tileK * chunksPerRow;
     Value kSeg = idx(seg.kSeg);
-    for (int64_t i = 0; i * s.threads() < chunks; ++i) {
-      Value c = add(tid, idx(i * s.threads()));
+    forEachChunk(s.tileK * chunksPerRow, [&](Value c) {
       Value r = div(c, chunksPerRow);                // k within the tile
       Value mc = mul(rem(c, chunksPerRow), idx(8)); // first m of the chunk
       Value gm = add(rowBase, mc), gk = add(k0, r);
       Value valid = both(lt(gm, m), lt(gk, kSeg));
       Value src = select(valid, add(mul(gk, m), gm), idx(0));
       Value count = select(valid, idx(8), idx(0));
-      auto copy = [&] {
-        SmallVector<Value> dst{stage, r, mc};
-        if (s.wgmma)
-          dst = {add(mul(stage, idx(xStageElems())), mnMajorOffset(mc, r))};
-        nvgpu::DeviceAsyncCopyOp::create(
-            b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), xs, dst, seg.x,
-            ValueRange{src}, b.getIndexAttr(8), count, /*bypassL1=*/UnitAttr());
-      };
+      SmallVector<Value> dst{stage, r, mc};
+      if (s.wgmma)
+        dst = {add(mul(stage, idx(xStageElems())), mnMajorOffset(mc, r))};
+      nvgpu::DeviceAsyncCopyOp::create(
+          b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), xs, dst, seg.x,
+          ValueRange{src}, b.getIndexAttr(8), count, /*bypassL1=*/UnitAttr());
+    });
+    NVVM::CpAsyncCommitGroupOp::create(b);
+  }
+
+  /// Runs body(c) for the chunks c = tid, tid + threads, ... below `chunks`,
+  /// guarding only the last round when `chunks` is not a multiple of the
+  /// thread count.
+  void forEachChunk(int64_t chunks, function_ref<void(Value)> body) {
+    for (int64_t i = 0; i * s.threads() < chunks; ++i) {
+      Value c = add(tid, idx(i * s.threads()));
       if ((i + 1) * s.threads() <= chunks) {
-        copy();
+        body(c);
         continue;
       }
       auto inTile = scf::IfOp::create(b, lt(c, idx(chunks)), false);
       OpBuilder::InsertionGuard guard(b);
       b.setInsertionPointToStart(inTile.thenBlock());
-      copy();
+      body(c);
     }
-    NVVM::CpAsyncCommitGroupOp::create(b);
   }
 
   /// Dequantizes (or reads) the W tile of K offset `k0` into shared memory.
@@ -801,32 +806,20 @@ public:
   /// zero-filled past N and K; the caller's X tile commits them.
   void copyWTile(const Segment &seg, Value k0, Value stage) {
     int64_t chunksPerRow = s.tileK / 8;
-    int64_t chunks = s.tileN * chunksPerRow;
     Value kSeg = idx(seg.kSeg), n = idx(spec.n);
-    for (int64_t i = 0; i * s.threads() < chunks; ++i) {
-      Value c = add(tid, idx(i * s.threads()));
+    forEachChunk(s.tileN * chunksPerRow, [&](Value c) {
       Value r = div(c, chunksPerRow);
       Value kc = mul(rem(c, chunksPerRow), idx(8));
       Value gn = add(colBase, r), gk = add(k0, kc);
       Value valid = both(lt(gn, n), lt(gk, kSeg));
       Value src = select(valid, add(mul(gn, kSeg), gk), idx(0));
       Value count = select(valid, idx(8), idx(0));
-      auto copy = [&] {
-        nvgpu::DeviceAsyncCopyOp::create(
-            b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), ws,
-            ValueRange{add(mul(stage, idx(wStageElems())), coreOffset(r, kc))},
-            seg.weight[0], ValueRange{src}, b.getIndexAttr(8), count,
-            /*bypassL1=*/UnitAttr());
-      };
-      if ((i + 1) * s.threads() <= chunks) {
-        copy();
-        continue;
-      }
-      auto inTile = scf::IfOp::create(b, lt(c, idx(chunks)), false);
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(inTile.thenBlock());
-      copy();
-    }
+      nvgpu::DeviceAsyncCopyOp::create(
+          b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), ws,
+          ValueRange{add(mul(stage, idx(wStageElems())), coreOffset(r, kc))},
+          seg.weight[0], ValueRange{src}, b.getIndexAttr(8), count,
+          /*bypassL1=*/UnitAttr());
+    });
   }
 
   /// Calls fn(row, col, value) for every accumulator element inside the M×N
