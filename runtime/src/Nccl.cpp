@@ -75,9 +75,8 @@ bool resolve(void *lib, Library &l, std::string &missing) {
   r.get(l.ncclAllReduce, "ncclAllReduce");
   r.get(l.ncclGroupStart, "ncclGroupStart");
   r.get(l.ncclGroupEnd, "ncclGroupEnd");
+  r.getOptional(l.ncclGetLastError, "ncclGetLastError");
   missing = r.missing();
-  l.ncclGetLastError =
-      reinterpret_cast<decltype(l.ncclGetLastError)>(::dlsym(lib, "ncclGetLastError"));
   return r.ok();
 }
 } // namespace
@@ -195,7 +194,7 @@ std::unique_ptr<Communicator> Communicator::create(const Library &lib, const cud
   const Library *l = &lib;
   std::thread([init, driver, context, l, world, raw, rank] {
     ncclComm_t comm = nullptr;
-    ncclResult_t r = driver->cuCtxSetCurrent(context) == 0
+    ncclResult_t r = driver->cuCtxSetCurrent(context) == cuda::CUDA_SUCCESS
                          ? l->ncclCommInitRank(&comm, world, raw, rank)
                          : ncclResult_t(1); // ncclUnhandledCudaError
     std::lock_guard<std::mutex> lock(init->m);

@@ -822,21 +822,33 @@ public:
     });
   }
 
+  /// Where the accumulators live: element (i, j, h, e) of a thread (lane =
+  /// 4g + t) is acc[accIndex(i, j, h, e)], at row tileRow(i, h) of the tile
+  /// (add rowBase for the output's) and output column outputCol(j, e).
+  int64_t accIndex(int64_t i, int64_t j, int64_t h, int64_t e) const {
+    return (i * fragsN() + j) * 4 + h * 2 + e;
+  }
+  Value tileRow(int64_t i, int64_t h) {
+    return add(mul(wm, idx(s.tileM / s.warpsM)),
+               add(div(lane, 4), idx(i * 16 + h * 8)));
+  }
+  Value outputCol(int64_t j, int64_t e) {
+    return add(add(colBase, mul(wn, idx(s.tileN / s.warpsN))),
+               add(mul(rem(lane, 4), idx(2)), idx(j * 8 + e)));
+  }
+
   /// Calls fn(row, col, value) for every accumulator element inside the M×N
   /// output, inside a guard that masks the tails.
   void forEachOutput(ArrayRef<Value> acc,
                      function_ref<void(Value, Value, Value)> fn) {
-    Value g = div(lane, 4), t = rem(lane, 4);
     Value n = idx(spec.n);
     for (int64_t i = 0; i < fragsM(); ++i)
       for (int64_t j = 0; j < fragsN(); ++j)
         for (int64_t h = 0; h < 2; ++h)
           for (int64_t e = 0; e < 2; ++e) {
-            Value row = add(add(rowBase, mul(wm, idx(s.tileM / s.warpsM))),
-                            add(g, idx(i * 16 + h * 8)));
-            Value col = add(add(colBase, mul(wn, idx(s.tileN / s.warpsN))),
-                            add(mul(t, idx(2)), idx(j * 8 + e)));
-            Value v = acc[(i * fragsN() + j) * 4 + h * 2 + e];
+            Value row = add(rowBase, tileRow(i, h));
+            Value col = outputCol(j, e);
+            Value v = acc[accIndex(i, j, h, e)];
             auto inBounds =
                 scf::IfOp::create(b, both(lt(row, m), lt(col, n)), false);
             OpBuilder::InsertionGuard guard(b);
@@ -876,25 +888,21 @@ public:
   /// 16 M same-address additions of a 4096² PEQA scale gradient the cost.
   void reducedGradientEpilogue(ArrayRef<Value> acc, ValueRange components,
                                Value out, Value scale) {
-    Value g = div(lane, 4), t = rem(lane, 4);
     auto atomicAdd = [&](Value term, Value index) {
       memref::AtomicRMWOp::create(b, arith::AtomicRMWKind::addf, term, out,
                                   ValueRange{index});
     };
     for (int64_t i = 0; i < fragsM(); ++i)
       for (int64_t h = 0; h < 2; ++h) {
-        Value row = add(add(rowBase, mul(wm, idx(s.tileM / s.warpsM))),
-                        add(g, idx(i * 16 + h * 8)));
+        Value row = add(rowBase, tileRow(i, h));
         SmallVector<Value> terms, indices;
         for (int64_t j = 0; j < fragsN(); ++j)
           for (int64_t e = 0; e < 2; ++e) {
-            Value col = add(add(colBase, mul(wn, idx(s.tileN / s.warpsN))),
-                            add(mul(t, idx(2)), idx(j * 8 + e)));
             GlobalComponentAccess access(components);
             auto [d, index] = spec.gradFormat.emitDerivative(
-                b, b.getLoc(), row, col, spec.gradRows, spec.n,
+                b, b.getLoc(), row, outputCol(j, e), spec.gradRows, spec.n,
                 spec.gradComponent, access);
-            Value v = acc[(i * fragsN() + j) * 4 + h * 2 + e];
+            Value v = acc[accIndex(i, j, h, e)];
             terms.push_back(arith::MulFOp::create(
                 b, arith::MulFOp::create(b, v, scale), d));
             indices.push_back(index);
@@ -938,40 +946,29 @@ public:
     int64_t k = spec.n, block = s.tileN;
     int64_t groupSize = spec.qftFormat.getGroupSize(k), groups = k / groupSize;
     bool symmetric = spec.qftFormat.getSymmetric();
-    Value g = div(lane, 4), t = rem(lane, 4);
+    Value t = rem(lane, 4);
     Value lr = memref::LoadOp::create(b, lrBuf, idx(0));
-    int64_t warpRows = s.tileM / s.warpsM, warpCols = s.tileN / s.warpsN;
-    auto localRow = [&](int64_t i, int64_t h) {
-      return add(mul(wm, idx(warpRows)), add(g, idx(i * 16 + h * 8)));
-    };
-    auto colOf = [&](int64_t j, int64_t e) {
-      return add(add(colBase, mul(wn, idx(warpCols))),
-                 add(mul(t, idx(2)), idx(j * 8 + e)));
-    };
     // The momentum block of a row of this tile.
     auto blockOf = [&](Value row) {
       return add(mul(row, idx(k / block)), div(colBase, block));
     };
     Value outScale = cf(spec.outputScale);
-    auto at = [&](int64_t i, int64_t j, int64_t h, int64_t e) {
-      return (i * fragsN() + j) * 4 + h * 2 + e;
-    };
     // The old momentum scale of each of the thread's rows, read before the
     // barrier (after it the block's leader overwrites it).
     SmallVector<Value> oldScales;
     for (int64_t i = 0; i < fragsM(); ++i)
       for (int64_t h = 0; h < 2; ++h)
         oldScales.push_back(memref::LoadOp::create(
-            b, msBuf, blockOf(add(rowBase, localRow(i, h)))));
+            b, msBuf, blockOf(add(rowBase, tileRow(i, h)))));
     // The new momentum and the update direction of one element, from its
     // dW and its old momentum. Computed once for the row maxima and again
     // for the update, so that no per-element array stays live across the
     // barrier (a 64 × 256 wgmma tile holds 128 accumulators a thread).
     auto momentum = [&](int64_t i, int64_t j, int64_t h, int64_t e,
                         Value row) -> std::pair<Value, Value> {
-      Value dw = fmul(acc[at(i, j, h, e)], outScale);
+      Value dw = fmul(acc[accIndex(i, j, h, e)], outScale);
       Value code = memref::LoadOp::create(
-          b, mBuf, add(mul(row, idx(k)), colOf(j, e)));
+          b, mBuf, add(mul(row, idx(k)), outputCol(j, e)));
       Value m = fmul(arith::SIToFPOp::create(b, f32, code), oldScales[i * 2 + h]);
       return {mix(spec.qftBeta2, m, dw), mix(spec.qftBeta1, m, dw)};
     };
@@ -979,7 +976,7 @@ public:
     // within the thread, the quad, then the warps of the row via shared memory.
     for (int64_t i = 0; i < fragsM(); ++i)
       for (int64_t h = 0; h < 2; ++h) {
-        Value row = add(rowBase, localRow(i, h));
+        Value row = add(rowBase, tileRow(i, h));
         Value local = cf(0);
         for (int64_t j = 0; j < fragsN(); ++j)
           for (int64_t e = 0; e < 2; ++e) {
@@ -992,7 +989,7 @@ public:
             b, arith::CmpIOp::create(b, arith::CmpIPredicate::eq, t, idx(0)), false);
         OpBuilder::InsertionGuard guard(b);
         b.setInsertionPointToStart(first.thenBlock());
-        memref::StoreOp::create(b, local, rowMax, ValueRange{localRow(i, h), wn});
+        memref::StoreOp::create(b, local, rowMax, ValueRange{tileRow(i, h), wn});
       }
     // Every thread has read the old momentum scales before this barrier.
     gpu::BarrierOp::create(b);
@@ -1000,11 +997,11 @@ public:
                         arith::CmpIOp::create(b, arith::CmpIPredicate::eq, wn, idx(0)));
     for (int64_t i = 0; i < fragsM(); ++i)
       for (int64_t h = 0; h < 2; ++h) {
-        Value row = add(rowBase, localRow(i, h));
+        Value row = add(rowBase, tileRow(i, h));
         Value absmax = cf(0);
         for (int64_t w = 0; w < s.warpsN; ++w)
           absmax = fmax(absmax, memref::LoadOp::create(
-                                    b, rowMax, ValueRange{localRow(i, h), idx(w)}));
+                                    b, rowMax, ValueRange{tileRow(i, h), idx(w)}));
         Value scale = arith::DivFOp::create(b, absmax, cf(127));
         Value positive =
             arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, scale, cf(0));
@@ -1016,14 +1013,14 @@ public:
           memref::StoreOp::create(b, scale, msBuf, blockOf(row));
         }
         for (int64_t j = 0; j < fragsN(); ++j) {
-          Value col0 = colOf(j, 0);
+          Value col0 = outputCol(j, 0);
           Value word = add(mul(row, idx(k / 4)), div(col0, 4));
           Value packed = memref::LoadOp::create(b, codes, word);
           Value shift0 = arith::IndexCastUIOp::create(
               b, i32, mul(rem(col0, 4), idx(8)));
           Value half;
           for (int64_t e = 0; e < 2; ++e) {
-            Value col = colOf(j, e), flat = add(mul(row, idx(k)), col);
+            Value col = outputCol(j, e), flat = add(mul(row, idx(k)), col);
             auto [mNew, d] = momentum(i, j, h, e, row);
             // Momentum: requantized with the block's new scale.
             Value q = roundEvenF32(b, arith::DivFOp::create(b, mNew, divisor));

@@ -26,6 +26,11 @@ public:
       missing_ = symbol;
     fn = reinterpret_cast<std::remove_reference_t<Fn>>(p);
   }
+  /// Points `fn` at `symbol`, or nullptr: an entry point only some versions
+  /// have, whose absence is no error.
+  template <typename Fn> void getOptional(Fn &fn, const char *symbol) {
+    fn = reinterpret_cast<std::remove_reference_t<Fn>>(::dlsym(library_, symbol));
+  }
   /// Every get() found its symbol.
   bool ok() const { return missing_.empty(); }
   /// The first symbol get() did not find.
