@@ -263,7 +263,11 @@ public:
   /// caller), or element loads when rows are not 16-byte aligned.
   /// Consecutive threads take consecutive chunks of a row (coalesced; padded
   /// rows or the core-matrix strides keep their stores in distinct banks).
-  void loadXTile(const Segment &seg, Value k0, Value stage) {
+  /// `kInRange`: the caller guarantees the whole tile lies within K, so only
+  /// rows are masked (and their reads clamped to the last row: loop
+  /// invariant, so a chunk's copy is an address add and the copy itself).
+  void loadXTile(const Segment &seg, Value k0, Value stage,
+                 bool kInRange = false) {
     if (seg.transposed && (xStagedKM(spec, s) || xStagedMN(spec, s))) {
       loadXTileTransposed(seg, k0, stage);
       return;
@@ -275,10 +279,19 @@ public:
     bool async = seg.kSeg % 8 == 0 && !seg.transposed;
     Type bf16 = b.getBF16Type();
     for (int64_t i = 0; i < perThread; ++i) {
-      Value c = add(tid, idx(i * s.threads()));
-      Value r = div(c, chunksPerRow);
-      Value kc = mul(rem(c, chunksPerRow), idx(8));
+      auto [r, chunk] = itemAt(i, chunksPerRow);
+      Value kc = mul(chunk, idx(8));
       Value gm = add(rowBase, r), gk = add(k0, kc);
+      if (async && kInRange) {
+        Value rowc = arith::MinUIOp::create(b, gm, arith::SubIOp::create(b, m, idx(1)));
+        Value count = select(lt(gm, m), idx(8), idx(0));
+        nvgpu::DeviceAsyncCopyOp::create(
+            b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), xs,
+            stagedAt(stage, r, kc, xStageElems()), seg.x,
+            ValueRange{add(mul(rowc, kSeg), gk)}, b.getIndexAttr(8), count,
+            /*bypassL1=*/UnitAttr());
+        continue;
+      }
       if (async) {
         Value valid = both(lt(gm, m), lt(gk, kSeg));
         Value src = select(valid, add(mul(gm, kSeg), gk), idx(0));
@@ -326,6 +339,19 @@ public:
           ValueRange{src}, b.getIndexAttr(8), count, /*bypassL1=*/UnitAttr());
     });
     NVVM::CpAsyncCommitGroupOp::create(b);
+  }
+
+  /// Row and position within the row of item tid + i · threads of a tile
+  /// walked `perRow` items a row. Where the thread count is a multiple of
+  /// `perRow`, every round of a thread has the same position and rows a
+  /// constant apart (so its addresses differ by constants, folded into
+  /// immediate offsets).
+  std::pair<Value, Value> itemAt(int64_t i, int64_t perRow) {
+    if (s.threads() % perRow == 0)
+      return {add(div(tid, perRow), idx(i * s.threads() / perRow)),
+              rem(tid, perRow)};
+    Value c = add(tid, idx(i * s.threads()));
+    return {div(c, perRow), rem(c, perRow)};
   }
 
   /// Runs body(c) for the chunks c = tid, tid + threads, ... below `chunks`,
@@ -460,14 +486,18 @@ public:
     Value zero = arith::ConstantOp::create(b, b.getF32FloatAttr(0.0f));
     Value rowsV = idx(rows), colsV = idx(cols);
     for (int64_t i = 0; i < perThread; ++i) {
-      Value c = add(tid, idx(i * s.threads()));
-      Value r = div(c, runsPerRow);                  // stored row in the tile
-      Value cc0 = mul(rem(c, runsPerRow), idx(run)); // first column of the run
+      auto [r, runInRow] = itemAt(i, runsPerRow);    // stored row in the tile
+      Value cc0 = mul(runInRow, idx(run));           // first column of the run
       Value row = add(t ? k0 : colBase, r), col0 = add(t ? colBase : k0, cc0);
       Value rowValid = lt(row, rowsV);
-      Value rowc = arith::MinUIOp::create(b, row, idx(rows - 1));
+      // Whole tiles of a fetch clamped to the last tile (segmentLoopWgmma)
+      // are in range: no clamps.
+      Value rowc = wholeTiles ? row
+                              : Value(arith::MinUIOp::create(b, row, idx(rows - 1)));
       Value col0c =
-          wholeRuns ? Value(arith::MinUIOp::create(b, col0, idx(cols - run))) : col0;
+          wholeTiles || !wholeRuns
+              ? col0
+              : Value(arith::MinUIOp::create(b, col0, idx(cols - run)));
       auto bf16x8 = VectorType::get({run}, b.getBF16Type());
       Value offset = t ? mnMajorOffset(cc0, r) : coreOffset(r, cc0);
       if (!seg.format && wholeRuns) {
@@ -735,65 +765,112 @@ public:
     // A dense N × K weight travels with X: its copies join the X tile's
     // group, and nothing passes through registers.
     bool asyncW = denseAsyncW(seg);
+    // With whole K tiles, a copy ahead of the last tile re-reads the last
+    // tile (into a stage no MMA reads) instead of masking every chunk.
+    bool wholeK = seg.kSeg % s.tileK == 0;
+    auto copyAhead = [&](Value kt, Value stage) {
+      Value k0 = mul(wholeK ? Value(arith::MinUIOp::create(b, kt, idx(tiles - 1)))
+                            : kt,
+                     idx(s.tileK));
+      if (asyncW)
+        copyWTile(seg, k0, stage);
+      loadXTile(seg, k0, stage, /*kInRange=*/wholeK);
+    };
     for (int64_t p = 0; p + 1 < stages; ++p) {
       Value kt = add(first, idx(p));
-      if (asyncW)
-        copyWTile(seg, mul(kt, idx(s.tileK)), rem(kt, stages));
-      loadXTile(seg, mul(kt, idx(s.tileK)), rem(kt, stages));
+      copyAhead(kt, rem(kt, stages));
     }
     auto fetchW = [&](Value kt) {
       if (asyncW)
         return SmallVector<Value>();
       LoadLog log;
       log.mode = LoadLog::Record;
+      // A fetch past the last tile (for a stage no MMA reads) reads the last.
+      kt = arith::MinUIOp::create(b, kt, idx(tiles - 1));
       loadWTileCore(seg, mul(kt, idx(s.tileK)), Value(), log);
       return log.values;
     };
-    auto storeW = [&](Value kt, ValueRange fetched) {
+    auto storeW = [&](Value kt, Value stage, ValueRange fetched) {
       if (asyncW)
         return;
       LoadLog log;
       log.mode = LoadLog::Replay;
       log.values.assign(fetched.begin(), fetched.end());
-      loadWTileCore(seg, mul(kt, idx(s.tileK)), rem(kt, stages), log);
+      loadWTileCore(seg, mul(kt, idx(s.tileK)), stage, log);
       assert(log.next == log.values.size() && "replay left loads unused");
     };
     // W: tile `first` now, the loads of tile first + 1 in flight (or, for
     // an asynchronous W, the copies of the first stages with X).
     SmallVector<Value> firstTile = fetchW(first);
-    storeW(first, firstTile);
+    storeW(first, rem(first, stages), firstTile);
     SmallVector<Value> inits{acc};
     llvm::append_range(inits, fetchW(add(first, idx(1))));
-    auto loop = scf::ForOp::create(
-        b, first, last, idx(1), inits,
-        [&](OpBuilder &nested, Location loc, Value kt, ValueRange iter) {
-          OpBuilder::InsertionGuard guard(b);
-          b.setInsertionPoint(nested.getInsertionBlock(),
-                              nested.getInsertionPoint());
-          NVVM::CpAsyncWaitGroupOp::create(b, b.getI32IntegerAttr(stages - 2));
-          NVVM::FenceProxyOp::create(b, NVVM::ProxyKind::async_shared,
-                                     NVVM::SharedSpaceAttr::get(
-                                         b.getContext(),
-                                         NVVM::SharedSpace::shared_cta));
-          gpu::BarrierOp::create(b);
-          Value out = wgmmaTile(iter[0], rem(kt, stages), ksteps,
-                                seg.weightTransposed,
-                                seg.transposed && xStagedMN(spec, s));
-          // Past the last tile the loads are clamped (and masked or unread).
-          Value ahead = add(kt, idx(stages - 1));
-          if (asyncW)
-            copyWTile(seg, mul(ahead, idx(s.tileK)), rem(ahead, stages));
-          loadXTile(seg, mul(ahead, idx(s.tileK)), rem(ahead, stages));
-          SmallVector<Value> yields{out};
-          llvm::append_range(yields, fetchW(add(kt, idx(2))));
-          storeW(add(kt, idx(1)), iter.drop_front());
-          NVVM::WgmmaWaitGroupSyncOp::create(b, 0);
-          scf::YieldOp::create(b, yields);
-        });
+    // One K step; stageOf(d) is the stage of tile kt + d.
+    auto step = [&](Value kt, function_ref<Value(int64_t)> stageOf,
+                    ValueRange iter) {
+      NVVM::CpAsyncWaitGroupOp::create(b, b.getI32IntegerAttr(stages - 2));
+      NVVM::FenceProxyOp::create(
+          b, NVVM::ProxyKind::async_shared,
+          NVVM::SharedSpaceAttr::get(b.getContext(),
+                                     NVVM::SharedSpace::shared_cta));
+      gpu::BarrierOp::create(b);
+      Value out = wgmmaTile(iter[0], stageOf(0), ksteps, seg.weightTransposed,
+                            seg.transposed && xStagedMN(spec, s));
+      // Past the last tile the loads are clamped (and masked or unread).
+      copyAhead(add(kt, idx(stages - 1)), stageOf(stages - 1));
+      SmallVector<Value> yields{out};
+      llvm::append_range(yields, fetchW(add(kt, idx(2))));
+      storeW(add(kt, idx(1)), stageOf(1), iter.drop_front());
+      NVVM::WgmmaWaitGroupSyncOp::create(b, 0);
+      return yields;
+    };
+    auto inLoop = [&](Value lb, Value ub, Value stepSize, ValueRange loopInits,
+                      function_ref<SmallVector<Value>(Value, ValueRange)> body) {
+      auto loop = scf::ForOp::create(
+          b, lb, ub, stepSize, loopInits,
+          [&](OpBuilder &nested, Location, Value iv, ValueRange iter) {
+            OpBuilder::InsertionGuard guard(b);
+            b.setInsertionPoint(nested.getInsertionBlock(),
+                                nested.getInsertionPoint());
+            scf::YieldOp::create(b, body(iv, iter));
+          });
+      return SmallVector<Value>(loop.getResults());
+    };
+    SmallVector<Value> results;
+    if (spec.splitK <= 1) {
+      // The K loop unrolled by the stage count: each copy of the step works
+      // on constant stages (constant shared offsets, no stage arithmetic);
+      // the tiles past the last whole round follow unrolled.
+      int64_t rounds = tiles / stages;
+      results = inLoop(idx(0), idx(rounds * stages), idx(stages), inits,
+                       [&](Value kt0, ValueRange iter) {
+                         SmallVector<Value> carried(iter);
+                         for (int64_t j = 0; j < stages; ++j)
+                           carried = step(add(kt0, idx(j)),
+                                          [&](int64_t d) {
+                                            return idx((j + d) % stages);
+                                          },
+                                          carried);
+                         return carried;
+                       });
+      for (int64_t kt = rounds * stages; kt < tiles; ++kt)
+        results = step(idx(kt),
+                       [&](int64_t d) { return idx((kt + d) % stages); },
+                       results);
+    } else {
+      results = inLoop(first, last, idx(1), inits,
+                       [&](Value kt, ValueRange iter) {
+                         return step(kt,
+                                     [&](int64_t d) {
+                                       return rem(add(kt, idx(d)), stages);
+                                     },
+                                     iter);
+                       });
+    }
     // The next segment (or nothing) reuses the stages.
     NVVM::CpAsyncWaitGroupOp::create(b, b.getI32IntegerAttr(0));
     gpu::BarrierOp::create(b);
-    return loop.getResult(0);
+    return results[0];
   }
 
   /// The wgmma path stages a dense weight stored N × K with 16-byte aligned

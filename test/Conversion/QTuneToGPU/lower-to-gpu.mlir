@@ -402,7 +402,9 @@ func.func @split_k(%x: tensor<2048x4096xbf16>, %a: tensor<16x4096xbf16>) -> tens
 // two blocks per SM. The MMAs of a tile are committed as one group and waited
 // for after the next tile's copies and dequantization are issued. The dense
 // weight is copied like X (16-byte cp.async chunks in the X tile's group),
-// so the K loop carries only the accumulators.
+// so the K loop carries only the accumulators. The loop is unrolled by the
+// stage count (K = 256: four tiles of 64, one round of three steps on
+// constant stages, no stage arithmetic in the loop, then the fourth step).
 // CHECK-LABEL: func.func @dynamic_shared
 // CHECK: gpu.launch_func @qtune_kernels::@[[K:qtune_gemm_[0-9]+]] {{.*}} threads in (%c256{{.*}}) dynamic_shared_memory_size %c112128_i32
 // CHECK: gpu.func @[[K]](
@@ -415,13 +417,47 @@ func.func @split_k(%x: tensor<2048x4096xbf16>, %a: tensor<16x4096xbf16>) -> tens
 // CHECK: nvgpu.device_async_copy %arg1[%{{.*}}], %{{.*}}[%{{.*}}], 8, %{{.*}} : memref<?xbf16> to memref<28032xbf16, #gpu.address_space<workgroup>>
 // CHECK: nvgpu.device_async_copy %arg0[
 // CHECK: nvvm.cp.async.commit.group
-// CHECK: scf.for {{.*}} iter_args(%{{[a-z0-9_]+}} = %{{[a-z0-9_]+}}) -> (!llvm.struct<
+// CHECK: scf.for %{{.*}} = %c0{{.*}} to %c3{{.*}} step %c3{{.*}} iter_args(%{{[a-z0-9_]+}} = %{{[a-z0-9_]+}}) -> (!llvm.struct<
+// CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
 // CHECK: nvvm.fence.proxy
 // CHECK-NEXT: gpu.barrier
 // CHECK: nvvm.wgmma.fence.aligned
 // CHECK-COUNT-4: nvvm.wgmma.mma_async {{.*}} <m = 64, n = 128, k = 16>, D[<f32>, <one>], A[<bf16>, <one>, <row>], B[<bf16>, <one>, <col>]
 // CHECK-NEXT: nvvm.wgmma.commit.group.sync.aligned
+// CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
 // CHECK: nvvm.cp.async.commit.group
+// CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
+// CHECK: nvvm.wgmma.wait.group.sync.aligned 0
+// CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
+// CHECK: nvvm.fence.proxy
+// CHECK-NEXT: gpu.barrier
+// CHECK: nvvm.wgmma.fence.aligned
+// CHECK-COUNT-4: nvvm.wgmma.mma_async {{.*}} <m = 64, n = 128, k = 16>, D[<f32>, <one>], A[<bf16>, <one>, <row>], B[<bf16>, <one>, <col>]
+// CHECK-NEXT: nvvm.wgmma.commit.group.sync.aligned
+// CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
+// CHECK: nvvm.cp.async.commit.group
+// CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
+// CHECK: nvvm.wgmma.wait.group.sync.aligned 0
+// CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
+// CHECK: nvvm.fence.proxy
+// CHECK-NEXT: gpu.barrier
+// CHECK: nvvm.wgmma.fence.aligned
+// CHECK-COUNT-4: nvvm.wgmma.mma_async {{.*}} <m = 64, n = 128, k = 16>, D[<f32>, <one>], A[<bf16>, <one>, <row>], B[<bf16>, <one>, <col>]
+// CHECK-NEXT: nvvm.wgmma.commit.group.sync.aligned
+// CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
+// CHECK: nvvm.cp.async.commit.group
+// CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
+// CHECK: nvvm.wgmma.wait.group.sync.aligned 0
+// CHECK: scf.yield
+// CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
+// CHECK: nvvm.fence.proxy
+// CHECK-NEXT: gpu.barrier
+// CHECK: nvvm.wgmma.fence.aligned
+// CHECK-COUNT-4: nvvm.wgmma.mma_async {{.*}} <m = 64, n = 128, k = 16>, D[<f32>, <one>], A[<bf16>, <one>, <row>], B[<bf16>, <one>, <col>]
+// CHECK-NEXT: nvvm.wgmma.commit.group.sync.aligned
+// CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
+// CHECK: nvvm.cp.async.commit.group
+// CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
 // CHECK: nvvm.wgmma.wait.group.sync.aligned 0
 // Without wgmma (mma=sync, or sm_80) the same layer takes the warp-level
 // schedule: stages past 48 KiB (128 × 128 × 64: 73728 bytes) live in dynamic
