@@ -306,6 +306,28 @@ LogicalResult EntryBuilder::addLaunch(gpu::LaunchFuncOp launch,
       l.args.push_back(rt::Arg::i64(1));
       continue;
     }
+    if (auto map = arg.getDefiningOp<TensorMapOp>()) {
+      // A TMA tensor map over a window of a buffer: the runtime encodes it
+      // and passes its device address.
+      int64_t offset = 0;
+      FailureOr<int> buf = bufferOf(launch, map.getSource(), &offset);
+      if (failed(buf))
+        return failure();
+      plan.touch(*buf, int64_t(entry.launches.size()));
+      if (offset % 16 != 0)
+        return launch.emitError() << "bundle: a tensor map's window must "
+                                     "start 16-byte aligned, got byte offset "
+                                  << offset;
+      rt::TensorMapSpec spec;
+      spec.rows = uint64_t(map.getRows());
+      spec.cols = uint64_t(map.getCols());
+      spec.rowBytes = spec.cols * 2;
+      spec.boxRows = uint32_t(map.getBoxRows());
+      spec.boxCols = uint32_t(map.getBoxCols());
+      spec.swizzle = uint32_t(map.getSwizzle());
+      l.args.push_back(rt::Arg::tensorMap(*buf, offset, spec));
+      continue;
+    }
     FailureOr<int64_t> v = constantOf(launch, arg);
     if (failed(v))
       return failure();
@@ -375,7 +397,7 @@ LogicalResult EntryBuilder::build(func::FuncOp func) {
       continue;
     }
     if (isa<memref::CastOp, memref::CollapseShapeOp, memref::ExpandShapeOp,
-            BufferViewOp, arith::ConstantOp, func::ReturnOp>(op))
+            BufferViewOp, TensorMapOp, arith::ConstantOp, func::ReturnOp>(op))
       continue;
     return op.emitError() << "bundle: '" << op.getName()
                           << "' cannot run in a host launch plan";

@@ -158,6 +158,25 @@ struct Reader {
       // Optional: a byte offset into the buffer.
       return !j.contains("offset") || i64(j["offset"], field + ".offset", a.ivalue);
     }
+    if (kind == "tensor_map") {
+      a.kind = Arg::Kind::TensorMap;
+      TensorMapSpec &m = a.map;
+      const Json *b = nullptr, *rows = nullptr, *cols = nullptr, *rowBytes = nullptr,
+                 *boxRows = nullptr, *boxCols = nullptr, *swizzle = nullptr;
+      if (!(b = member(j, field, "buffer")) || !id(*b, field + ".buffer", a.buffer) ||
+          (j.contains("offset") && !i64(j["offset"], field + ".offset", a.ivalue)) ||
+          !(rows = member(j, field, "rows")) || !u64(*rows, field + ".rows", m.rows) ||
+          !(cols = member(j, field, "cols")) || !u64(*cols, field + ".cols", m.cols) ||
+          !(rowBytes = member(j, field, "row_bytes")) ||
+          !u64(*rowBytes, field + ".row_bytes", m.rowBytes) ||
+          !(boxRows = member(j, field, "box_rows")) ||
+          !u32(*boxRows, field + ".box_rows", m.boxRows) ||
+          !(boxCols = member(j, field, "box_cols")) ||
+          !u32(*boxCols, field + ".box_cols", m.boxCols) ||
+          !(swizzle = member(j, field, "swizzle")) || !u32(*swizzle, field + ".swizzle", m.swizzle))
+        return false;
+      return true;
+    }
     const Json *v = member(j, field, "value");
     if (!v)
       return false;
@@ -184,7 +203,7 @@ struct Reader {
       return true;
     }
     return fail(field + ".kind", "unknown argument kind '" + kind +
-                                     "' (expected ptr, i64, i32 or f32)");
+                                     "' (expected ptr, tensor_map, i64, i32 or f32)");
   }
 
   bool header(const Json &h, BundleSpec &spec, std::vector<BlobRef> &blobs) {
@@ -386,6 +405,19 @@ Json toJson(const BundleSpec &spec, const std::vector<BlobRef> &blobs) {
           else
             args.push_back({{"kind", "ptr"}, {"buffer", a.buffer}});
           break;
+        case Arg::Kind::TensorMap: {
+          Json t = {{"kind", "tensor_map"}, {"buffer", a.buffer}};
+          if (a.ivalue)
+            t["offset"] = a.ivalue;
+          t["rows"] = a.map.rows;
+          t["cols"] = a.map.cols;
+          t["row_bytes"] = a.map.rowBytes;
+          t["box_rows"] = a.map.boxRows;
+          t["box_cols"] = a.map.boxCols;
+          t["swizzle"] = a.map.swizzle;
+          args.push_back(std::move(t));
+          break;
+        }
         case Arg::Kind::I64: args.push_back({{"kind", "i64"}, {"value", a.ivalue}}); break;
         case Arg::Kind::I32: args.push_back({{"kind", "i32"}, {"value", a.ivalue}}); break;
         case Arg::Kind::F32:
@@ -446,6 +478,57 @@ bool checkShared(uint32_t bytes, const std::string &field, std::string &error) {
   error = field + ": " + str(bytes) + " bytes of shared memory exceed the limit of " +
           str(kMaxSharedBytes) + " (227 KiB)";
   return false;
+}
+
+/// The values of a tensor_map argument whose buffer id and offset are already
+/// checked: what cuTensorMapEncodeTiled accepts for a 2-D bf16 tiled map, with
+/// the window inside the buffer.
+bool checkTensorMap(const Arg &arg, const Buffer &b, const std::string &field,
+                    std::string &error) {
+  const TensorMapSpec &m = arg.map;
+  auto fail = [&](const std::string &why) {
+    error = field + ": tensor_map " + why;
+    return false;
+  };
+  constexpr uint64_t kMaxDim = uint64_t(1) << 32; // globalDim limit
+  constexpr uint64_t kMaxRowBytes = uint64_t(1) << 40; // globalStrides limit
+  constexpr uint32_t kMaxBox = 256;
+  if (b.dtype != st::DType::BF16)
+    return fail("buffer '" + b.name + "' has dtype " + std::string(st::dtypeName(b.dtype)) +
+                " (tensor maps read BF16 buffers)");
+  if (m.rows < 1 || m.rows > kMaxDim)
+    return fail("rows " + str(m.rows) + " must be in [1, 2^32]");
+  if (m.cols < 1 || m.cols > kMaxDim)
+    return fail("cols " + str(m.cols) + " must be in [1, 2^32]");
+  if (m.rowBytes == 0 || m.rowBytes % 16 != 0 || m.rowBytes >= kMaxRowBytes)
+    return fail("row_bytes " + str(m.rowBytes) + " must be a positive multiple of 16 below 2^40");
+  if (m.cols > m.rowBytes / 2)
+    return fail("cols " + str(m.cols) + " (" + str(m.cols * 2) + " bytes) exceed row_bytes " +
+                str(m.rowBytes));
+  // The last byte read is offset + (rows - 1) * row_bytes + cols * 2; with the
+  // limits above (rows <= 2^32, row_bytes < 2^40) this fits in 128 bits, not 64.
+  const uint64_t offset = static_cast<uint64_t>(arg.ivalue); // checked: 0 <= offset
+  uint64_t end = 0;
+  const bool overflow = __builtin_mul_overflow(m.rows - 1, m.rowBytes, &end) ||
+                        __builtin_add_overflow(end, offset + m.cols * 2, &end);
+  if (overflow || end > b.bytes)
+    return fail(str(m.rows) + "x" + str(m.cols) + " with row_bytes " + str(m.rowBytes) +
+                " at offset " + str(offset) + " ends at byte " +
+                (overflow ? std::string("2^64 or more") : str(end)) + ", past the end of buffer '" +
+                b.name + "' (" + str(b.bytes) + " bytes)");
+  if (m.boxRows < 1 || m.boxRows > kMaxBox)
+    return fail("box_rows " + str(m.boxRows) + " must be in [1, 256]");
+  if (m.boxCols < 1 || m.boxCols > kMaxBox)
+    return fail("box_cols " + str(m.boxCols) + " must be in [1, 256]");
+  if (m.boxCols * 2 % 16 != 0)
+    return fail("box_cols " + str(m.boxCols) + " (" + str(m.boxCols * 2) +
+                " bytes) must span a multiple of 16 bytes");
+  if (m.swizzle != 0 && m.swizzle != 32 && m.swizzle != 64 && m.swizzle != 128)
+    return fail("swizzle " + str(m.swizzle) + " must be 0, 32, 64 or 128");
+  if (m.swizzle != 0 && m.boxCols * 2 > m.swizzle)
+    return fail("box_cols " + str(m.boxCols) + " (" + str(m.boxCols * 2) +
+                " bytes) exceed the " + str(m.swizzle) + "-byte swizzle span");
+  return true;
 }
 
 } // namespace
@@ -572,10 +655,11 @@ bool validateBundleSpec(const BundleSpec &spec, size_t numBlobs, std::string &er
       for (size_t a = 0; a < l.args.size(); ++a) {
         const Arg &arg = l.args[a];
         const std::string af = lf + ".args[" + str(a) + "]";
-        if (arg.kind == Arg::Kind::Ptr &&
-            !checkId(arg.buffer, spec.buffers.size(), "buffer", af, error))
+        const bool pointsIntoBuffer =
+            arg.kind == Arg::Kind::Ptr || arg.kind == Arg::Kind::TensorMap;
+        if (pointsIntoBuffer && !checkId(arg.buffer, spec.buffers.size(), "buffer", af, error))
           return false;
-        if (arg.kind == Arg::Kind::Ptr && arg.ivalue != 0 &&
+        if (pointsIntoBuffer && arg.ivalue != 0 &&
             (arg.ivalue < 0 || arg.ivalue % 16 != 0 ||
              static_cast<uint64_t>(arg.ivalue) >= spec.buffers[arg.buffer].bytes)) {
           error = af + ": offset " + std::to_string(arg.ivalue) + " into buffer '" +
@@ -584,6 +668,9 @@ bool validateBundleSpec(const BundleSpec &spec, size_t numBlobs, std::string &er
                   " bytes) must be a multiple of 16 inside the buffer";
           return false;
         }
+        if (arg.kind == Arg::Kind::TensorMap &&
+            !checkTensorMap(arg, spec.buffers[arg.buffer], af, error))
+          return false;
         if (arg.kind == Arg::Kind::I32 &&
             (arg.ivalue < std::numeric_limits<int32_t>::min() ||
              arg.ivalue > std::numeric_limits<int32_t>::max())) {

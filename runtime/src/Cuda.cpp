@@ -51,6 +51,7 @@ bool resolve(void *lib, Driver &d, std::string &missing) {
   r.get(d.cuEventDestroy, "cuEventDestroy_v2");
   d.cuFuncGetParamInfo = reinterpret_cast<decltype(d.cuFuncGetParamInfo)>(
       ::dlsym(lib, "cuFuncGetParamInfo")); // optional
+  r.getOptional(d.cuTensorMapEncodeTiled, "cuTensorMapEncodeTiled"); // CUDA 12.0+
   missing = r.missing();
   return r.ok();
 }

@@ -3,6 +3,7 @@
 #include "qtune/runtime/Executor.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <exception>
 #include <limits>
@@ -174,6 +175,78 @@ bool Executor::prepare(std::string &error) {
                  error))
       return false;
 
+  // Tensor maps: encoded once on the host (identical ones shared) into one
+  // device allocation of 128 bytes per map; a tensor_map argument's slot is
+  // the device address of its map.
+  using MapKey = std::array<uint64_t, 7>;
+  auto mapKey = [&](const Arg &a) {
+    const TensorMapSpec &m = a.map;
+    return MapKey{address(a.buffer) + static_cast<uint64_t>(a.ivalue), m.rows, m.cols,
+                  m.rowBytes, m.boxRows, m.boxCols, m.swizzle};
+  };
+  std::map<MapKey, size_t> mapIndex;
+  std::vector<CUtensorMap> maps;
+  for (const auto &[name, entry] : bundle_.entries) {
+    for (size_t i = 0; i < entry.launches.size(); ++i) {
+      const Launch &l = entry.launches[i];
+      for (size_t j = 0; j < l.args.size(); ++j) {
+        const Arg &a = l.args[j];
+        if (a.kind != Arg::Kind::TensorMap)
+          continue;
+        const MapKey key = mapKey(a);
+        if (mapIndex.count(key))
+          continue;
+        const std::string field = "entries." + name + ".launches[" + std::to_string(i) +
+                                  "].args[" + std::to_string(j) + "] (kernel '" +
+                                  bundle_.kernels[l.kernel].name + "')";
+        if (!d.cuTensorMapEncodeTiled) {
+          error = field + ": tensor_map arguments need cuTensorMapEncodeTiled, which this CUDA "
+                          "driver lacks (CUDA 12.0 or newer is needed)";
+          return false;
+        }
+        const TensorMapSpec &m = a.map;
+        const uint64_t globalDim[2] = {m.cols, m.rows}; // innermost first
+        const uint64_t globalStrides[1] = {m.rowBytes};
+        const uint32_t boxDim[2] = {m.boxCols, m.boxRows};
+        const uint32_t elementStrides[2] = {1, 1};
+        const int swizzle = m.swizzle == 32    ? CU_TENSOR_MAP_SWIZZLE_32B
+                            : m.swizzle == 64  ? CU_TENSOR_MAP_SWIZZLE_64B
+                            : m.swizzle == 128 ? CU_TENSOR_MAP_SWIZZLE_128B
+                                               : CU_TENSOR_MAP_SWIZZLE_NONE;
+        CUtensorMap map{};
+        const CUresult r = d.cuTensorMapEncodeTiled(
+            &map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
+            reinterpret_cast<void *>(static_cast<uintptr_t>(key[0])), globalDim, globalStrides,
+            boxDim, elementStrides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
+            CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+        if (!d.check(r,
+                     field + ": cuTensorMapEncodeTiled(buffer '" +
+                         bundle_.buffers[a.buffer].name + "' +" + std::to_string(a.ivalue) +
+                         ", " + std::to_string(m.rows) + "x" + std::to_string(m.cols) +
+                         ", row_bytes " + std::to_string(m.rowBytes) + ", box " +
+                         std::to_string(m.boxRows) + "x" + std::to_string(m.boxCols) +
+                         ", swizzle " + std::to_string(m.swizzle) + ")",
+                     error))
+          return false;
+        mapIndex.emplace(key, maps.size());
+        maps.push_back(map);
+      }
+    }
+  }
+  if (!maps.empty()) {
+    const size_t bytes = maps.size() * sizeof(CUtensorMap);
+    const std::string what = "tensor maps, " + formatBytes(bytes);
+    const CUresult r = d.cuMemAlloc(&tensorMaps_, bytes); // at least 256-byte aligned
+    if (r != CUDA_SUCCESS) {
+      tensorMaps_ = 0;
+      d.check(r, "cuMemAlloc(" + what + ")", error);
+      return false;
+    }
+    if (!d.check(d.cuMemcpyHtoD(tensorMaps_, maps.data(), bytes), "cuMemcpyHtoD(" + what + ")",
+                 error))
+      return false;
+  }
+
   // Kernel parameters never change: build them once. Where the driver can
   // tell, check them against the kernel's parameter list first.
   for (const auto &[name, entry] : bundle_.entries) {
@@ -189,6 +262,9 @@ bool Executor::prepare(std::string &error) {
         uint64_t slot = 0; // little-endian: 4-byte values sit in the low bytes
         switch (a.kind) {
         case Arg::Kind::Ptr: slot = address(a.buffer) + static_cast<uint64_t>(a.ivalue); break;
+        case Arg::Kind::TensorMap:
+          slot = tensorMaps_ + mapIndex.at(mapKey(a)) * sizeof(CUtensorMap);
+          break;
         case Arg::Kind::I64: slot = static_cast<uint64_t>(a.ivalue); break;
         case Arg::Kind::I32: {
           const int32_t v = static_cast<int32_t>(a.ivalue);
@@ -214,11 +290,16 @@ bool Executor::checkParams(const Launch &l, const std::string &field, std::strin
   for (; d.cuFuncGetParamInfo(functions_[l.kernel], count, &offset, &size) == CUDA_SUCCESS; ++count) {
     if (count >= l.args.size())
       continue; // counted, reported below
-    const size_t want = l.args[count].kind == Arg::Kind::I32 || l.args[count].kind == Arg::Kind::F32 ? 4 : 8;
+    // Ptr, I64 and TensorMap (the address of the map in device memory) are 8 bytes.
+    const Arg::Kind kind = l.args[count].kind;
+    const size_t want = kind == Arg::Kind::I32 || kind == Arg::Kind::F32 ? 4 : 8;
     if (size != want) {
       error = field + ".args[" + std::to_string(count) + "]: " + kernel + " takes a " +
               std::to_string(size) + "-byte parameter here, the argument has " +
               std::to_string(want) + " bytes";
+      if (kind == Arg::Kind::TensorMap && size == sizeof(CUtensorMap))
+        error += " (a tensor_map argument passes a pointer to the map in device memory, "
+                 "not the 128-byte map by value)";
       return false;
     }
   }
@@ -244,6 +325,8 @@ Executor::~Executor() {
     d.cuModuleUnload(m);
   if (arena_)
     d.cuMemFree(arena_);
+  if (tensorMaps_)
+    d.cuMemFree(tensorMaps_);
 }
 
 CUdeviceptr Executor::address(int buffer) const {

@@ -470,6 +470,188 @@ TEST_F(BundleFileTest, PointerOffsetsRoundTrip) {
   EXPECT_EQ(b->entries.at("forward").launches[0].args[0].ivalue, 0);
 }
 
+// ---- tensor_map arguments -----------------------------------------------------------
+
+/// The sample bundle plus a BF16 buffer 'a' of 16 x 64 elements (2 KiB, rows
+/// of 128 bytes) read by a tensor_map argument appended to launch 0.
+BundleWriter tensorMapWriter(const TensorMapSpec &m, int64_t offset = 0) {
+  BundleWriter w = sampleWriter();
+  const int a = w.addBuffer({"a", 1024, 16 * 64 * 2, st::DType::BF16, {16, 64}, BufferRole::Input});
+  w.spec.arenaBytes = 1024 + 2048;
+  w.spec.entries["forward"].launches[0].args.push_back(Arg::tensorMap(a, offset, m));
+  return w;
+}
+
+TensorMapSpec sampleMap() {
+  TensorMapSpec m;
+  m.rows = 15;
+  m.cols = 48;
+  m.rowBytes = 128;
+  m.boxRows = 8;
+  m.boxCols = 64;
+  m.swizzle = 128;
+  return m;
+}
+
+TEST_F(BundleFileTest, TensorMapRoundTrip) {
+  const BundleWriter w = tensorMapWriter(sampleMap(), 128);
+  const std::string p = path("tmap.qtb");
+  std::string error;
+  ASSERT_TRUE(w.write(p, error)) << error;
+  auto b = loadBundle(p, error);
+  ASSERT_NE(b, nullptr) << error;
+  const auto &args = b->entries.at("forward").launches[0].args;
+  ASSERT_EQ(args.size(), 6u);
+  const Arg &a = args[5];
+  EXPECT_EQ(a.kind, Arg::Kind::TensorMap);
+  EXPECT_EQ(a.buffer, 4);
+  EXPECT_EQ(a.ivalue, 128);
+  EXPECT_EQ(a.map.rows, 15u);
+  EXPECT_EQ(a.map.cols, 48u);
+  EXPECT_EQ(a.map.rowBytes, 128u);
+  EXPECT_EQ(a.map.boxRows, 8u);
+  EXPECT_EQ(a.map.boxCols, 64u);
+  EXPECT_EQ(a.map.swizzle, 128u);
+
+  const Json h = Json::parse(bundleHeaderJson(w.spec, w.blobs));
+  EXPECT_EQ(h["entries"]["forward"]["launches"][0]["args"][5],
+            Json::parse(R"({"kind": "tensor_map", "buffer": 4, "offset": 128, "rows": 15,
+                            "cols": 48, "row_bytes": 128, "box_rows": 8, "box_cols": 64,
+                            "swizzle": 128})"));
+
+  // "offset" is optional (0); no swizzle and a box wider than the matrix are fine.
+  TensorMapSpec m = sampleMap();
+  m.swizzle = 0;
+  m.rows = 16;
+  m.boxCols = 256;
+  const BundleWriter w2 = tensorMapWriter(m);
+  EXPECT_FALSE(Json::parse(bundleHeaderJson(w2.spec, w2.blobs))["entries"]["forward"]["launches"]
+                   [0]["args"][5]
+                       .contains("offset"));
+  ASSERT_TRUE(w2.write(p, error)) << error;
+  b = loadBundle(p, error);
+  ASSERT_NE(b, nullptr) << error;
+  const Arg &a2 = b->entries.at("forward").launches[0].args[5];
+  EXPECT_EQ(a2.kind, Arg::Kind::TensorMap);
+  EXPECT_EQ(a2.ivalue, 0);
+  EXPECT_EQ(a2.map.swizzle, 0u);
+  EXPECT_EQ(a2.map.boxCols, 256u);
+}
+
+TEST(BundleSpecTest, TensorMapErrors) {
+  const std::string f = "entries.forward.launches[0].args[5]: ";
+  auto check = [&](const std::function<void(TensorMapSpec &)> &edit, const std::string &want,
+                   int64_t offset = 0) {
+    TensorMapSpec m = sampleMap();
+    edit(m);
+    const BundleWriter w = tensorMapWriter(m, offset);
+    std::string error;
+    EXPECT_FALSE(validateBundleSpec(w.spec, w.blobs.size(), error)) << want;
+    EXPECT_EQ(error, f + want);
+  };
+  {
+    const BundleWriter w = tensorMapWriter(sampleMap());
+    std::string error;
+    EXPECT_TRUE(validateBundleSpec(w.spec, w.blobs.size(), error)) << error;
+  }
+  check([](TensorMapSpec &m) { m.swizzle = 48; }, "tensor_map swizzle 48 must be 0, 32, 64 or 128");
+  check([](TensorMapSpec &m) { m.boxRows = 257; }, "tensor_map box_rows 257 must be in [1, 256]");
+  check([](TensorMapSpec &m) { m.boxRows = 0; }, "tensor_map box_rows 0 must be in [1, 256]");
+  check([](TensorMapSpec &m) { m.boxCols = 264; m.swizzle = 0; },
+        "tensor_map box_cols 264 must be in [1, 256]");
+  check([](TensorMapSpec &m) { m.boxCols = 12; },
+        "tensor_map box_cols 12 (24 bytes) must span a multiple of 16 bytes");
+  check([](TensorMapSpec &m) { m.boxCols = 64; m.swizzle = 64; },
+        "tensor_map box_cols 64 (128 bytes) exceed the 64-byte swizzle span");
+  check([](TensorMapSpec &m) { m.boxCols = 32; m.swizzle = 32; },
+        "tensor_map box_cols 32 (64 bytes) exceed the 32-byte swizzle span");
+  check([](TensorMapSpec &m) { m.rows = 0; }, "tensor_map rows 0 must be in [1, 2^32]");
+  check([](TensorMapSpec &m) { m.cols = 0; }, "tensor_map cols 0 must be in [1, 2^32]");
+  check([](TensorMapSpec &m) { m.cols = 65; },
+        "tensor_map cols 65 (130 bytes) exceed row_bytes 128");
+  check([](TensorMapSpec &m) { m.rowBytes = 120; },
+        "tensor_map row_bytes 120 must be a positive multiple of 16 below 2^40");
+  check([](TensorMapSpec &m) { m.rowBytes = uint64_t(1) << 40; },
+        "tensor_map row_bytes 1099511627776 must be a positive multiple of 16 below 2^40");
+  // Past the end of 'a' (2048 bytes): 16 full rows from offset 128, one row too many
+  // rows, a too long row pitch, and a product that overflows 64 bits.
+  check([](TensorMapSpec &m) { m.rows = 16; },
+        "tensor_map 16x48 with row_bytes 128 at offset 128 ends at byte 2144, past the end "
+        "of buffer 'a' (2048 bytes)",
+        128);
+  check([](TensorMapSpec &m) { m.rows = 17; },
+        "tensor_map 17x48 with row_bytes 128 at offset 0 ends at byte 2144, past the end of "
+        "buffer 'a' (2048 bytes)");
+  check([](TensorMapSpec &m) { m.rowBytes = 256; },
+        "tensor_map 15x48 with row_bytes 256 at offset 0 ends at byte 3680, past the end of "
+        "buffer 'a' (2048 bytes)");
+  check([](TensorMapSpec &m) { m.rows = uint64_t(1) << 32; m.rowBytes = uint64_t(1) << 39; },
+        "tensor_map 4294967296x48 with row_bytes 549755813888 at offset 0 ends at byte 2^64 or "
+        "more, past the end of buffer 'a' (2048 bytes)");
+  check([](TensorMapSpec &) {},
+        "offset 24 into buffer 'a' (2048 bytes) must be a multiple of 16 inside the buffer", 24);
+  check([](TensorMapSpec &) {},
+        "offset 2048 into buffer 'a' (2048 bytes) must be a multiple of 16 inside the buffer",
+        2048);
+
+  // The buffer must hold BF16 ('t' is F32), and exist.
+  BundleWriter w = tensorMapWriter(sampleMap());
+  w.spec.entries["forward"].launches[0].args[5].buffer = 2;
+  std::string error;
+  EXPECT_FALSE(validateBundleSpec(w.spec, w.blobs.size(), error));
+  EXPECT_EQ(error, f + "tensor_map buffer 't' has dtype F32 (tensor maps read BF16 buffers)");
+  w.spec.entries["forward"].launches[0].args[5].buffer = 5;
+  EXPECT_FALSE(validateBundleSpec(w.spec, w.blobs.size(), error));
+  EXPECT_EQ(error, f + "buffer id 5 out of range (5 buffers)");
+}
+
+TEST_F(BundleFileTest, TensorMapHeaderErrors) {
+  auto withMap = [](const std::function<void(Json &)> &edit) {
+    return [edit](Json &j) {
+      j["buffers"].push_back({{"name", "a"}, {"offset", 1024}, {"bytes", 2048},
+                              {"dtype", "BF16"}, {"shape", {16, 64}}, {"role", "input"}});
+      j["arena_bytes"] = 3072;
+      Json &args = j["entries"]["forward"]["launches"][0]["args"];
+      args.push_back({{"kind", "tensor_map"}, {"buffer", 4}, {"rows", 16}, {"cols", 64},
+                      {"row_bytes", 128}, {"box_rows", 8}, {"box_cols", 64}, {"swizzle", 128}});
+      edit(args[5]);
+    };
+  };
+  expectHeaderError(withMap([](Json &a) { a.erase("box_cols"); }),
+                    "entries.forward.launches[0].args[5]: missing key 'box_cols'");
+  expectHeaderError(withMap([](Json &a) { a["swizzle"] = "128B"; }),
+                    "entries.forward.launches[0].args[5].swizzle: expected an integer, got a string");
+  expectHeaderError(withMap([](Json &a) { a["rows"] = -1; }),
+                    "entries.forward.launches[0].args[5].rows: -1 is out of range");
+  expectHeaderError(withMap([](Json &a) { a["box_rows"] = 1LL << 33; }),
+                    "entries.forward.launches[0].args[5].box_rows: 8589934592 is out of range");
+  expectHeaderError(withMap([](Json &a) { a["offset"] = 2.5; }),
+                    "entries.forward.launches[0].args[5].offset: expected an integer");
+  expectHeaderError(withMap([](Json &a) { a["swizzle"] = 16; }),
+                    "entries.forward.launches[0].args[5]: tensor_map swizzle 16 must be 0, 32, 64 or 128");
+  expectHeaderError(withMap([](Json &a) { a["box_rows"] = 512; }),
+                    "entries.forward.launches[0].args[5]: tensor_map box_rows 512 must be in [1, 256]");
+  expectHeaderError(withMap([](Json &a) { a["offset"] = 16; }),
+                    "entries.forward.launches[0].args[5]: tensor_map 16x64 with row_bytes 128 at "
+                    "offset 16 ends at byte 2064, past the end of buffer 'a' (2048 bytes)");
+  expectHeaderError(withMap([](Json &a) { a["buffer"] = 1; }),
+                    "entries.forward.launches[0].args[5]: tensor_map buffer 'w' has dtype F32");
+  expectHeaderError(withMap([](Json &a) { a["swizzle"] = 64; }),
+                    "entries.forward.launches[0].args[5]: tensor_map box_cols 64 (128 bytes) "
+                    "exceed the 64-byte swizzle span");
+  // The sample with the map loads.
+  std::string file;
+  Json header;
+  sample(file, header);
+  withMap([](Json &) {})(header);
+  const std::string p = path("tmap-ok.qtb");
+  writeRaw(p, withHeader(file, header.dump()));
+  std::string error;
+  auto b = loadBundle(p, error);
+  ASSERT_NE(b, nullptr) << error;
+  EXPECT_EQ(b->entries.at("forward").launches[0].args[5].map.rows, 16u);
+}
+
 TEST_F(BundleFileTest, ExtraKeysAndOutputInPlace) {
   // Unknown keys are ignored; a buffer may be both a param and an output
   // (updated in place).

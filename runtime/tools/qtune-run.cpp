@@ -75,6 +75,18 @@ std::string argText(const Bundle &b, const Arg &a) {
   switch (a.kind) {
   case Arg::Kind::Ptr:
     return "ptr " + b.buffers[a.buffer].name + (a.ivalue ? "+" + std::to_string(a.ivalue) : "");
+  case Arg::Kind::TensorMap: {
+    // e.g. "tensor_map buffer 'x' +0 8192x4096 box 256x64 swizzle 128"; the
+    // row pitch only where it is not the row's own bytes.
+    const TensorMapSpec &m = a.map;
+    std::string s = "tensor_map buffer '" + b.buffers[a.buffer].name + "' +" +
+                    std::to_string(a.ivalue) + " " + std::to_string(m.rows) + "x" +
+                    std::to_string(m.cols);
+    if (m.rowBytes != m.cols * 2)
+      s += " row_bytes " + std::to_string(m.rowBytes);
+    return s + " box " + std::to_string(m.boxRows) + "x" + std::to_string(m.boxCols) +
+           " swizzle " + std::to_string(m.swizzle);
+  }
   case Arg::Kind::I64: return "i64 " + std::to_string(a.ivalue);
   case Arg::Kind::I32: return "i32 " + std::to_string(a.ivalue);
   case Arg::Kind::F32: std::snprintf(buf, sizeof buf, "f32 %g", a.fvalue); return buf;

@@ -53,9 +53,18 @@ bool xStagedKM(const GemmSpec &spec, const GemmSchedule &s) {
 bool xStagedMN(const GemmSpec &spec, const GemmSchedule &s) {
   return spec.transposeX && spec.xRowsAligned && s.wgmma;
 }
+/// The bytes between the wgmma path's X stages: the core-matrix layout's,
+/// or with TMA the larger of it and the 128-byte-swizzled rows, rounded up to
+/// the swizzle's 1024-byte pattern (the stages start on it).
+int64_t xStageBytes(const GemmSpec &spec, const GemmSchedule &s) {
+  int64_t core = s.tileM / 8 * s.rowGroupBytes();
+  if (!spec.tmaX)
+    return core;
+  return llvm::alignTo(std::max(core, s.tileM * s.tileK * 2), 1024);
+}
 int64_t xsBytes(const GemmSpec &spec, const GemmSchedule &s) {
   if (s.wgmma)
-    return s.stages * s.tileM / 8 * s.rowGroupBytes();
+    return s.stages * xStageBytes(spec, s);
   return xStagedKM(spec, s) ? 2 * s.tileK * (s.tileM + 8) * 2
                             : 2 * s.tileM * (s.tileK + 8) * 2;
 }
@@ -68,11 +77,15 @@ int64_t wsBytes(const GemmSpec &spec, const GemmSchedule &s) {
 int64_t rowMaxBytes(const GemmSpec &spec, const GemmSchedule &s) {
   return spec.qftFormat ? s.tileM * s.warpsN * 4 : 0;
 }
+/// TMA: one mbarrier (8 bytes) per stage counts its X copy.
+int64_t barrierBytes(const GemmSpec &spec, const GemmSchedule &s) {
+  return spec.tmaX ? 8 * s.stages : 0;
+}
 } // namespace
 
 int64_t gemmSharedBytes(const GemmSpec &spec, const GemmSchedule &schedule) {
   return xsBytes(spec, schedule) + wsBytes(spec, schedule) +
-         rowMaxBytes(spec, schedule);
+         rowMaxBytes(spec, schedule) + barrierBytes(spec, schedule);
 }
 
 bool gemmUsesDynamicShared(const GemmSpec &spec, const GemmSchedule &schedule) {
@@ -203,6 +216,7 @@ struct Segment {
   ValueRange weight; // the components, or the one dense weight
   bool transposed = false;       // X stored as [kSeg × M]
   bool weightTransposed = false; // W stored (or quantized) as [kSeg × N]
+  bool tma = false;              // X by TMA (GemmSpec::tmaX), swizzled stages
 };
 
 class KernelBuilder {
@@ -247,7 +261,7 @@ public:
                    mul(div(k, 8), idx(s.coreStrideBytes() / 2))),
                add(mul(rem(row, 8), idx(8)), rem(k, 8)));
   }
-  int64_t xStageElems() const { return s.tileM / 8 * s.rowGroupBytes() / 2; }
+  int64_t xStageElems() const { return xStageBytes(spec, s) / 2; }
   int64_t wStageElems() const { return s.tileN / 8 * s.rowGroupBytes() / 2; }
 
   /// The shared indices of element (row, k) of stage `stage` of a tile.
@@ -708,6 +722,21 @@ public:
                       (int64_t(s.rowGroupBytes() >> 4) << 32);
     return arith::OrIOp::create(b, start, c64(strides));
   }
+  /// The same for stages of 128-byte rows in the 128-byte swizzle (TMA's
+  /// layout: row r's 16-byte chunk c at chunk c ⊕ (r mod 8)): layout type 1,
+  /// SBO = 1024 bytes between 8-row groups, LBO unused (1).
+  Value descriptorBaseSwizzled(Value buffer) {
+    Type i64 = b.getI64Type();
+    Value addr = arith::IndexCastUIOp::create(
+        b, i64, memref::ExtractAlignedPointerAsIndexOp::create(b, buffer));
+    Value start = arith::AndIOp::create(
+        b, arith::ShRUIOp::create(b, addr, arith::ConstantIntOp::create(b, i64, 4)),
+        arith::ConstantIntOp::create(b, i64, 0x3FFF));
+    int64_t fields = (int64_t(1) << 16) | (int64_t(1024 >> 4) << 32) |
+                     (int64_t(1) << 62);
+    return arith::OrIOp::create(b, start,
+                                arith::ConstantIntOp::create(b, i64, fields));
+  }
   /// The descriptor `byteOffset` bytes past the base's start address.
   Value descriptorAt(Value base, Value byteOffset) {
     return arith::AddIOp::create(
@@ -719,17 +748,20 @@ public:
   /// commits them as one group; the caller waits for it. `mnMajorB`: the
   /// weight tile is MN-major (a weight stored K × N), read transposed.
   Value wgmmaTile(Value acc, Value stage, int64_t ksteps, bool mnMajorB,
-                  bool mnMajorA = false) {
+                  bool mnMajorA = false, bool swizzledA = false) {
     NVVM::WgmmaFenceAlignedOp::create(b);
     Value warpgroup = div(tid, 128);
     Value xOff = add(mul(stage, idx(xStageElems() * 2)),
-                     mul(warpgroup, idx(64 / 8 * s.rowGroupBytes())));
+                     mul(warpgroup, idx(swizzledA ? 64 * s.tileK * 2
+                                                  : 64 / 8 * s.rowGroupBytes())));
     Value wOff = mul(stage, idx(wStageElems() * 2));
     auto shape = NVVM::MMAShapeAttr::get(b.getContext(), 64, s.tileN, 16);
     for (int64_t ks = 0; ks < ksteps; ++ks) {
       // Two K-adjacent core matrices per k16 step.
       int64_t kOff = ks * 2 * s.coreStrideBytes();
-      Value descA = descriptorAt(xDesc, add(xOff, idx(kOff)));
+      // Swizzled rows: the k16 step's 32 bytes, before the swizzle.
+      Value descA = swizzledA ? descriptorAt(xDescSwizzled, add(xOff, idx(ks * 32)))
+                              : descriptorAt(xDesc, add(xOff, idx(kOff)));
       Value descB = descriptorAt(wDesc, add(wOff, idx(kOff)));
       acc = NVVM::WgmmaMmaAsyncOp::create(
           b, acc.getType(), acc, descA, descB, shape, NVVM::WGMMATypes::bf16,
@@ -758,6 +790,8 @@ public:
       xDesc = descriptorBase(xs);
       wDesc = descriptorBase(ws);
     }
+    if (seg.tma && !xDescSwizzled)
+      xDescSwizzled = descriptorBaseSwizzled(xs);
     int64_t tiles = (seg.kSeg + s.tileK - 1) / s.tileK;
     int64_t ksteps = std::min(s.tileK, (seg.kSeg + 15) / 16 * 16) / 16;
     int64_t stages = s.stages;
@@ -769,6 +803,18 @@ public:
     // tile (into a stage no MMA reads) instead of masking every chunk.
     bool wholeK = seg.kSeg % s.tileK == 0;
     auto copyAhead = [&](Value kt, Value stage) {
+      if (seg.tma) {
+        // One thread starts the TMA copy of an X tile that exists (none
+        // past the last: nothing may still write a stage after the loop).
+        if (asyncW) {
+          copyWTile(seg, mul(arith::MinUIOp::create(b, kt, idx(tiles - 1)),
+                             idx(s.tileK)),
+                    stage);
+          NVVM::CpAsyncCommitGroupOp::create(b);
+        }
+        tmaLoadX(kt, stage, tiles);
+        return;
+      }
       Value k0 = mul(wholeK ? Value(arith::MinUIOp::create(b, kt, idx(tiles - 1)))
                             : kt,
                      idx(s.tileK));
@@ -809,13 +855,20 @@ public:
     auto step = [&](Value kt, function_ref<Value(int64_t)> stageOf,
                     ValueRange iter) {
       NVVM::CpAsyncWaitGroupOp::create(b, b.getI32IntegerAttr(stages - 2));
+      // This tile's TMA copy: the stage's (kt / stages)-th phase.
+      if (seg.tma)
+        NVVM::MBarrierTryWaitParityOp::create(
+            b, barrier(stageOf(0)),
+            arith::IndexCastUIOp::create(b, b.getI32Type(),
+                                         rem(div(kt, stages), 2)),
+            arith::ConstantIntOp::create(b, b.getI32Type(), 10000000));
       NVVM::FenceProxyOp::create(
           b, NVVM::ProxyKind::async_shared,
           NVVM::SharedSpaceAttr::get(b.getContext(),
                                      NVVM::SharedSpace::shared_cta));
       gpu::BarrierOp::create(b);
       Value out = wgmmaTile(iter[0], stageOf(0), ksteps, seg.weightTransposed,
-                            seg.transposed && xStagedMN(spec, s));
+                            seg.transposed && xStagedMN(spec, s), seg.tma);
       // Past the last tile the loads are clamped (and masked or unread).
       copyAhead(add(kt, idx(stages - 1)), stageOf(stages - 1));
       SmallVector<Value> yields{out};
@@ -871,6 +924,68 @@ public:
     NVVM::CpAsyncWaitGroupOp::create(b, b.getI32IntegerAttr(0));
     gpu::BarrierOp::create(b);
     return results[0];
+  }
+
+  /// TMA: the mbarrier of `stage`, as a shared pointer.
+  Value barrier(Value stage) {
+    Value addr = add(memref::ExtractAlignedPointerAsIndexOp::create(b, bars),
+                     mul(stage, idx(8)));
+    return LLVM::IntToPtrOp::create(
+        b, LLVM::LLVMPointerType::get(b.getContext(), 3),
+        Value(arith::IndexCastUIOp::create(b, b.getI64Type(), addr)));
+  }
+  /// TMA: thread 0 initializes the stages' mbarriers (one arrival each:
+  /// the copy's issuer, plus the copy's bytes) before any copy starts.
+  void initBarriers() {
+    auto first = scf::IfOp::create(b, arith::CmpIOp::create(
+                                          b, arith::CmpIPredicate::eq, tid, idx(0)),
+                                   false);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(first.thenBlock());
+      for (int64_t i = 0; i < s.stages; ++i)
+        NVVM::MBarrierInitOp::create(
+            b, barrier(idx(i)),
+            arith::ConstantIntOp::create(b, b.getI32Type(), 1), Value());
+      NVVM::FenceProxyOp::create(
+          b, NVVM::ProxyKind::async_shared,
+          NVVM::SharedSpaceAttr::get(b.getContext(),
+                                     NVVM::SharedSpace::shared_cta));
+    }
+    gpu::BarrierOp::create(b);
+  }
+  /// TMA: thread 0 starts the copy of X tile `kt` (rows rowBase.., K
+  /// columns kt · tileK..) into `stage`, if the tile exists: the stage's
+  /// mbarrier expects its bytes, and the copy completes them.
+  void tmaLoadX(Value kt, Value stage, int64_t tiles) {
+    Value issue = both(arith::CmpIOp::create(b, arith::CmpIPredicate::eq, tid, idx(0)),
+                       lt(kt, idx(tiles)));
+    auto guard = scf::IfOp::create(b, issue, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(guard.thenBlock());
+    Type i32 = b.getI32Type();
+    Value bar = barrier(stage);
+    NVVM::MBarrierArriveExpectTxOp::create(
+        b, Type(), bar,
+        arith::ConstantIntOp::create(b, i32, s.tileM * s.tileK * 2),
+        NVVM::MemScopeKind::CTA, /*relaxed=*/false, Value());
+    Value dst = LLVM::IntToPtrOp::create(
+        b, LLVM::LLVMPointerType::get(b.getContext(), 3),
+        Value(arith::IndexCastUIOp::create(
+            b, b.getI64Type(),
+            add(memref::ExtractAlignedPointerAsIndexOp::create(b, xs),
+                mul(stage, idx(xStageElems() * 2))))));
+    // The CTA's own shared address, as the shared::cluster address of the
+    // executing CTA (the copy's destination space).
+    dst = LLVM::AddrSpaceCastOp::create(
+        b, LLVM::LLVMPointerType::get(b.getContext(), 7), dst);
+    Value coords[] = {
+        arith::IndexCastUIOp::create(b, i32, mul(kt, idx(s.tileK))),
+        arith::IndexCastUIOp::create(b, i32, rowBase)};
+    NVVM::CpAsyncBulkTensorGlobalToSharedClusterOp::create(
+        b, dst, tensorMap, coords, bar, ValueRange{}, Value(), Value(),
+        NVVM::TMALoadMode::TILE, /*isCTAOnly=*/false,
+        NVVM::CTAGroupKindAttr(), Value());
   }
 
   /// The wgmma path stages a dense weight stored N × K with 16-byte aligned
@@ -1186,6 +1301,11 @@ private:
   Value xs, ws, m;
   Value tid, lane, wm, wn, rowBase, colBase;
   Value xDesc, wDesc; // wgmma descriptor bases of the X and W stages
+  Value xDescSwizzled; // of the X stages in the 128-byte swizzle (TMA)
+
+public:
+  Value tensorMap; // TMA: the generic address of X's tensor map
+  Value bars;      // TMA: the stages' mbarriers (memref<stages x i64>)
 };
 
 } // namespace
@@ -1226,6 +1346,8 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
                             : bf16)); // y
   }
   args.push_back(builder.getIndexType()); // M
+  if (spec.tmaX)
+    args.push_back(builder.getI64Type()); // X's tensor map (device address)
 
   auto workgroup = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
   // Rows padded by 8 elements (16 bytes): ldmatrix rows stay 16-byte aligned
@@ -1309,6 +1431,7 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   }
   Value y = spec.qftFormat ? Value() : entry.getArgument(a++);
   Value m = entry.getArgument(a++);
+  Value tensorMap = spec.tmaX ? entry.getArgument(a++) : Value();
 
   // The shared buffers: static workgroup attributions, or views of the
   // dynamic shared memory laid out X stages, W stages, row maxima.
@@ -1322,6 +1445,9 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
     SmallVector<MemRefType> types{xsType, wsType};
     if (spec.qftFormat)
       types.push_back(rowMaxType);
+    if (spec.tmaX) // after the stages (8-byte aligned)
+      types.push_back(MemRefType::get({schedule.stages}, b.getI64Type(),
+                                      MemRefLayoutAttrInterface(), workgroup));
     for (MemRefType t : types) {
       shared.push_back(memref::ViewOp::create(
           b, t, dyn, arith::ConstantIndexOp::create(b, offset), ValueRange{}));
@@ -1332,6 +1458,15 @@ gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
   kb.setThreadIds();
   Value zero = arith::ConstantOp::create(b, b.getF32FloatAttr(0.0f));
   Segment main{x, spec.k, spec.format, weight, spec.transposeX, spec.transposeW};
+  if (spec.tmaX) {
+    assert(dynamicShared && schedule.wgmma && !spec.qftFormat &&
+           "TMA stages live in dynamic shared memory, on the wgmma path");
+    main.tma = true;
+    kb.tensorMap = LLVM::IntToPtrOp::create(
+        b, LLVM::LLVMPointerType::get(ctx), tensorMap);
+    kb.bars = shared.back();
+    kb.initBarriers();
+  }
   Segment lora{loraT, spec.loraRank, nullptr, ValueRange(&loraB, 1),
                /*transposed=*/false, spec.loraWeightTransposed};
   SmallVector<Value> acc;

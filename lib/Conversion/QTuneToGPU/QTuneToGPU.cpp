@@ -271,7 +271,7 @@ FailureOr<SymbolRefAttr> Lowering::kernelFor(Operation *op,
   os << "|b" << spec.hasBias << "r" << spec.hasResidual << "l" << spec.loraRank
      << (spec.loraWeightTransposed ? "t" : "")
      << "s" << spec.outputScale << "t" << spec.transposeX << spec.transposeW
-     << (spec.xRowsAligned ? "a" : "")
+     << (spec.xRowsAligned ? "a" : "") << (spec.tmaX ? "tma" : "")
      << "f" << spec.outputF32 << "k" << spec.splitK
      << "|" << schedule.tileM << "," << schedule.tileN
      << "," << schedule.tileK << "," << schedule.warpsM << ","
@@ -320,6 +320,11 @@ LogicalResult Lowering::launch(OpBuilder &b, Operation *op,
       bufs.back() = memref::AllocOp::create(
           b, loc, MemRefType::get({spec.splitK * m * spec.n}, b.getF32Type()));
   }
+  // X by TMA: plain row-major X (forward and input-gradient products, with or
+  // without a LoRA segment) on the unsplit wgmma path.
+  spec.tmaX = schedule.wgmma && spec.splitK == 1 && !spec.transposeX &&
+              schedule.tileK == 64 && spec.k % 8 == 0 && !spec.gradFormat &&
+              !spec.qftFormat;
   FailureOr<SymbolRefAttr> kernel = kernelFor(op, spec, schedule);
   if (failed(kernel))
     return failure();
@@ -328,6 +333,11 @@ LogicalResult Lowering::launch(OpBuilder &b, Operation *op,
   for (Value buf : bufs)
     args.push_back(flatView(b, loc, buf));
   args.push_back(c(m));
+  if (spec.tmaX)
+    args.push_back(TensorMapOp::create(
+        b, loc, b.getI64Type(), args.front(), b.getI64IntegerAttr(m),
+        b.getI64IntegerAttr(spec.k), b.getI64IntegerAttr(schedule.tileM),
+        b.getI64IntegerAttr(schedule.tileK), b.getI64IntegerAttr(128)));
   int64_t gridX = (spec.n + schedule.tileN - 1) / schedule.tileN;
   int64_t gridY = (m + schedule.tileM - 1) / schedule.tileM;
   Value dynamicShared;

@@ -397,28 +397,42 @@ func.func @split_k(%x: tensor<2048x4096xbf16>, %a: tensor<16x4096xbf16>) -> tens
 // -----
 
 // Training-sized M on sm_90a: two warpgroups of wgmma m64n128k16 (four k16
-// steps per K tile of 64) over three stages of core matrices in dynamic shared
-// memory (X and W stages of 16 row groups × 1168 bytes each: 112128 bytes),
-// two blocks per SM. The MMAs of a tile are committed as one group and waited
-// for after the next tile's copies and dequantization are issued. The dense
-// weight is copied like X (16-byte cp.async chunks in the X tile's group),
-// so the K loop carries only the accumulators. The loop is unrolled by the
-// stage count (K = 256: four tiles of 64, one round of three steps on
-// constant stages, no stage arithmetic in the loop, then the fourth step).
+// steps per K tile of 64) over three stages in dynamic shared memory, two
+// blocks per SM. X reaches its stages by TMA: the host plan builds a tensor
+// map over x (boxes of 128 × 64, 128-byte swizzle) and passes it after M;
+// in the kernel thread 0 initializes one mbarrier per stage and starts one
+// bulk tensor copy per K tile (the mbarrier expects its 16384 bytes), and
+// every thread waits for the stage's phase before the step's barrier. X
+// stages of 128 swizzled 128-byte rows rounded to 1024 bytes (19456, the
+// core-matrix layout's 18688 for a second segment), W stages of 16 row
+// groups × 1168 bytes, the mbarriers after them: 114456 bytes. The dense
+// weight is copied by cp.async, so the K loop carries only the
+// accumulators. The MMAs of a tile are committed as one group and waited for
+// after the next tile's copies are issued. The loop is unrolled by the stage
+// count (K = 256: four tiles of 64, one round of three steps on constant
+// stages, no stage arithmetic in the loop, then the fourth step).
 // CHECK-LABEL: func.func @dynamic_shared
-// CHECK: gpu.launch_func @qtune_kernels::@[[K:qtune_gemm_[0-9]+]] {{.*}} threads in (%c256{{.*}}) dynamic_shared_memory_size %c112128_i32
-// CHECK: gpu.func @[[K]](
+// CHECK: %[[MAP:.*]] = qtune.tensor_map %{{.*}} {box_cols = 64 : i64, box_rows = 128 : i64, cols = 256 : i64, rows = 600 : i64, swizzle = 128 : i64} : memref<?xbf16>
+// CHECK: gpu.launch_func @qtune_kernels::@[[K:qtune_gemm_[0-9]+]] {{.*}} threads in (%c256{{.*}}) dynamic_shared_memory_size %c114456_i32 args({{.*}}, %[[MAP]] : i64)
+// CHECK: gpu.func @[[K]](%arg0: memref<?xbf16>, %arg1: memref<?xbf16>, %arg2: memref<?xbf16>, %arg3: index, %arg4: i64)
 // CHECK-NOT: workgroup(
 // CHECK-SAME: kernel
 // CHECK-SAME: nvvm.minctasm = 2
 // CHECK: gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>
+// CHECK: memref.view {{.*}} to memref<29184xbf16, #gpu.address_space<workgroup>>
 // CHECK: memref.view {{.*}} to memref<28032xbf16, #gpu.address_space<workgroup>>
-// CHECK: memref.view {{.*}} to memref<28032xbf16, #gpu.address_space<workgroup>>
+// CHECK: memref.view {{.*}} to memref<3xi64, #gpu.address_space<workgroup>>
+// CHECK: llvm.inttoptr %arg4 : i64 to !llvm.ptr
+// CHECK-COUNT-3: nvvm.mbarrier.init
+// CHECK: gpu.barrier
+// CHECK-NOT: nvgpu.device_async_copy %arg0
 // CHECK: nvgpu.device_async_copy %arg1[%{{.*}}], %{{.*}}[%{{.*}}], 8, %{{.*}} : memref<?xbf16> to memref<28032xbf16, #gpu.address_space<workgroup>>
-// CHECK: nvgpu.device_async_copy %arg0[
 // CHECK: nvvm.cp.async.commit.group
+// CHECK: nvvm.mbarrier.arrive.expect_tx %{{.*}}, %c16384_i32
+// CHECK: nvvm.cp.async.bulk.tensor.shared.cluster.global %{{.*}}, %{{.*}}, %{{.*}}, box[%{{.*}}, %{{.*}}] : !llvm.ptr<7>, !llvm.ptr
 // CHECK: scf.for %{{.*}} = %c0{{.*}} to %c3{{.*}} step %c3{{.*}} iter_args(%{{[a-z0-9_]+}} = %{{[a-z0-9_]+}}) -> (!llvm.struct<
 // CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
+// CHECK: nvvm.mbarrier.try_wait.parity
 // CHECK: nvvm.fence.proxy
 // CHECK-NEXT: gpu.barrier
 // CHECK: nvvm.wgmma.fence.aligned
@@ -429,6 +443,7 @@ func.func @split_k(%x: tensor<2048x4096xbf16>, %a: tensor<16x4096xbf16>) -> tens
 // CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
 // CHECK: nvvm.wgmma.wait.group.sync.aligned 0
 // CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
+// CHECK: nvvm.mbarrier.try_wait.parity
 // CHECK: nvvm.fence.proxy
 // CHECK-NEXT: gpu.barrier
 // CHECK: nvvm.wgmma.fence.aligned
@@ -439,6 +454,7 @@ func.func @split_k(%x: tensor<2048x4096xbf16>, %a: tensor<16x4096xbf16>) -> tens
 // CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
 // CHECK: nvvm.wgmma.wait.group.sync.aligned 0
 // CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
+// CHECK: nvvm.mbarrier.try_wait.parity
 // CHECK: nvvm.fence.proxy
 // CHECK-NEXT: gpu.barrier
 // CHECK: nvvm.wgmma.fence.aligned
@@ -450,6 +466,7 @@ func.func @split_k(%x: tensor<2048x4096xbf16>, %a: tensor<16x4096xbf16>) -> tens
 // CHECK: nvvm.wgmma.wait.group.sync.aligned 0
 // CHECK: scf.yield
 // CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
+// CHECK: nvvm.mbarrier.try_wait.parity
 // CHECK: nvvm.fence.proxy
 // CHECK-NEXT: gpu.barrier
 // CHECK: nvvm.wgmma.fence.aligned

@@ -998,3 +998,35 @@ func.func @attention_lse_shape(%q: tensor<2x4x8xf32>, %k: tensor<2x4x4xf32>) {
   %o, %l = qtune.attention %q, %k, %k {heads = 2 : i64, kv_heads = 1 : i64} : tensor<2x4x8xf32>, tensor<2x4x4xf32>, tensor<2x4x4xf32> -> tensor<2x4x8xf32>, tensor<2x4x2xf32>
   return
 }
+
+// -----
+
+func.func @tensor_map_swizzle(%x: memref<?xbf16>) -> i64 {
+  // expected-error @+1 {{'qtune.tensor_map' op swizzle must be 0, 32, 64 or 128 bytes, got 48}}
+  %m = qtune.tensor_map %x {rows = 64 : i64, cols = 64 : i64, box_rows = 64 : i64, box_cols = 64 : i64, swizzle = 48 : i64} : memref<?xbf16>
+  return %m : i64
+}
+
+// -----
+
+func.func @tensor_map_box_row(%x: memref<?xbf16>) -> i64 {
+  // expected-error @+1 {{'qtune.tensor_map' op a box row of 256 bytes does not fit the 128-byte swizzle}}
+  %m = qtune.tensor_map %x {rows = 64 : i64, cols = 256 : i64, box_rows = 64 : i64, box_cols = 128 : i64, swizzle = 128 : i64} : memref<?xbf16>
+  return %m : i64
+}
+
+// -----
+
+func.func @tensor_map_box(%x: memref<?xbf16>) -> i64 {
+  // expected-error @+1 {{'qtune.tensor_map' op box 512 x 64 must have 1 to 256 rows and a multiple of 8 columns up to 256}}
+  %m = qtune.tensor_map %x {rows = 1024 : i64, cols = 64 : i64, box_rows = 512 : i64, box_cols = 64 : i64, swizzle = 128 : i64} : memref<?xbf16>
+  return %m : i64
+}
+
+// -----
+
+func.func @tensor_map_extent(%x: memref<1000xbf16>) -> i64 {
+  // expected-error @+1 {{'qtune.tensor_map' op a 16 x 64 matrix does not fit the 1000-element buffer}}
+  %m = qtune.tensor_map %x {rows = 16 : i64, cols = 64 : i64, box_rows = 16 : i64, box_cols = 64 : i64, swizzle = 128 : i64} : memref<1000xbf16>
+  return %m : i64
+}

@@ -78,6 +78,13 @@ struct GemmSpec {
   /// (deterministic). For plain products only (no bias, residual, LoRA
   /// segment, gradient or QFT epilogue).
   int64_t splitK = 1;
+  /// wgmma path: X (row-major, 16-byte aligned rows) reaches shared memory
+  /// by TMA: one bulk tensor copy per K tile, issued by one thread, into
+  /// 128-byte-swizzled stages whose completion mbarriers count; rows past M
+  /// and columns past K read as zero. The kernel takes the device address of
+  /// the tensor map (a qtune.tensor_map over x, boxes of tileM × tileK) after
+  /// M. Needs tileK = 64 (128-byte rows) and no split-K.
+  bool tmaX = false;
   /// X is stored transposed: element (m, k) at x[k · M + m] (weight gradients
   /// read gᵀ this way). Staged by element loads, unless xRowsAligned.
   bool transposeX = false;

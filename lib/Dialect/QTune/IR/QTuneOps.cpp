@@ -612,6 +612,33 @@ LogicalResult BufferViewOp::verify() {
   return success();
 }
 
+LogicalResult TensorMapOp::verify() {
+  int64_t rows = getRows(), cols = getCols(), boxRows = getBoxRows(),
+          boxCols = getBoxCols(), swizzle = getSwizzle();
+  if (rows < 1 || cols < 1 || cols % 8 != 0)
+    return emitOpError() << "needs rows >= 1 and cols a positive multiple of "
+                            "8 (16-byte rows), got "
+                         << rows << " x " << cols;
+  if (boxRows < 1 || boxRows > 256 || boxCols < 8 || boxCols > 256 ||
+      boxCols % 8 != 0)
+    return emitOpError() << "box " << boxRows << " x " << boxCols
+                         << " must have 1 to 256 rows and a multiple of 8 "
+                            "columns up to 256";
+  if (swizzle != 0 && swizzle != 32 && swizzle != 64 && swizzle != 128)
+    return emitOpError() << "swizzle must be 0, 32, 64 or 128 bytes, got "
+                         << swizzle;
+  if (swizzle != 0 && boxCols * 2 > swizzle)
+    return emitOpError() << "a box row of " << boxCols * 2
+                         << " bytes does not fit the " << swizzle
+                         << "-byte swizzle";
+  int64_t extent = getSource().getType().getDimSize(0);
+  if (!ShapedType::isDynamic(extent) && rows * cols > extent)
+    return emitOpError() << "a " << rows << " x " << cols
+                         << " matrix does not fit the " << extent
+                         << "-element buffer";
+  return success();
+}
+
 LogicalResult GradAccumulateOp::verify() {
   if (getAcc().getType().getShape() != getGrad().getType().getShape())
     return emitOpError() << "accumulator " << getAcc().getType()

@@ -67,18 +67,37 @@ struct Buffer {
   BufferRole role = BufferRole::Temporary;
 };
 
+/// A TMA tensor map over a window of a buffer (Arg::Kind::TensorMap): a 2-D
+/// row-major bf16 matrix of `rows` × `cols` elements whose rows lie
+/// `rowBytes` apart, read in boxes of `boxRows` × `boxCols` elements into
+/// shared memory with the given swizzle (0 for none, or 32, 64, 128 bytes);
+/// elements outside the matrix read as zero. The runtime encodes it once
+/// (cuTensorMapEncodeTiled) into device memory; the kernel parameter is the
+/// device address of the 128-byte map.
+struct TensorMapSpec {
+  uint64_t rows = 0, cols = 0;
+  uint64_t rowBytes = 0;
+  uint32_t boxRows = 0, boxCols = 0;
+  uint32_t swizzle = 0;
+};
+
 /// One kernel argument, in kernel parameter order.
 struct Arg {
-  enum class Kind { Ptr, I64, I32, F32 };
+  enum class Kind { Ptr, I64, I32, F32, TensorMap };
   Kind kind = Kind::I64;
-  int buffer = -1;    ///< Ptr: buffer id (the device address of the buffer)
-  /// I64 and I32 (I32 must fit in int32); Ptr: a byte offset into the buffer
-  /// (a window of it: 0 <= offset < bytes, a multiple of 16).
+  int buffer = -1;    ///< Ptr, TensorMap: buffer id (the device address of the buffer)
+  /// I64 and I32 (I32 must fit in int32); Ptr, TensorMap: a byte offset into
+  /// the buffer (a window of it: 0 <= offset < bytes, a multiple of 16).
   int64_t ivalue = 0;
   float fvalue = 0;   ///< F32
+  TensorMapSpec map;  ///< TensorMap
 
   static Arg ptr(int bufferId, int64_t byteOffset = 0) {
     Arg a; a.kind = Kind::Ptr; a.buffer = bufferId; a.ivalue = byteOffset; return a;
+  }
+  static Arg tensorMap(int bufferId, int64_t byteOffset, const TensorMapSpec &m) {
+    Arg a; a.kind = Kind::TensorMap; a.buffer = bufferId; a.ivalue = byteOffset; a.map = m;
+    return a;
   }
   static Arg i64(int64_t v) { Arg a; a.kind = Kind::I64; a.ivalue = v; return a; }
   static Arg i32(int32_t v) { Arg a; a.kind = Kind::I32; a.ivalue = v; return a; }

@@ -30,6 +30,11 @@ using CUmodule = struct CUmod_st *;
 using CUfunction = struct CUfunc_st *;
 using CUstream = struct CUstream_st *;
 using CUevent = struct CUevent_st *;
+/// An encoded TMA descriptor: opaque, 128 bytes, 64-byte aligned.
+struct alignas(64) CUtensorMap {
+  uint64_t opaque[16];
+};
+static_assert(sizeof(CUtensorMap) == 128, "CUtensorMap is 128 bytes");
 
 constexpr CUresult CUDA_SUCCESS = 0;
 constexpr CUresult CUDA_ERROR_NOT_READY = 600;
@@ -41,6 +46,15 @@ constexpr int CU_JIT_INFO_LOG_BUFFER = 3;
 constexpr int CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES = 4;
 constexpr int CU_JIT_ERROR_LOG_BUFFER = 5;
 constexpr int CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6;
+// cuTensorMapEncodeTiled's enums (CUtensorMapDataType, ...).
+constexpr int CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 = 9;
+constexpr int CU_TENSOR_MAP_INTERLEAVE_NONE = 0;
+constexpr int CU_TENSOR_MAP_SWIZZLE_NONE = 0;
+constexpr int CU_TENSOR_MAP_SWIZZLE_32B = 1;
+constexpr int CU_TENSOR_MAP_SWIZZLE_64B = 2;
+constexpr int CU_TENSOR_MAP_SWIZZLE_128B = 3;
+constexpr int CU_TENSOR_MAP_L2_PROMOTION_L2_128B = 2;
+constexpr int CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE = 0; ///< out-of-bounds elements read as zero
 
 /// Driver entry points, resolved from libcuda.so.1 (the _v2 symbols where the
 /// driver API versions them).
@@ -70,6 +84,14 @@ struct Driver {
   CUresult (*cuFuncSetAttribute)(CUfunction, int attrib, int value);
   /// Optional (CUDA 12.4+ drivers); nullptr when the driver lacks it.
   CUresult (*cuFuncGetParamInfo)(CUfunction, size_t index, size_t *offset, size_t *size);
+  /// Optional (CUDA 12.0+ drivers); nullptr when the driver lacks it, which
+  /// matters only to bundles with tensor_map arguments. Dimensions are listed
+  /// innermost first; globalStrides has rank - 1 entries, in bytes.
+  CUresult (*cuTensorMapEncodeTiled)(CUtensorMap *tensorMap, int dataType, uint32_t rank,
+                                     void *globalAddress, const uint64_t *globalDim,
+                                     const uint64_t *globalStrides, const uint32_t *boxDim,
+                                     const uint32_t *elementStrides, int interleave,
+                                     int swizzle, int l2Promotion, int oobFill);
   CUresult (*cuLaunchKernel)(CUfunction, unsigned gx, unsigned gy, unsigned gz,
                              unsigned bx, unsigned by, unsigned bz, unsigned sharedBytes,
                              CUstream, void **params, void **extra);

@@ -35,7 +35,9 @@ public:
   /// Opens GPU `ordinal`, allocates the arena (filled with zeros), loads every
   /// kernel (the cubin if there is one and it loads, otherwise the PTX, which
   /// the driver compiles) and raises the dynamic shared memory limit of
-  /// kernels that need more than 48 KiB. `bundle` must outlive the executor.
+  /// kernels that need more than 48 KiB, and encodes the TMA descriptors of
+  /// tensor_map arguments into device memory (which needs a driver with
+  /// cuTensorMapEncodeTiled). `bundle` must outlive the executor.
   static std::unique_ptr<Executor> create(const Bundle &bundle, int ordinal,
                                           std::string &error);
   ~Executor();
@@ -88,6 +90,8 @@ private:
   const Bundle &bundle_;
   std::unique_ptr<cuda::Context> ctx_; // destroyed last
   cuda::CUdeviceptr arena_ = 0;
+  /// The encoded tensor maps of tensor_map arguments, 128 bytes each (0 when none).
+  cuda::CUdeviceptr tensorMaps_ = 0;
   cuda::CUstream stream_ = nullptr;
   std::map<int, cuda::CUmodule> modules_; ///< by blob id
   std::vector<cuda::CUfunction> functions_; ///< by kernel id

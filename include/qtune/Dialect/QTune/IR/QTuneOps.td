@@ -506,4 +506,27 @@ def QTune_BufferViewOp : QTune_Op<"buffer_view",
   let hasVerifier = 1;
 }
 
+def QTune_TensorMapOp : QTune_Op<"tensor_map", [Pure]> {
+  let summary = "A TMA tensor map over a flat bf16 buffer, for a kernel launch";
+  let description = [{
+    The `rows` × `cols` row-major bf16 matrix held in the flat buffer `source`
+    (rows `cols` elements apart), as a kernel reads it with TMA copies: boxes
+    of `box_rows` × `box_cols` elements into shared memory, `swizzle` bytes
+    of swizzle (0, 32, 64 or 128), elements outside the matrix read as zero.
+    The result is the kernel parameter, the device address of the 128-byte
+    map, which the runtime encodes once (bundle argument kind `tensor_map`).
+    Host launch plans only.
+
+    ```mlir
+    %map = qtune.tensor_map %x {rows = 8192 : i64, cols = 4096 : i64, box_rows = 256 : i64, box_cols = 64 : i64, swizzle = 128 : i64} : memref<?xbf16>
+    ```
+  }];
+  let arguments = (ins MemRefRankOf<[BF16], [1]>:$source, I64Attr:$rows,
+                       I64Attr:$cols, I64Attr:$box_rows, I64Attr:$box_cols,
+                       I64Attr:$swizzle);
+  let results = (outs I64:$result);
+  let assemblyFormat = "$source attr-dict `:` type($source)";
+  let hasVerifier = 1;
+}
+
 #endif // QTUNE_OPS_TD
