@@ -3,7 +3,8 @@
 // One block computes a tileM × tileN tile of Y. Per K tile:
 //   1. X tile [tileM × tileK] bf16 → shared, 16-byte nvgpu.device_async_copy
 //      chunks (zero-filled past M and K), or element loads when rows are not
-//      16-byte aligned;
+//      16-byte aligned; on the warpgroup path a row-major X arrives by TMA
+//      (one bulk tensor copy per tile, mbarrier-counted, 128-byte swizzle);
 //   2. W tile [tileN × tileK] → shared: each element dequantized through
 //      QuantFormatAttrInterface::emitDequant (or read from a dense weight) and
 //      rounded to bf16 — the prologue hook;
@@ -705,11 +706,9 @@ public:
     return out;
   }
 
-  /// The constant part of a shared-memory matrix descriptor of the core
-  /// matrix layout (no swizzle): LBO = coreStrideBytes between K-adjacent
-  /// core matrices, SBO = rowGroupBytes between row groups, plus the start
-  /// address field of `buffer` (address / 16, 14 bits).
-  Value descriptorBase(Value buffer) {
+  /// A shared-memory matrix descriptor of `buffer`: its start address field
+  /// (address / 16, 14 bits) or'ed with the constant `fields`.
+  Value descriptorOf(Value buffer, int64_t fields) {
     Type i64 = b.getI64Type();
     auto c64 = [&](int64_t v) {
       return Value(arith::ConstantIntOp::create(b, i64, v));
@@ -718,24 +717,21 @@ public:
         b, i64, memref::ExtractAlignedPointerAsIndexOp::create(b, buffer));
     Value start = arith::AndIOp::create(
         b, arith::ShRUIOp::create(b, addr, c64(4)), c64(0x3FFF));
-    int64_t strides = (int64_t(s.coreStrideBytes() >> 4) << 16) |
-                      (int64_t(s.rowGroupBytes() >> 4) << 32);
-    return arith::OrIOp::create(b, start, c64(strides));
+    return arith::OrIOp::create(b, start, c64(fields));
   }
-  /// The same for stages of 128-byte rows in the 128-byte swizzle (TMA's
-  /// layout: row r's 16-byte chunk c at chunk c ⊕ (r mod 8)): layout type 1,
-  /// SBO = 1024 bytes between 8-row groups, LBO unused (1).
+  /// The core matrix layout (no swizzle): LBO = coreStrideBytes between
+  /// K-adjacent core matrices, SBO = rowGroupBytes between row groups.
+  Value descriptorBase(Value buffer) {
+    return descriptorOf(buffer, (int64_t(s.coreStrideBytes() >> 4) << 16) |
+                                    (int64_t(s.rowGroupBytes() >> 4) << 32));
+  }
+  /// Stages of 128-byte rows in the 128-byte swizzle (TMA's layout: row r's
+  /// 16-byte chunk c at chunk c ⊕ (r mod 8)): layout type 1, SBO = 1024
+  /// bytes between 8-row groups, LBO unused (1).
   Value descriptorBaseSwizzled(Value buffer) {
-    Type i64 = b.getI64Type();
-    Value addr = arith::IndexCastUIOp::create(
-        b, i64, memref::ExtractAlignedPointerAsIndexOp::create(b, buffer));
-    Value start = arith::AndIOp::create(
-        b, arith::ShRUIOp::create(b, addr, arith::ConstantIntOp::create(b, i64, 4)),
-        arith::ConstantIntOp::create(b, i64, 0x3FFF));
-    int64_t fields = (int64_t(1) << 16) | (int64_t(1024 >> 4) << 32) |
-                     (int64_t(1) << 62);
-    return arith::OrIOp::create(b, start,
-                                arith::ConstantIntOp::create(b, i64, fields));
+    return descriptorOf(buffer, (int64_t(1) << 16) |
+                                    (int64_t(1024 >> 4) << 32) |
+                                    (int64_t(1) << 62));
   }
   /// The descriptor `byteOffset` bytes past the base's start address.
   Value descriptorAt(Value base, Value byteOffset) {
