@@ -183,6 +183,25 @@ Value blockReduce(ImplicitLocOpBuilder &b, Value v, bool max, Value scratch) {
 gpu::GPUFuncOp buildSumKernel(
     OpBuilder &builder, Location loc, StringRef name, ArrayRef<Type> args,
     function_ref<Value(ImplicitLocOpBuilder &, ValueRange, Value)> value) {
+  return buildSumKernelByRuns(
+      builder, loc, name, args,
+      [&](ImplicitLocOpBuilder &b, ValueRange inputs, Value first,
+          int64_t count) {
+        Value sum = value(b, inputs, first);
+        for (int64_t e = 1; e < count; ++e)
+          sum = arith::AddFOp::create(
+              b, sum,
+              value(b, inputs,
+                    arith::AddIOp::create(
+                        b, first, arith::ConstantIndexOp::create(b, e))));
+        return sum;
+      });
+}
+
+gpu::GPUFuncOp buildSumKernelByRuns(
+    OpBuilder &builder, Location loc, StringRef name, ArrayRef<Type> args,
+    function_ref<Value(ImplicitLocOpBuilder &, ValueRange, Value, int64_t)>
+        run) {
   SmallVector<Type> types(args);
   types.push_back(flatMemRef(builder.getF32Type()));
   auto workgroup = gpu::AddressSpaceAttr::get(builder.getContext(),
@@ -212,11 +231,8 @@ gpu::GPUFuncOp buildSumKernel(
             [&](OpBuilder &ob, Location l, Value r, ValueRange iter) {
               ImplicitLocOpBuilder lb(l, ob);
               Value first = arith::MulIOp::create(lb, r, c(kElementsPerThread));
-              Value sum = iter[0];
-              for (int64_t e = 0; e < kElementsPerThread; ++e)
-                sum = arith::AddFOp::create(
-                    lb, sum,
-                    value(lb, inputs, arith::AddIOp::create(lb, first, c(e))));
+              Value sum = arith::AddFOp::create(
+                  lb, iter[0], run(lb, inputs, first, kElementsPerThread));
               scf::YieldOp::create(lb, ValueRange{sum});
             });
         auto tail = scf::ForOp::create(
@@ -229,7 +245,7 @@ gpu::GPUFuncOp buildSumKernel(
               ImplicitLocOpBuilder lb(l, ob);
               scf::YieldOp::create(
                   lb, ValueRange{arith::AddFOp::create(lb, iter[0],
-                                                      value(lb, inputs, i))});
+                                                      run(lb, inputs, i, 1))});
             });
         Value total =
             blockReduce(b, tail.getResult(0), /*max=*/false, workgroup[0]);

@@ -213,6 +213,9 @@ private:
   /// Ops of an lm-head group, and the group each group's last op lowers.
   DenseSet<Operation *> inLmHead;
   DenseMap<Operation *, LmHead> lmHeads;
+  /// MSE gradients that also compute their loss (fused with the earlier
+  /// qtune.mse_loss, see lowerMseLoss): the gradient op -> the loss buffer.
+  DenseMap<Operation *, Value> mseLossOfGrad;
   llvm::StringMap<SymbolRefAttr> kernelCache;
 };
 
@@ -937,7 +940,30 @@ LogicalResult Lowering::lowerConstant(OpBuilder &b, arith::ConstantOp op) {
   return success();
 }
 
+/// The gradient of `op`'s loss that the same block computes later, when
+/// nothing reads the loss before it: one pass over the prediction and the
+/// target then gives both (the gradient's kernel adds the loss).
+static MseLossGradOp fusableGrad(MseLossOp op) {
+  for (Operation *o = op->getNextNode(); o; o = o->getNextNode()) {
+    auto grad = dyn_cast<MseLossGradOp>(o);
+    if (!grad || grad.getPrediction() != op.getPrediction() ||
+        grad.getTarget() != op.getTarget())
+      continue;
+    for (Operation *user : op.getResult().getUsers())
+      if (user->getBlock() != grad->getBlock() || !grad->isBeforeInBlock(user))
+        return nullptr;
+    return grad;
+  }
+  return nullptr;
+}
+
 LogicalResult Lowering::lowerMseLoss(OpBuilder &b, MseLossOp op) {
+  if (MseLossGradOp grad = fusableGrad(op)) {
+    Value loss = zeroedF32(b, op.getLoc(), {});
+    mseLossOfGrad[grad] = loss;
+    buffers.map(op.getResult(), loss);
+    return success();
+  }
   SmallVector<Value> bufs;
   if (failed(addBuffers(op, {op.getPrediction(), op.getTarget()}, bufs)))
     return failure();
@@ -966,13 +992,23 @@ LogicalResult Lowering::lowerMseLossGrad(OpBuilder &b, MseLossGradOp op) {
   Value result = memref::AllocOp::create(
       b, op.getLoc(), bufferType(cast<RankedTensorType>(op.getType())));
   bufs.push_back(result);
+  buffers.map(op.getResult(), result);
+  if (Value loss = mseLossOfGrad.lookup(op)) {
+    bufs.push_back(loss);
+    launchElementwise(
+        b, op.getLoc(), kernelKey("mse_and_grad", {p, t, r}, {double(n)}),
+        [&](OpBuilder &kb, StringRef name) {
+          buildMseLossAndGradKernel(kb, kernels.getLoc(), name, p, t, r, n);
+        },
+        bufs, n, sumKernelBlocks(n));
+    return success();
+  }
   launchElementwise(
       b, op.getLoc(), kernelKey("mse_grad", {p, t, r}, {double(n)}),
       [&](OpBuilder &kb, StringRef name) {
         buildMseLossGradKernel(kb, kernels.getLoc(), name, p, t, r, n);
       },
       bufs, n);
-  buffers.map(op.getResult(), result);
   return success();
 }
 

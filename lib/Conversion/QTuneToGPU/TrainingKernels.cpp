@@ -79,6 +79,33 @@ gpu::GPUFuncOp buildMseLossGradKernel(OpBuilder &b, Location loc,
       });
 }
 
+gpu::GPUFuncOp buildMseLossAndGradKernel(OpBuilder &b, Location loc,
+                                         StringRef name, Type pElt, Type tElt,
+                                         Type rElt, int64_t count) {
+  Type f32Type = b.getF32Type();
+  return buildSumKernelByRuns(
+      b, loc, name,
+      {flatMemRef(pElt), flatMemRef(tElt), flatMemRef(f32Type), flatMemRef(rElt)},
+      [&](B &ib, ValueRange args, Value first, int64_t n) {
+        // The run's loads, then its stores (merged into 16-byte accesses).
+        SmallVector<Value> d;
+        for (int64_t e = 0; e < n; ++e) {
+          Value i = arith::AddIOp::create(ib, first,
+                                          arith::ConstantIndexOp::create(ib, e));
+          d.push_back(sub(ib, loadF32(ib, args[0], i), loadF32(ib, args[1], i)));
+        }
+        Value g = mul(ib, scalar(ib, args[2]), f32(ib, 2.0 / double(count)));
+        Value sum = f32(ib, 0);
+        for (int64_t e = 0; e < n; ++e) {
+          Value i = arith::AddIOp::create(ib, first,
+                                          arith::ConstantIndexOp::create(ib, e));
+          storeAs(ib, mul(ib, d[e], g), args[3], i);
+          sum = add(ib, sum, mul(ib, d[e], d[e]));
+        }
+        return mul(ib, sum, f32(ib, 1.0 / double(count)));
+      });
+}
+
 namespace {
 /// The row's max and log-sum-exp over its `v` logits (block-strided loops and
 /// block reductions; every thread gets both).

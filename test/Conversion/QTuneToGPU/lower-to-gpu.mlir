@@ -246,7 +246,8 @@ func.func @peqa(%g: tensor<8x64xbf16>, %x: tensor<8x128xbf16>, %c: tensor<64x16x
 
 // -----
 
-// A train step: the loss is summed per block into a zeroed scalar, the seed
+// A train step: the loss is summed per block into a zeroed scalar by the
+// same kernel (one pass over y and t) that writes its gradient, the seed
 // gradient is a filled constant, clipping sums squares then scales, and the
 // optimizer updates its parameter and states in place (no allocation for
 // them; the results are the argument buffers). Per-element kernels take 8
@@ -258,6 +259,8 @@ func.func @peqa(%g: tensor<8x64xbf16>, %x: tensor<8x128xbf16>, %c: tensor<64x16x
 // CHECK-SAME: %[[MS:[a-z0-9]+]]: memref<8xf32>
 // CHECK: memref.alloc() : memref<4x32xbf16>
 // CHECK: %[[LOSS:.*]] = memref.alloc() : memref<f32>
+// CHECK: %[[G:.*]] = memref.alloc() : memref<4x32xbf16>
+// CHECK: gpu.launch_func @qtune_kernels::@[[MSE:qtune_elementwise_[0-9]+]] {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %c128{{.*}} : index)
 // CHECK-NOT: memref.alloc() : memref<32x64xbf16>
 // CHECK: %[[DW:.*]] = memref.alloc() : memref<32x64xbf16>
 // CHECK: %[[CLIPPED:.*]] = memref.alloc() : memref<32x64xbf16>
@@ -267,8 +270,10 @@ func.func @peqa(%g: tensor<8x64xbf16>, %x: tensor<8x128xbf16>, %c: tensor<64x16x
 // CHECK: gpu.launch_func @qtune_kernels::@[[LION:qtune_elementwise_[0-9]+]] blocks in (%c8
 // CHECK-SAME: args(%[[WF]] : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xi8>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xf32>
 // CHECK: return %[[LOSS]], %[[W]], %[[M]], %[[MS]]
-// The loss kernel: warp shuffles, one atomic add per block.
-// CHECK: gpu.func @qtune_elementwise_{{[0-9]+}}({{.*}}) workgroup(%{{.*}} : memref<8xf32, #gpu.address_space<workgroup>>) kernel
+// The loss and gradient kernel: stores the gradient, then warp shuffles and
+// one atomic add per block for the loss.
+// CHECK: gpu.func @[[MSE]]({{.*}}) workgroup(%{{.*}} : memref<8xf32, #gpu.address_space<workgroup>>) kernel
+// CHECK: vector.store
 // CHECK: gpu.shuffle  xor
 // CHECK: memref.atomic_rmw addf
 // CHECK: gpu.func @[[LION]](

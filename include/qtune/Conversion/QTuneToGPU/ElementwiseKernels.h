@@ -70,6 +70,16 @@ mlir::gpu::GPUFuncOp buildSumKernel(
     llvm::function_ref<mlir::Value(mlir::ImplicitLocOpBuilder &,
                                    mlir::ValueRange, mlir::Value)>
         value);
+/// The same, with the value of a run: run(b, args, first, count) returns
+/// Σ value(i) over the `count` consecutive elements from `first` (count is
+/// kElementsPerThread, or 1 for the tail), so a kernel can issue a run's loads
+/// before its stores (merged into 16-byte accesses) and store per element.
+mlir::gpu::GPUFuncOp buildSumKernelByRuns(
+    mlir::OpBuilder &b, mlir::Location loc, llvm::StringRef name,
+    llvm::ArrayRef<mlir::Type> args,
+    llvm::function_ref<mlir::Value(mlir::ImplicitLocOpBuilder &,
+                                   mlir::ValueRange, mlir::Value, int64_t)>
+        run);
 
 /// Sum (or maximum) of the f32 `v` over the block, returned in every thread.
 /// `scratch` is a workgroup memref<kElementwiseThreads/32 x f32>. Every thread

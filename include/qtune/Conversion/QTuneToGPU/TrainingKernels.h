@@ -28,6 +28,15 @@ mlir::gpu::GPUFuncOp buildMseLossGradKernel(mlir::OpBuilder &b,
                                             mlir::Type pElt, mlir::Type tElt,
                                             mlir::Type rElt, int64_t count);
 
+/// Both in one pass over p and t: `(p, t, g: f32, r, loss: f32, n)`:
+/// r = 2 · (p − t) / count · g[0] and loss[0] += Σ (p − t)² / count (loss
+/// zeroed first). For a loss whose gradient the same entry computes.
+mlir::gpu::GPUFuncOp buildMseLossAndGradKernel(mlir::OpBuilder &b,
+                                               mlir::Location loc,
+                                               llvm::StringRef name,
+                                               mlir::Type pElt, mlir::Type tElt,
+                                               mlir::Type rElt, int64_t count);
+
 /// `(logits, labels: i32, loss: f32, n = rows)`, one thread block per row of
 /// `v` logits: loss[0] += (logsumexp(row) − row[label]) / rows (loss zeroed
 /// first); a label outside [0, v) adds NaN, so the loss says so.
