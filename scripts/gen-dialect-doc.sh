@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
-# Prints docs/dialect.md, generated from the dialect's ODS definitions.
+# Prints docs/dialect.md, generated from the dialect's ODS definitions, or
+# writes it (replacing the file only once it is complete) with --output.
 #   scripts/gen-dialect-doc.sh > docs/dialect.md
+#   scripts/gen-dialect-doc.sh --output docs/dialect.md
 set -euo pipefail
+if [ "${1:-}" = --output ]; then
+  [ -n "${2:-}" ] || { echo "gen-dialect-doc.sh: --output needs a file" >&2; exit 2; }
+  tmp="$2.tmp.$$"
+  trap 'rm -f "$tmp"' EXIT
+  "$0" > "$tmp"
+  mv "$tmp" "$2"
+  exit 0
+fi
 root="$(cd "$(dirname "$0")/.." && pwd)"
 tblgen="${MLIR_TBLGEN:-/usr/lib/llvm-22/bin/mlir-tblgen}"
 inc=(-I "$root/include" -I "$(dirname "$tblgen")/../include")
