@@ -181,6 +181,12 @@ private:
   /// `byteOffset` and `numel` describe a window (qtune.buffer_view).
   FailureOr<int> bufferOf(Operation *user, Value v, int64_t *byteOffset = nullptr,
                           int64_t *numel = nullptr);
+  /// The buffer of a launch operand that is a window of one (a flat view or
+  /// a tensor map's source), used by the launch about to join `entry`: its
+  /// byte offset, which must be 16-byte aligned, and its element count.
+  FailureOr<int> windowOf(gpu::LaunchFuncOp launch, Value v,
+                          const rt::Entry &entry, int64_t &byteOffset,
+                          int64_t *numel = nullptr);
   FailureOr<int64_t> constantOf(Operation *user, Value v);
   LogicalResult addLaunch(gpu::LaunchFuncOp launch, rt::Entry &entry);
 
@@ -247,6 +253,20 @@ FailureOr<int> EntryBuilder::bufferOf(Operation *user, Value v,
   }
 }
 
+FailureOr<int> EntryBuilder::windowOf(gpu::LaunchFuncOp launch, Value v,
+                                      const rt::Entry &entry,
+                                      int64_t &byteOffset, int64_t *numel) {
+  FailureOr<int> buf = bufferOf(launch, v, &byteOffset, numel);
+  if (failed(buf))
+    return failure();
+  plan.touch(*buf, int64_t(entry.launches.size()));
+  if (byteOffset % 16 != 0)
+    return launch.emitError() << "bundle: a window of a buffer must start "
+                                 "16-byte aligned, got byte offset "
+                              << byteOffset;
+  return buf;
+}
+
 FailureOr<int64_t> EntryBuilder::constantOf(Operation *user, Value v) {
   APInt value;
   if (!matchPattern(v, m_ConstantInt(&value)))
@@ -291,14 +311,9 @@ LogicalResult EntryBuilder::addLaunch(gpu::LaunchFuncOp launch,
         return launch.emitError("bundle: kernels take flat memref<?xT> "
                                 "arguments");
       int64_t offset = 0, numel = 0;
-      FailureOr<int> buf = bufferOf(launch, arg, &offset, &numel);
+      FailureOr<int> buf = windowOf(launch, arg, entry, offset, &numel);
       if (failed(buf))
         return failure();
-      plan.touch(*buf, int64_t(entry.launches.size()));
-      if (offset % 16 != 0)
-        return launch.emitError() << "bundle: a window of a buffer must start "
-                                     "16-byte aligned, got byte offset "
-                                  << offset;
       l.args.push_back(rt::Arg::ptr(*buf, offset));
       l.args.push_back(rt::Arg::ptr(*buf, offset));
       l.args.push_back(rt::Arg::i64(0));
@@ -310,14 +325,9 @@ LogicalResult EntryBuilder::addLaunch(gpu::LaunchFuncOp launch,
       // A TMA tensor map over a window of a buffer: the runtime encodes it
       // and passes its device address.
       int64_t offset = 0;
-      FailureOr<int> buf = bufferOf(launch, map.getSource(), &offset);
+      FailureOr<int> buf = windowOf(launch, map.getSource(), entry, offset);
       if (failed(buf))
         return failure();
-      plan.touch(*buf, int64_t(entry.launches.size()));
-      if (offset % 16 != 0)
-        return launch.emitError() << "bundle: a tensor map's window must "
-                                     "start 16-byte aligned, got byte offset "
-                                  << offset;
       rt::TensorMapSpec spec;
       spec.rows = uint64_t(map.getRows());
       spec.cols = uint64_t(map.getCols());

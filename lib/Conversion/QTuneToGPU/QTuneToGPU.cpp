@@ -39,8 +39,9 @@ GemmSchedule chooseSchedule(int64_t m, int64_t n, const GemmSchedule &given) {
                             : GemmSchedule{32, 64, 64, 2, 2};
   // sm_90a, unless a tile option is given: warpgroups of wgmma m64n128k16
   // over three stages. Four warpgroups (256 rows: each weight tile is
-  // dequantized once per 256 rows; 164 KiB, one block per SM) where that
-  // still fills the GPU, else two (109.5 KiB, two blocks per SM). On an H100,
+  // dequantized once per 256 rows; 164 KiB, 166 KiB with X by TMA, one block
+  // per SM) where that still fills the GPU, else two (109.5 KiB, 112 KiB with
+  // TMA, two blocks per SM). On an H100,
   // fwd+bwd of the 4096² INT4 + LoRA layer: 739 against 812 us at M = 2048,
   // 2626 against 2818 us at M = 8192 (bench/RESULTS.md; four stages were
   // slower).
@@ -324,10 +325,14 @@ LogicalResult Lowering::launch(OpBuilder &b, Operation *op,
           b, loc, MemRefType::get({spec.splitK * m * spec.n}, b.getF32Type()));
   }
   // X by TMA: plain row-major X (forward and input-gradient products, with or
-  // without a LoRA segment) on the unsplit wgmma path.
+  // without a LoRA segment) on the unsplit wgmma path, whose stages live in
+  // dynamic shared memory (no static shared memory before them, so the
+  // swizzled stages start 1024-byte aligned).
   spec.tmaX = schedule.wgmma && spec.splitK == 1 && !spec.transposeX &&
               schedule.tileK == 64 && spec.k % 8 == 0 && !spec.gradFormat &&
               !spec.qftFormat;
+  if (spec.tmaX && !gemmUsesDynamicShared(spec, schedule))
+    spec.tmaX = false;
   FailureOr<SymbolRefAttr> kernel = kernelFor(op, spec, schedule);
   if (failed(kernel))
     return failure();

@@ -55,12 +55,29 @@ Value lionParam(B &b, Value p, Value c, Value lr, double wd) {
 }
 } // namespace
 
+namespace {
+/// p[i] − t[i] of an MSE kernel's arguments (p, t, ...).
+Value mseDifference(B &b, ValueRange args, Value i) {
+  return sub(b, loadF32(b, args[0], i), loadF32(b, args[1], i));
+}
+/// 2 / count · g[0]: the factor of the difference in the MSE gradient, from
+/// the arguments (p, t, g, r).
+Value mseGradFactor(B &b, ValueRange args, int64_t count) {
+  return mul(b, scalar(b, args[2]), f32(b, 2.0 / double(count)));
+}
+/// The argument types of an MSE gradient kernel: (p, t, g: f32, r).
+SmallVector<Type> mseGradArgs(OpBuilder &b, Type pElt, Type tElt, Type rElt) {
+  return {flatMemRef(pElt), flatMemRef(tElt), flatMemRef(b.getF32Type()),
+          flatMemRef(rElt)};
+}
+} // namespace
+
 gpu::GPUFuncOp buildMseLossKernel(OpBuilder &b, Location loc, StringRef name,
                                   Type pElt, Type tElt, int64_t count) {
   return buildSumKernel(
       b, loc, name, {flatMemRef(pElt), flatMemRef(tElt)},
       [&](B &ib, ValueRange args, Value i) {
-        Value d = sub(ib, loadF32(ib, args[0], i), loadF32(ib, args[1], i));
+        Value d = mseDifference(ib, args, i);
         return mul(ib, mul(ib, d, d), f32(ib, 1.0 / double(count)));
       });
 }
@@ -68,38 +85,32 @@ gpu::GPUFuncOp buildMseLossKernel(OpBuilder &b, Location loc, StringRef name,
 gpu::GPUFuncOp buildMseLossGradKernel(OpBuilder &b, Location loc,
                                       StringRef name, Type pElt, Type tElt,
                                       Type rElt, int64_t count) {
-  Type f32Type = b.getF32Type();
   return buildPerElementKernel(
-      b, loc, name,
-      {flatMemRef(pElt), flatMemRef(tElt), flatMemRef(f32Type), flatMemRef(rElt)},
+      b, loc, name, mseGradArgs(b, pElt, tElt, rElt),
       [&](B &ib, ValueRange args, Value i) {
-        Value d = sub(ib, loadF32(ib, args[0], i), loadF32(ib, args[1], i));
-        Value g = mul(ib, scalar(ib, args[2]), f32(ib, 2.0 / double(count)));
-        storeAs(ib, mul(ib, d, g), args[3], i);
+        storeAs(ib, mul(ib, mseDifference(ib, args, i),
+                        mseGradFactor(ib, args, count)),
+                args[3], i);
       });
 }
 
 gpu::GPUFuncOp buildMseLossAndGradKernel(OpBuilder &b, Location loc,
                                          StringRef name, Type pElt, Type tElt,
                                          Type rElt, int64_t count) {
-  Type f32Type = b.getF32Type();
   return buildSumKernelByRuns(
-      b, loc, name,
-      {flatMemRef(pElt), flatMemRef(tElt), flatMemRef(f32Type), flatMemRef(rElt)},
+      b, loc, name, mseGradArgs(b, pElt, tElt, rElt),
       [&](B &ib, ValueRange args, Value first, int64_t n) {
         // The run's loads, then its stores (merged into 16-byte accesses).
-        SmallVector<Value> d;
+        SmallVector<Value> index, d;
         for (int64_t e = 0; e < n; ++e) {
-          Value i = arith::AddIOp::create(ib, first,
-                                          arith::ConstantIndexOp::create(ib, e));
-          d.push_back(sub(ib, loadF32(ib, args[0], i), loadF32(ib, args[1], i)));
+          index.push_back(arith::AddIOp::create(
+              ib, first, arith::ConstantIndexOp::create(ib, e)));
+          d.push_back(mseDifference(ib, args, index.back()));
         }
-        Value g = mul(ib, scalar(ib, args[2]), f32(ib, 2.0 / double(count)));
+        Value g = mseGradFactor(ib, args, count);
         Value sum = f32(ib, 0);
         for (int64_t e = 0; e < n; ++e) {
-          Value i = arith::AddIOp::create(ib, first,
-                                          arith::ConstantIndexOp::create(ib, e));
-          storeAs(ib, mul(ib, d[e], g), args[3], i);
+          storeAs(ib, mul(ib, d[e], g), args[3], index[e]);
           sum = add(ib, sum, mul(ib, d[e], d[e]));
         }
         return mul(ib, sum, f32(ib, 1.0 / double(count)));
