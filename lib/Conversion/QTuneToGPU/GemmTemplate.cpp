@@ -54,6 +54,18 @@ bool xStagedKM(const GemmSpec &spec, const GemmSchedule &s) {
 bool xStagedMN(const GemmSpec &spec, const GemmSchedule &s) {
   return spec.transposeX && spec.xRowsAligned && s.wgmma;
 }
+/// X by TMA with a weight stored K × N (input gradients g·W): the K loop
+/// keeps one group of MMAs in flight across its barrier (segmentLoopWgmma),
+/// so that dequantizing the tile ahead, whose runs along N gather a code and
+/// its group parameters from 8 stored rows each, overlaps two groups of
+/// MMAs. Three stages or more: a step writes neither group's stages. (On an
+/// H100, the 4096² INT4 layer at M = 8192: g·W 646 → 577 us; the forward's
+/// x·Wᵀ, whose runs read one code word each, went 606 → 612 us with it, and
+/// a fourth X stage for copies two tiles ahead made both slower: 633 and
+/// 625 us. bench/RESULTS.md.)
+bool mmaInFlight(const GemmSpec &spec, const GemmSchedule &s) {
+  return spec.tmaX && s.stages >= 3 && spec.transposeW;
+}
 /// The bytes between the wgmma path's X stages: the core-matrix layout's,
 /// or with TMA the larger of it and the 128-byte-swizzled rows, rounded up to
 /// the swizzle's 1024-byte pattern (the stages start on it).
@@ -61,7 +73,13 @@ int64_t xStageBytes(const GemmSpec &spec, const GemmSchedule &s) {
   int64_t core = s.tileM / 8 * s.rowGroupBytes();
   if (!spec.tmaX)
     return core;
-  return llvm::alignTo(std::max(core, s.tileM * s.tileK * 2), 1024);
+  int64_t swizzled = llvm::alignTo(s.tileM * s.tileK * 2, 1024);
+  // A LoRA segment of one K tile (rank ≤ tileK) stages it in the core layout
+  // from the first stage on, running into the second, which it leaves unused
+  // (segmentLoopWgmma): the stages need only the swizzled rows.
+  if (spec.loraRank <= s.tileK)
+    return swizzled;
+  return llvm::alignTo(std::max(core, swizzled), 1024);
 }
 int64_t xsBytes(const GemmSpec &spec, const GemmSchedule &s) {
   if (s.wgmma)
@@ -87,6 +105,10 @@ int64_t barrierBytes(const GemmSpec &spec, const GemmSchedule &s) {
 int64_t gemmSharedBytes(const GemmSpec &spec, const GemmSchedule &schedule) {
   return xsBytes(spec, schedule) + wsBytes(spec, schedule) +
          rowMaxBytes(spec, schedule) + barrierBytes(spec, schedule);
+}
+
+bool gemmSharedFits(const GemmSpec &spec, const GemmSchedule &schedule) {
+  return gemmSharedBytes(spec, schedule) <= kSharedLimit;
 }
 
 bool gemmUsesDynamicShared(const GemmSpec &spec, const GemmSchedule &schedule) {
@@ -780,7 +802,10 @@ public:
   /// MMAs, then (while they run) start the copies and loads ahead, dequantize
   /// the next tile into its stage, and wait for the MMAs. The barrier of a
   /// step comes after every warpgroup waited for the previous step's MMAs,
-  /// so the stages written in a step are free.
+  /// so the stages written in a step are free. With MMAs in flight
+  /// (mmaInFlight) a step waits only for the previous step's MMAs and starts
+  /// its X copy, `stages - 2` tiles ahead, after the barrier: the stages
+  /// written in a step are then those of tiles kt − 2 and earlier, free.
   Value segmentLoopWgmma(const Segment &seg, Value acc) {
     if (!xDesc) {
       xDesc = descriptorBase(xs);
@@ -818,7 +843,18 @@ public:
         copyWTile(seg, k0, stage);
       loadXTile(seg, k0, stage, /*kInRange=*/wholeK);
     };
-    for (int64_t p = 0; p + 1 < stages; ++p) {
+    // One group of MMAs in flight across the step's barrier (mmaInFlight):
+    // copies run a tile less ahead.
+    bool inflight = seg.tma && mmaInFlight(spec, s);
+    assert(!(inflight && asyncW) && "a weight in flight is not a dense N × K");
+    int64_t ahead = inflight ? stages - 2 : stages - 1;
+    // A single tile is copied alone: nothing written past its stage (a
+    // one-tile LoRA segment's core layout runs into the next stage).
+    bool singleTile = spec.splitK <= 1 && tiles == 1;
+    assert((seg.tma || singleTile ||
+            s.tileM / 8 * s.rowGroupBytes() <= xStageBytes(spec, s)) &&
+           "a segment's core layout overruns its stage");
+    for (int64_t p = 0; p < (singleTile ? 1 : ahead); ++p) {
       Value kt = add(first, idx(p));
       copyAhead(kt, rem(kt, stages));
     }
@@ -850,7 +886,8 @@ public:
     // One K step; stageOf(d) is the stage of tile kt + d.
     auto step = [&](Value kt, function_ref<Value(int64_t)> stageOf,
                     ValueRange iter) {
-      NVVM::CpAsyncWaitGroupOp::create(b, b.getI32IntegerAttr(stages - 2));
+      NVVM::CpAsyncWaitGroupOp::create(
+          b, b.getI32IntegerAttr(singleTile ? 0 : ahead - 1));
       // This tile's TMA copy: the stage's (kt / stages)-th phase.
       if (seg.tma)
         NVVM::MBarrierTryWaitParityOp::create(
@@ -863,14 +900,22 @@ public:
           NVVM::SharedSpaceAttr::get(b.getContext(),
                                      NVVM::SharedSpace::shared_cta));
       gpu::BarrierOp::create(b);
+      // With MMAs in flight: the stage of tile kt + stages − 2 was last
+      // read by the MMAs of tile kt − 2, which every warpgroup waited for
+      // before this barrier.
+      if (inflight && !singleTile)
+        copyAhead(add(kt, idx(ahead)), stageOf(ahead));
       Value out = wgmmaTile(iter[0], stageOf(0), ksteps, seg.weightTransposed,
                             seg.transposed && xStagedMN(spec, s), seg.tma);
       // Past the last tile the loads are clamped (and masked or unread).
-      copyAhead(add(kt, idx(stages - 1)), stageOf(stages - 1));
+      if (!inflight && !singleTile)
+        copyAhead(add(kt, idx(stages - 1)), stageOf(stages - 1));
       SmallVector<Value> yields{out};
       llvm::append_range(yields, fetchW(add(kt, idx(2))));
+      // With MMAs in flight, the stage of tile kt + 1 was last read by the
+      // MMAs of tile kt + 1 − stages ≤ kt − 2: done.
       storeW(add(kt, idx(1)), stageOf(1), iter.drop_front());
-      NVVM::WgmmaWaitGroupSyncOp::create(b, 0);
+      NVVM::WgmmaWaitGroupSyncOp::create(b, inflight ? 1 : 0);
       return yields;
     };
     auto inLoop = [&](Value lb, Value ub, Value stepSize, ValueRange loopInits,
@@ -917,6 +962,8 @@ public:
                        });
     }
     // The next segment (or nothing) reuses the stages.
+    if (inflight)
+      NVVM::WgmmaWaitGroupSyncOp::create(b, 0);
     NVVM::CpAsyncWaitGroupOp::create(b, b.getI32IntegerAttr(0));
     gpu::BarrierOp::create(b);
     return results[0];

@@ -10,6 +10,7 @@
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/SymbolTable.h"
 #include "llvm/Support/Format.h"
+#include <cmath>
 
 namespace qtune {
 #define GEN_PASS_DEF_QTUNELOWERTOGPU
@@ -135,6 +136,14 @@ private:
   DenseSet<Operation *> inAdapterInputGrad; // the two linear_t ops
   /// scale · gᵀ · x (weight gradient): both operands read transposed.
   LogicalResult lowerWeightGrad(OpBuilder &b, WeightGradOp op);
+  /// T = s · x · Aᵀ of each adapter lowered so far, by (x, A).
+  DenseMap<std::pair<Value, Value>, std::pair<Value, double>> adapterProducts;
+  /// A plain x · Aᵀ (no bias) that an adapter already computed as T, used
+  /// only as the input of weight gradients (the backward's dB = s·gᵀ·(x·Aᵀ)):
+  /// not launched again; its weight gradients read T with their scale divided
+  /// by s. True when `op` was handled so.
+  bool reuseAdapterProduct(LinearOp op);
+  DenseMap<Value, std::pair<Value, double>> reusedProducts; // by the linear
   /// The gradient of one float component of a quantized weight: the weight
   /// gradient GEMM with a per-element derivative epilogue that accumulates
   /// atomically in f32 (zeroed first; converted to the component's type after).
@@ -327,11 +336,13 @@ LogicalResult Lowering::launch(OpBuilder &b, Operation *op,
   // X by TMA: plain row-major X (forward and input-gradient products, with or
   // without a LoRA segment) on the unsplit wgmma path, whose stages live in
   // dynamic shared memory (no static shared memory before them, so the
-  // swizzled stages start 1024-byte aligned).
+  // swizzled stages start 1024-byte aligned) and that still fit with the
+  // extra X stage a weight through registers brings.
   spec.tmaX = schedule.wgmma && spec.splitK == 1 && !spec.transposeX &&
               schedule.tileK == 64 && spec.k % 8 == 0 && !spec.gradFormat &&
               !spec.qftFormat;
-  if (spec.tmaX && !gemmUsesDynamicShared(spec, schedule))
+  if (spec.tmaX && (!gemmUsesDynamicShared(spec, schedule) ||
+                    !gemmSharedFits(spec, schedule)))
     spec.tmaX = false;
   FailureOr<SymbolRefAttr> kernel = kernelFor(op, spec, schedule);
   if (failed(kernel))
@@ -438,6 +449,7 @@ LogicalResult Lowering::lowerLinear(OpBuilder &b, Operation *op, Value input,
     loraSpec.outputScale = alpha / rank;
     if (failed(launch(b, op, loraSpec, m, ValueRange{*x, *a, t})))
       return failure();
+    adapterProducts[{input, loraA}] = {t, loraSpec.outputScale};
     spec.loraRank = rank;
     bufs.push_back(t);
     bufs.push_back(*bB);
@@ -472,6 +484,7 @@ LogicalResult Lowering::lowerLora(OpBuilder &b, LoraOp op) {
   tSpec.outputScale = op.getAlpha().convertToDouble() / double(rank);
   if (failed(launch(b, op, tSpec, m, ValueRange{*x, *a, t})))
     return failure();
+  adapterProducts[{op.getInput(), op.getA()}] = {t, tSpec.outputScale};
   GemmSpec ySpec;
   ySpec.n = n;
   ySpec.k = rank;
@@ -480,6 +493,23 @@ LogicalResult Lowering::lowerLora(OpBuilder &b, LoraOp op) {
     return failure();
   buffers.map(op.getResult(), y);
   return success();
+}
+
+bool Lowering::reuseAdapterProduct(LinearOp op) {
+  if (op.getBias())
+    return false;
+  auto it = adapterProducts.find({op.getInput(), op.getWeight()});
+  if (it == adapterProducts.end() || it->second.second == 0 ||
+      !std::isfinite(it->second.second))
+    return false;
+  Value t = op.getResult();
+  if (!llvm::all_of(t.getUsers(), [&](Operation *user) {
+        auto wg = dyn_cast<WeightGradOp>(user);
+        return wg && wg.getInput() == t && wg.getGrad() != t;
+      }))
+    return false;
+  reusedProducts[t] = it->second;
+  return true;
 }
 
 LogicalResult Lowering::addBuffers(Operation *op, ValueRange values,
@@ -606,7 +636,15 @@ LogicalResult Lowering::lowerWeightGrad(OpBuilder &b, WeightGradOp op) {
   spec.transposeX = true;
   spec.transposeW = true;
   spec.outputF32 = f32Result;
-  FailureOr<Value> gBuf = buffer(op, op.getGrad()), xBuf = buffer(op, op.getInput());
+  FailureOr<Value> gBuf = buffer(op, op.getGrad()), xBuf;
+  if (auto reused = reusedProducts.find(op.getInput());
+      reused != reusedProducts.end()) {
+    // s'·gᵀ·(x·Aᵀ) = (s'/s)·gᵀ·T with T = s·x·Aᵀ.
+    xBuf = reused->second.first;
+    spec.outputScale /= reused->second.second;
+  } else {
+    xBuf = buffer(op, op.getInput());
+  }
   if (failed(gBuf) || failed(xBuf))
     return failure();
   Value r = memref::AllocOp::create(b, op.getLoc(), bufferType(op.getType()));
@@ -1554,8 +1592,9 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
     } else if (auto q = dyn_cast<QftLionOp>(op)) {
       ok = lowerQftLion(b, q);
     } else if (auto l = dyn_cast<LinearOp>(op)) {
-      ok = lowerLinear(b, l, l.getInput(), l.getWeight(), l.getBias(), {}, {},
-                       {}, 0, 0);
+      if (!reuseAdapterProduct(l))
+        ok = lowerLinear(b, l, l.getInput(), l.getWeight(), l.getBias(), {},
+                         {}, {}, 0, 0);
     } else if (auto ret = dyn_cast<func::ReturnOp>(op)) {
       SmallVector<Value> results;
       for (Value v : ret.getOperands()) {

@@ -191,13 +191,32 @@ func.func @gradients_unaligned(%g: tensor<2x3x60xbf16>, %x: tensor<2x3x32xbf16>)
 // wgmma template one GEMM whose second K segment is t·A (A stored r × K, read
 // transposed like W), no separate product or add. Both weights are staged
 // MN-major (runs along their stored rows) and read transposed by the MMA.
+// g reaches its stages by TMA, and the main K loop keeps one group of MMAs
+// in flight: each step waits for its tile's copy, passes the barrier, copies
+// the tile one ahead (the stage the MMAs of two tiles back read), issues its
+// MMAs and waits only for the previous group. After the loop every group is
+// waited for; the one-tile LoRA segment waits for its own.
 // CHECK-LABEL: func.func @adapter_input_grad
+// CHECK: qtune.tensor_map
 // CHECK: gpu.launch_func @qtune_kernels::@[[K:qtune_gemm_[0-9]+]]
 // CHECK-NOT: gpu.launch_func
 // CHECK: return
 // CHECK: gpu.func @[[K]](
+// CHECK: scf.for
+// CHECK: nvvm.mbarrier.try_wait.parity
+// CHECK: gpu.barrier
+// CHECK-NOT: nvvm.wgmma.mma_async
+// CHECK: nvvm.cp.async.bulk.tensor.shared.cluster.global
 // CHECK-COUNT-4: nvvm.wgmma.mma_async {{.*}} B[<bf16>, <one>, <row>]
+// CHECK-NOT: nvvm.cp.async.bulk.tensor
+// CHECK: nvvm.wgmma.wait.group.sync.aligned 1
+// CHECK: scf.yield
+// CHECK: nvvm.wgmma.wait.group.sync.aligned 1
+// CHECK-NEXT: nvvm.wgmma.wait.group.sync.aligned 0
+// CHECK-NEXT: nvvm.cp.async.wait.group 0
+// CHECK-NEXT: gpu.barrier
 // CHECK: nvvm.wgmma.mma_async {{.*}} B[<bf16>, <one>, <row>]
+// CHECK: nvvm.wgmma.wait.group.sync.aligned 0
 // With warp-level MMAs they stay two GEMMs and an add.
 // SYNC-LABEL: func.func @adapter_input_grad
 // SYNC: gpu.launch_func @qtune_kernels::@qtune_gemm_
@@ -211,6 +230,39 @@ func.func @adapter_input_grad(%g: tensor<2048x256xbf16>, %c: tensor<256x64xi32>,
   %lora = qtune.linear_t %t, %a : tensor<2048x16xbf16>, tensor<16x512xbf16> -> tensor<2048x512xbf16>
   %dx = arith.addf %main, %lora : tensor<2048x512xbf16>
   return %dx : tensor<2048x512xbf16>
+}
+
+// -----
+
+// The backward's dB = s·gᵀ·(x·Aᵀ) reads the forward adapter's T = s·x·Aᵀ
+// (the same x and A) with its scale divided by s (2 / 2: no scaling left):
+// x·Aᵀ is computed once, so three GEMMs instead of four.
+// CHECK-LABEL: func.func @adapter_product_reused
+// CHECK: %[[T:.*]] = memref.alloc() : memref<64x16xbf16>
+// CHECK: gpu.launch_func @qtune_kernels::@[[TK:qtune_gemm_[0-9]+]]
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_
+// CHECK: memref.collapse_shape %[[T]]
+// CHECK: gpu.launch_func @qtune_kernels::@[[WG:qtune_gemm_[0-9]+]]
+// CHECK-NOT: gpu.launch_func
+// CHECK: return
+// CHECK: gpu.func @[[TK]](
+// CHECK: arith.constant 2.000000e+00 : f32
+// CHECK: gpu.func @[[WG]](
+// CHECK-NOT: 2.000000e+00
+// CHECK: gpu.return
+// SYNC-LABEL: func.func @adapter_product_reused
+// SYNC-COUNT-3: gpu.launch_func @qtune_kernels::@qtune_gemm_
+// SYNC-NOT: gpu.launch_func
+// SYNC: return
+func.func @adapter_product_reused(%x: tensor<64x256xbf16>, %w: tensor<128x256xbf16>,
+                                  %a: tensor<16x256xbf16>, %b: tensor<128x16xbf16>,
+                                  %g: tensor<64x128xbf16>) -> (tensor<64x128xbf16>, tensor<128x16xbf16>) {
+  %y0 = qtune.linear %x, %w : tensor<64x256xbf16>, tensor<128x256xbf16> -> tensor<64x128xbf16>
+  %l = qtune.lora %x, %a, %b {alpha = 3.200000e+01 : f64, rank = 16 : i64} : tensor<64x256xbf16>, tensor<16x256xbf16>, tensor<128x16xbf16> -> tensor<64x128xbf16>
+  %y = arith.addf %y0, %l : tensor<64x128xbf16>
+  %t = qtune.linear %x, %a : tensor<64x256xbf16>, tensor<16x256xbf16> -> tensor<64x16xbf16>
+  %db = qtune.weight_grad %g, %t {scale = 2.000000e+00 : f64} : tensor<64x128xbf16>, tensor<64x16xbf16> -> tensor<128x16xbf16>
+  return %y, %db : tensor<64x128xbf16>, tensor<128x16xbf16>
 }
 
 // -----
@@ -408,9 +460,9 @@ func.func @split_k(%x: tensor<2048x4096xbf16>, %a: tensor<16x4096xbf16>) -> tens
 // in the kernel thread 0 initializes one mbarrier per stage and starts one
 // bulk tensor copy per K tile (the mbarrier expects its 16384 bytes), and
 // every thread waits for the stage's phase before the step's barrier. X
-// stages of 128 swizzled 128-byte rows rounded to 1024 bytes (19456, the
-// core-matrix layout's 18688 for a second segment), W stages of 16 row
-// groups × 1168 bytes, the mbarriers after them: 114456 bytes. The dense
+// stages of 128 swizzled 128-byte rows (16384 bytes; a one-tile LoRA
+// segment's core layout may run into the next stage), W stages of 16 row
+// groups × 1168 bytes, the mbarriers after them: 105240 bytes. The dense
 // weight is copied by cp.async, so the K loop carries only the
 // accumulators. The MMAs of a tile are committed as one group and waited for
 // after the next tile's copies are issued. The loop is unrolled by the stage
@@ -418,13 +470,13 @@ func.func @split_k(%x: tensor<2048x4096xbf16>, %a: tensor<16x4096xbf16>) -> tens
 // stages, no stage arithmetic in the loop, then the fourth step).
 // CHECK-LABEL: func.func @dynamic_shared
 // CHECK: %[[MAP:.*]] = qtune.tensor_map %{{.*}} {box_cols = 64 : i64, box_rows = 128 : i64, cols = 256 : i64, rows = 600 : i64, swizzle = 128 : i64} : memref<?xbf16>
-// CHECK: gpu.launch_func @qtune_kernels::@[[K:qtune_gemm_[0-9]+]] {{.*}} threads in (%c256{{.*}}) dynamic_shared_memory_size %c114456_i32 args({{.*}}, %[[MAP]] : i64)
+// CHECK: gpu.launch_func @qtune_kernels::@[[K:qtune_gemm_[0-9]+]] {{.*}} threads in (%c256{{.*}}) dynamic_shared_memory_size %c105240_i32 args({{.*}}, %[[MAP]] : i64)
 // CHECK: gpu.func @[[K]](%arg0: memref<?xbf16>, %arg1: memref<?xbf16>, %arg2: memref<?xbf16>, %arg3: index, %arg4: i64)
 // CHECK-NOT: workgroup(
 // CHECK-SAME: kernel
 // CHECK-SAME: nvvm.minctasm = 2
 // CHECK: gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>
-// CHECK: memref.view {{.*}} to memref<29184xbf16, #gpu.address_space<workgroup>>
+// CHECK: memref.view {{.*}} to memref<24576xbf16, #gpu.address_space<workgroup>>
 // CHECK: memref.view {{.*}} to memref<28032xbf16, #gpu.address_space<workgroup>>
 // CHECK: memref.view {{.*}} to memref<3xi64, #gpu.address_space<workgroup>>
 // CHECK: llvm.inttoptr %arg4 : i64 to !llvm.ptr

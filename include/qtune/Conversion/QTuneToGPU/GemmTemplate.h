@@ -125,6 +125,9 @@ struct GemmSpec {
 /// launch then passes the size).
 int64_t gemmSharedBytes(const GemmSpec &spec, const GemmSchedule &schedule);
 bool gemmUsesDynamicShared(const GemmSpec &spec, const GemmSchedule &schedule);
+/// Whether those bytes fit a block's shared memory (TMA's extra X stage and
+/// mbarriers come on top of GemmSchedule::sharedBytes).
+bool gemmSharedFits(const GemmSpec &spec, const GemmSchedule &schedule);
 
 /// Kernel parameter order: x, weight component(s) (or the dense weight),
 /// [gradient epilogue's weight components], [QFT: codes, scales [, zeros],
