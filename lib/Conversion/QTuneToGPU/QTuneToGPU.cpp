@@ -8,6 +8,7 @@
 #include "qtune/Dialect/QTune/IR/QTuneOps.h"
 
 #include "mlir/IR/IRMapping.h"
+#include "mlir/IR/Matchers.h"
 #include "mlir/IR/SymbolTable.h"
 #include "llvm/Support/Format.h"
 #include <cmath>
@@ -115,9 +116,24 @@ private:
   LogicalResult launch(OpBuilder &b, Operation *op, const GemmSpec &spec,
                        int64_t m, ValueRange buffers,
                        std::optional<GemmSchedule> fixed = std::nullopt);
+  /// A mean squared error and its gradient that are the only users of a
+  /// linear layer's output, computed in the layer's GEMM epilogue.
+  struct MseFusion {
+    MseLossOp loss;
+    MseLossGradOp grad;
+    double gradFactor; // seed · 2 / count, in f32 as the MSE kernels have it
+    int64_t count;
+  };
+  /// The MSE fusion of `linear`'s output: its users are exactly an MSE loss
+  /// and its fusable gradient (fusableGrad), with a bf16 target defined before
+  /// the layer and a constant seed.
+  std::optional<MseFusion> mseOfOutput(Operation *linear);
+  /// Ops already lowered with the op that produces their operands.
+  DenseSet<Operation *> loweredWithProducer;
   LogicalResult lowerLinear(OpBuilder &b, Operation *op, Value input,
                             Value weight, Value bias, Value loraA, Value loraB,
-                            Value residual, double alpha, int64_t rank);
+                            Value residual, double alpha, int64_t rank,
+                            std::optional<MseFusion> mse = std::nullopt);
   /// A qtune.lora that qtune-fuse left alone (a second adapter on a layer, a
   /// frozen base adapter under a trained one): T = s · x · Aᵀ, then T · Bᵀ.
   LogicalResult lowerLora(OpBuilder &b, LoraOp op);
@@ -287,7 +303,11 @@ FailureOr<SymbolRefAttr> Lowering::kernelFor(Operation *op,
      << (spec.loraWeightTransposed ? "t" : "")
      << "s" << spec.outputScale << "t" << spec.transposeX << spec.transposeW
      << (spec.xRowsAligned ? "a" : "") << (spec.tmaX ? "tma" : "")
-     << "f" << spec.outputF32 << "k" << spec.splitK
+     << "f" << spec.outputF32 << "k" << spec.splitK;
+  if (spec.mseLoss)
+    os << llvm::format("|mse %.17g %lld", spec.mseGradFactor,
+                       (long long)spec.mseCount);
+  os
      << "|" << schedule.tileM << "," << schedule.tileN
      << "," << schedule.tileK << "," << schedule.warpsM << ","
      << schedule.warpsN << (schedule.wgmma ? ",wgmma" : "") << ","
@@ -324,7 +344,7 @@ LogicalResult Lowering::launch(OpBuilder &b, Operation *op,
   // Split-K when the output has too few tiles to fill the GPU and the
   // reduction is long: slices write f32 partials that one kernel sums.
   bool plain = !spec.hasBias && !spec.hasResidual && !spec.loraRank &&
-               !spec.gradFormat && !spec.qftFormat;
+               !spec.gradFormat && !spec.qftFormat && !spec.mseLoss;
   int64_t tiles = (spec.k + schedule.tileK - 1) / schedule.tileK;
   int64_t outputTiles = ((spec.n + schedule.tileN - 1) / schedule.tileN) *
                         ((m + schedule.tileM - 1) / schedule.tileM);
@@ -396,7 +416,8 @@ FailureOr<Value> Lowering::buffer(Operation *user, Value tensor) {
 LogicalResult Lowering::lowerLinear(OpBuilder &b, Operation *op, Value input,
                                     Value weight, Value bias, Value loraA,
                                     Value loraB, Value residual, double alpha,
-                                    int64_t rank) {
+                                    int64_t rank,
+                                    std::optional<MseFusion> mse) {
   Location loc = op->getLoc();
   auto result = cast<RankedTensorType>(op->getResult(0).getType());
   for (Value v : {input, bias, loraA, loraB, residual, Value(op->getResult(0))}) {
@@ -460,6 +481,26 @@ LogicalResult Lowering::lowerLinear(OpBuilder &b, Operation *op, Value input,
     spec.loraRank = rank;
     bufs.push_back(t);
     bufs.push_back(*bB);
+  }
+  if (mse) {
+    // y's buffer receives the loss's gradient; the loss is added up.
+    FailureOr<Value> target = buffer(op, mse->loss.getTarget());
+    if (failed(target))
+      return failure();
+    spec.mseLoss = true;
+    spec.mseGradFactor = mse->gradFactor;
+    spec.mseCount = mse->count;
+    Value loss = zeroedF32(b, loc, {});
+    Value grad = memref::AllocOp::create(
+        b, loc, bufferType(cast<RankedTensorType>(mse->grad.getType())));
+    bufs.append({grad, *target, loss});
+    if (failed(launch(b, op, spec, m, bufs)))
+      return failure();
+    buffers.map(mse->grad.getResult(), grad);
+    buffers.map(mse->loss.getResult(), loss);
+    loweredWithProducer.insert(mse->loss);
+    loweredWithProducer.insert(mse->grad);
+    return success();
   }
   Value y = memref::AllocOp::create(b, loc, bufferType(result));
   bufs.push_back(y);
@@ -1007,6 +1048,42 @@ static MseLossGradOp fusableGrad(MseLossOp op) {
   return nullptr;
 }
 
+std::optional<Lowering::MseFusion> Lowering::mseOfOutput(Operation *linear) {
+  Value y = linear->getResult(0);
+  MseLossOp loss;
+  MseLossGradOp grad;
+  for (Operation *user : y.getUsers()) {
+    auto l = dyn_cast<MseLossOp>(user);
+    auto g = dyn_cast<MseLossGradOp>(user);
+    if (l && !loss && l.getPrediction() == y && l.getTarget() != y)
+      loss = l;
+    else if (g && !grad && g.getPrediction() == y && g.getTarget() != y)
+      grad = g;
+    else
+      return std::nullopt;
+  }
+  if (!loss || !grad || fusableGrad(loss) != grad)
+    return std::nullopt;
+  Value target = loss.getTarget();
+  Operation *def = target.getDefiningOp();
+  if ((def && (def->getBlock() != linear->getBlock() ||
+               !def->isBeforeInBlock(linear))) ||
+      (!def && cast<BlockArgument>(target).getOwner() != linear->getBlock()))
+    return std::nullopt;
+  if (!elementOf(target).isBF16() || !elementOf(grad.getResult()).isBF16() ||
+      grad.getType() != y.getType())
+    return std::nullopt;
+  DenseElementsAttr seed;
+  if (!matchPattern(grad.getGrad(), m_Constant(&seed)) || !seed.isSplat() ||
+      !isa<FloatType>(seed.getElementType()))
+    return std::nullopt;
+  int64_t count = numElements(y);
+  // As the MSE kernels compute it: f32(seed) · f32(2 / count).
+  float factor = float(seed.getSplatValue<APFloat>().convertToDouble()) *
+                 float(2.0 / double(count));
+  return MseFusion{loss, grad, double(factor), count};
+}
+
 LogicalResult Lowering::lowerMseLoss(OpBuilder &b, MseLossOp op) {
   if (MseLossGradOp grad = fusableGrad(op)) {
     Value loss = zeroedF32(b, op.getLoc(), {});
@@ -1541,7 +1618,9 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
   findAdapterInputGrads(func);
   for (Operation &op : func.getBody().front()) {
     LogicalResult ok = success();
-    if (inLmHead.contains(&op)) {
+    if (loweredWithProducer.contains(&op)) {
+      // Lowered already, with the op that produces its operands.
+    } else if (inLmHead.contains(&op)) {
       auto head = lmHeads.find(&op);
       if (head != lmHeads.end())
         ok = lowerLmHead(b, head->second);
@@ -1551,7 +1630,7 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
       ok = lowerLinear(b, f, f.getInput(), f.getWeight(), f.getBias(),
                        f.getLoraA(), f.getLoraB(), f.getResidual(),
                        f.getLoraA() ? f.getLoraAlpha()->convertToDouble() : 0,
-                       f.getLoraA() ? *f.getLoraRank() : 0);
+                       f.getLoraA() ? *f.getLoraRank() : 0, mseOfOutput(f));
     } else if (auto l = dyn_cast<LoraOp>(op)) {
       ok = lowerLora(b, l);
     } else if (inAdapterInputGrad.contains(&op)) {
@@ -1601,7 +1680,7 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
     } else if (auto l = dyn_cast<LinearOp>(op)) {
       if (!reuseAdapterProduct(l))
         ok = lowerLinear(b, l, l.getInput(), l.getWeight(), l.getBias(), {},
-                         {}, {}, 0, 0);
+                         {}, {}, 0, 0, mseOfOutput(l));
     } else if (auto ret = dyn_cast<func::ReturnOp>(op)) {
       SmallVector<Value> results;
       for (Value v : ret.getOperands()) {

@@ -298,9 +298,10 @@ func.func @peqa(%g: tensor<8x64xbf16>, %x: tensor<8x128xbf16>, %c: tensor<64x16x
 
 // -----
 
-// A train step: the loss is summed per block into a zeroed scalar by the
-// same kernel (one pass over y and t) that writes its gradient, the seed
-// gradient is a filled constant, clipping sums squares then scales, and the
+// A train step: the layer's GEMM epilogue computes the MSE loss and its
+// gradient (y is never stored): it writes the gradient into its output and
+// adds each warp's sum of squares into a zeroed scalar; no MSE kernel runs.
+// Clipping sums squares then scales, and the
 // optimizer updates its parameter and states in place (no allocation for
 // them; the results are the argument buffers). Per-element kernels take 8
 // elements a thread (2048 elements: one block); int8 Lion momentum runs one
@@ -309,10 +310,11 @@ func.func @peqa(%g: tensor<8x64xbf16>, %x: tensor<8x128xbf16>, %c: tensor<64x16x
 // CHECK-SAME: %[[W:[a-z0-9]+]]: memref<32x64xbf16> {qtune.name = "w"
 // CHECK-SAME: %[[M:[a-z0-9]+]]: memref<32x64xi8>
 // CHECK-SAME: %[[MS:[a-z0-9]+]]: memref<8xf32>
-// CHECK: memref.alloc() : memref<4x32xbf16>
+// CHECK: memref.alloc() : memref<f32>
 // CHECK: %[[LOSS:.*]] = memref.alloc() : memref<f32>
 // CHECK: %[[G:.*]] = memref.alloc() : memref<4x32xbf16>
-// CHECK: gpu.launch_func @qtune_kernels::@[[MSE:qtune_elementwise_[0-9]+]] {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %c128{{.*}} : index)
+// CHECK: gpu.launch_func @qtune_kernels::@[[LIN:qtune_gemm_[0-9]+]] {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %c4{{.*}} : index)
+// CHECK-NOT: gpu.launch_func @qtune_kernels::@qtune_elementwise
 // CHECK-NOT: memref.alloc() : memref<32x64xbf16>
 // CHECK: %[[DW:.*]] = memref.alloc() : memref<32x64xbf16>
 // CHECK: %[[CLIPPED:.*]] = memref.alloc() : memref<32x64xbf16>
@@ -322,10 +324,12 @@ func.func @peqa(%g: tensor<8x64xbf16>, %x: tensor<8x128xbf16>, %c: tensor<64x16x
 // CHECK: gpu.launch_func @qtune_kernels::@[[LION:qtune_elementwise_[0-9]+]] blocks in (%c8
 // CHECK-SAME: args(%[[WF]] : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xi8>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xf32>
 // CHECK: return %[[LOSS]], %[[W]], %[[M]], %[[MS]]
-// The loss and gradient kernel: stores the gradient, then warp shuffles and
-// one atomic add per block for the loss.
-// CHECK: gpu.func @[[MSE]]({{.*}}) workgroup(%{{.*}} : memref<8xf32, #gpu.address_space<workgroup>>) kernel
-// CHECK: vector.store
+// The GEMM's epilogue: d = y − t, the gradient stored, then warp shuffles
+// and one atomic add per warp for the loss.
+// CHECK: gpu.func @[[LIN]](
+// CHECK: arith.truncf
+// CHECK: arith.subf
+// CHECK: memref.store
 // CHECK: gpu.shuffle  xor
 // CHECK: memref.atomic_rmw addf
 // CHECK: gpu.func @[[LION]](
@@ -348,6 +352,30 @@ func.func @step(%x: tensor<4x64xbf16> {qtune.name = "x", qtune.role = #qtune.rol
   %c = qtune.clip_grad_norm %dw {max_norm = 1.0 : f64} : tensor<32x64xbf16> -> tensor<32x64xbf16>
   %nw, %nm, %ns = qtune.lion %w, %c, %m scales(%ms : tensor<8xf32>), %lr {block = 256 : i64, momentum = #qtune.state<int8>} : tensor<32x64xbf16>, tensor<32x64xbf16>, tensor<32x64xi8>, tensor<f32> -> tensor<32x64xbf16>, tensor<32x64xi8>, tensor<8xf32>
   return %l, %nw, %nm, %ns : tensor<f32>, tensor<32x64xbf16>, tensor<32x64xi8>, tensor<8xf32>
+}
+
+// -----
+
+// When the prediction is also returned, the layer stores it and one kernel
+// (one pass over y and t) writes the gradient and adds the loss per block.
+// CHECK-LABEL: func.func @mse_of_returned_output
+// CHECK: %[[Y:.*]] = memref.alloc() : memref<4x32xbf16>
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_{{[0-9]+}} {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %c4{{.*}} : index)
+// CHECK: %[[LOSS:.*]] = memref.alloc() : memref<f32>
+// CHECK: %[[G:.*]] = memref.alloc() : memref<4x32xbf16>
+// CHECK: gpu.launch_func @qtune_kernels::@[[MSE:qtune_elementwise_[0-9]+]] {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %c128{{.*}} : index)
+// CHECK: return %[[LOSS]], %[[G]], %[[Y]]
+// CHECK: gpu.func @[[MSE]]({{.*}}) workgroup(%{{.*}} : memref<8xf32, #gpu.address_space<workgroup>>) kernel
+// CHECK: memref.store
+// CHECK: gpu.shuffle  xor
+// CHECK: memref.atomic_rmw addf
+func.func @mse_of_returned_output(%x: tensor<4x64xbf16>, %t: tensor<4x32xbf16>, %w: tensor<32x64xbf16>)
+    -> (tensor<f32>, tensor<4x32xbf16>, tensor<4x32xbf16>) {
+  %one = arith.constant dense<1.0> : tensor<f32>
+  %y = qtune.linear %x, %w : tensor<4x64xbf16>, tensor<32x64xbf16> -> tensor<4x32xbf16>
+  %l = qtune.mse_loss %y, %t : tensor<4x32xbf16>, tensor<4x32xbf16> -> tensor<f32>
+  %g = qtune.mse_loss_grad %y, %t, %one : tensor<4x32xbf16>, tensor<4x32xbf16>, tensor<f32> -> tensor<4x32xbf16>
+  return %l, %g, %y : tensor<f32>, tensor<4x32xbf16>, tensor<4x32xbf16>
 }
 
 // -----

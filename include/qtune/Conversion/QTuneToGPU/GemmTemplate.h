@@ -69,6 +69,16 @@ struct GemmSpec {
   bool loraWeightTransposed = false;
   /// Factor applied to the product before bias and residual.
   double outputScale = 1.0;
+  /// MSE epilogue: the product y (after scale, bias and residual, rounded to
+  /// bf16) is the prediction of a mean squared error against a bf16 target
+  /// (an argument after y): y's buffer receives the loss's gradient
+  /// mseGradFactor · (y − target) in bf16 instead of y, and
+  /// Σ (y − target)² / mseCount is added atomically into an f32 loss (an
+  /// argument after the target, zeroed by the caller). y itself is never
+  /// stored. Not with split-K, gradient or QFT epilogues.
+  bool mseLoss = false;
+  double mseGradFactor = 0;
+  int64_t mseCount = 0;
   /// y is stored as f32 instead of bf16 (e.g. a QFT weight's dW in a gradient
   /// entry).
   bool outputF32 = false;
