@@ -1341,25 +1341,91 @@ public:
     });
   }
 
+  /// One bf16 pair of a thread's output: accumulator fragment (i, j, h),
+  /// columns outputCol(j, 0) and the next.
+  struct OutputPair {
+    int64_t i, j, h;
+    Value value; // vector<2xbf16>
+  };
+  /// A row in the block's tile of fragment (i, h), and its first column of
+  /// fragment j.
+  Value localRow(int64_t i, int64_t h) { return tileRow(i, h); }
+  Value localCol(int64_t j) {
+    return add(mul(wn, idx(s.tileN / s.warpsN)),
+               add(mul(rem(lane, 4), idx(2)), idx(j * 8)));
+  }
+  /// Whether outputs go out through shared memory: the wgmma path, whose X
+  /// stages (free after the K loop) hold the block's tile with rows padded
+  /// by 16 bytes, rows of whole 16-byte chunks, and chunks that the threads
+  /// share evenly.
+  bool stagesOutput() const {
+    return s.wgmma && spec.n % 8 == 0 &&
+           xsBytes(spec, s) >= s.tileM * (s.tileN + 8) * 2 &&
+           (s.tileM * s.tileN / 8) % s.threads() == 0;
+  }
+  /// Stores the bf16 pairs of every thread into y (N columns). Staged: each
+  /// thread writes its pairs into the tile in shared memory (4-byte stores;
+  /// the 16-byte row padding puts a warp's 8 rows × 4 pairs in distinct
+  /// banks), a barrier, then each thread stores whole 16-byte chunks of rows
+  /// in range (a warp writes 512 contiguous bytes of two rows instead of
+  /// 16-byte pieces of eight rows per instruction). Else each in-range pair
+  /// is stored with one 4-byte store.
+  void storeOutputPairs(ArrayRef<OutputPair> pairs, Value y) {
+    Value n = idx(spec.n);
+    if (!stagesOutput()) {
+      for (const OutputPair &p : pairs) {
+        Value row = add(rowBase, tileRow(p.i, p.h)), col = outputCol(p.j, 0);
+        auto inBounds =
+            scf::IfOp::create(b, both(lt(row, m), lt(col, n)), false);
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(inBounds.thenBlock());
+        vector::StoreOp::create(b, p.value, y, ValueRange{add(mul(row, n), col)},
+                                /*nontemporal=*/false, llvm::MaybeAlign(4));
+      }
+      return;
+    }
+    int64_t stride = s.tileN + 8;
+    for (const OutputPair &p : pairs)
+      vector::StoreOp::create(
+          b, p.value, xs,
+          ValueRange{add(mul(localRow(p.i, p.h), idx(stride)), localCol(p.j))},
+          /*nontemporal=*/false, llvm::MaybeAlign(4));
+    gpu::BarrierOp::create(b);
+    int64_t chunksPerRow = s.tileN / 8;
+    auto bf16x8 = VectorType::get({8}, b.getBF16Type());
+    for (int64_t i = 0; i < s.tileM * chunksPerRow / s.threads(); ++i) {
+      auto [r, chunk] = itemAt(i, chunksPerRow);
+      Value c0 = mul(chunk, idx(8));
+      Value vec = vector::LoadOp::create(
+          b, bf16x8, xs, ValueRange{add(mul(r, idx(stride)), c0)},
+          /*nontemporal=*/false, llvm::MaybeAlign(16));
+      Value row = add(rowBase, r), col = add(colBase, c0);
+      auto inBounds = scf::IfOp::create(b, both(lt(row, m), lt(col, n)), false);
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(inBounds.thenBlock());
+      vector::StoreOp::create(b, vec, y, ValueRange{add(mul(row, n), col)},
+                              /*nontemporal=*/false, llvm::MaybeAlign(16));
+    }
+  }
+
   /// The bf16 epilogue over rows of even length: a thread's two adjacent
-  /// columns (an even one and the next, in range together) are stored with
-  /// one 4-byte store (scalar 2-byte stores made the 8192 × 4096 forward
-  /// product 4 % slower).
+  /// columns (an even one and the next, in range together) are one pair of
+  /// storeOutputPairs (scalar 2-byte stores made the 8192 × 4096 forward
+  /// product 12 % slower than 4-byte ones).
   void pairedEpilogue(ArrayRef<Value> acc, Value bias, Value residual, Value y,
                       Value scale) {
     Value n = idx(spec.n);
     auto bf16x2 = VectorType::get({2}, b.getBF16Type());
     auto f32x2 = VectorType::get({2}, b.getF32Type());
+    SmallVector<OutputPair> pairs;
     for (int64_t i = 0; i < fragsM(); ++i)
       for (int64_t j = 0; j < fragsN(); ++j)
         for (int64_t h = 0; h < 2; ++h) {
           Value row = add(rowBase, tileRow(i, h));
           Value col = outputCol(j, 0);
-          auto inBounds =
-              scf::IfOp::create(b, both(lt(row, m), lt(col, n)), false);
-          OpBuilder::InsertionGuard guard(b);
-          b.setInsertionPointToStart(inBounds.thenBlock());
-          Value flatIdx = add(mul(row, n), col);
+          Value valid = both(lt(row, m), lt(col, n));
+          // Out of range: read element 0 (the pair is not stored).
+          Value at = select(valid, add(mul(row, n), col), idx(0));
           SmallVector<Value> values;
           for (int64_t e = 0; e < 2; ++e) {
             Value v = acc[accIndex(i, j, h, e)];
@@ -1368,21 +1434,22 @@ public:
             if (bias)
               v = arith::AddFOp::create(
                   b, v,
-                  extToF32(memref::LoadOp::create(b, bias, add(col, idx(e)))));
+                  extToF32(memref::LoadOp::create(
+                      b, bias, select(valid, add(col, idx(e)), idx(0)))));
             if (residual)
               v = arith::AddFOp::create(
                   b, v,
                   extToF32(memref::LoadOp::create(b, residual,
-                                                  add(flatIdx, idx(e)))));
+                                                  add(at, idx(e)))));
             values.push_back(v);
           }
-          vector::StoreOp::create(
-              b,
-              arith::TruncFOp::create(
-                  b, bf16x2, vector::FromElementsOp::create(b, f32x2, values)),
-              y, ValueRange{flatIdx}, /*nontemporal=*/false,
-              llvm::MaybeAlign(4));
+          pairs.push_back(
+              {i, j, h,
+               arith::TruncFOp::create(
+                   b, bf16x2,
+                   vector::FromElementsOp::create(b, f32x2, values))});
         }
+    storeOutputPairs(pairs, y);
   }
 
   /// `v` rounded to bf16, as f32. By bits: the kernel's ops carry the
@@ -1423,7 +1490,9 @@ public:
     struct Item {
       Value valid, at, col, targets; // targets: vector<width x f32>
       int64_t first;                 // accumulator index of its first element
+      int64_t i, j, h;               // its fragment
     };
+    SmallVector<OutputPair> gradPairs;
     SmallVector<Item> items;
     for (int64_t i = 0; i < fragsM(); ++i)
       for (int64_t j = 0; j < fragsN(); ++j)
@@ -1440,7 +1509,7 @@ public:
             items.push_back({valid, at, col,
                              arith::ExtFOp::create(b, f32s, t,
                                                    arith::FastMathFlagsAttr()),
-                             accIndex(i, j, h, e)});
+                             accIndex(i, j, h, e), i, j, h});
           }
     Value sum = zeroF;
     for (const Item &item : items) {
@@ -1469,6 +1538,10 @@ public:
       }
       Value g = arith::TruncFOp::create(
           b, bf16s, vector::FromElementsOp::create(b, f32s, grads));
+      if (pairs) {
+        gradPairs.push_back({item.i, item.j, item.h, g});
+        continue;
+      }
       auto inBounds = scf::IfOp::create(b, item.valid, false);
       OpBuilder::InsertionGuard guard(b);
       b.setInsertionPointToStart(inBounds.thenBlock());
@@ -1476,6 +1549,8 @@ public:
                               /*nontemporal=*/false,
                               llvm::MaybeAlign(2 * width));
     }
+    if (pairs)
+      storeOutputPairs(gradPairs, grad);
     for (int32_t offset = 16; offset >= 1; offset /= 2)
       sum = arith::AddFOp::create(
           b, sum,
