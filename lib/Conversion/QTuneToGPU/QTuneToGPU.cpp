@@ -43,8 +43,8 @@ GemmSchedule chooseSchedule(int64_t m, int64_t n, const GemmSchedule &given) {
                             : GemmSchedule{32, 64, 64, 2, 2};
   // sm_90a, unless a tile option is given: warpgroups of wgmma m64n128k16
   // over three stages. Four warpgroups (256 rows: each weight tile is
-  // dequantized once per 256 rows; 164 KiB, 166 KiB with X by TMA, one block
-  // per SM) where that still fills the GPU, else two (109.5 KiB, 112 KiB with
+  // dequantized once per 256 rows; 164 KiB, 151 KiB with X by TMA, one block
+  // per SM) where that still fills the GPU, else two (109.5 KiB, 103 KiB with
   // TMA, two blocks per SM). On an H100,
   // fwd+bwd of the 4096² INT4 + LoRA layer: 739 against 812 us at M = 2048,
   // 2626 against 2818 us at M = 8192 (bench/RESULTS.md; four stages were
@@ -116,6 +116,10 @@ private:
   LogicalResult launch(OpBuilder &b, Operation *op, const GemmSpec &spec,
                        int64_t m, ValueRange buffers,
                        std::optional<GemmSchedule> fixed = std::nullopt);
+  /// The schedule of `op`'s GEMM over m × n: `fixed`, else the op's
+  /// qtune.schedule, else the pass options' or the chosen one.
+  GemmSchedule scheduleOf(Operation *op, int64_t m, int64_t n,
+                          std::optional<GemmSchedule> fixed);
   /// A mean squared error and its gradient that are the only users of a
   /// linear layer's output, computed in the layer's GEMM epilogue.
   struct MseFusion {
@@ -324,6 +328,41 @@ FailureOr<SymbolRefAttr> Lowering::kernelFor(Operation *op,
   return ref;
 }
 
+GemmSchedule Lowering::scheduleOf(Operation *op, int64_t m, int64_t n,
+                                  std::optional<GemmSchedule> fixed) {
+  if (fixed)
+    return *fixed;
+  // A layer's own schedule attribute wins over the pass options.
+  if (auto attr = op->getAttrOfType<DenseI64ArrayAttr>(
+          QTuneDialect::kScheduleAttrName)) {
+    ArrayRef<int64_t> v = attr.asArrayRef();
+    return GemmSchedule{v[0], v[1], v[2], v[3], v[4]};
+  }
+  return chooseSchedule(m, n, options);
+}
+
+/// Split-K slices (1: none) when a plain product's output has too few tiles
+/// to fill the GPU and its reduction is long: slices write f32 partials that
+/// one kernel sums.
+static int64_t splitKOf(const GemmSpec &spec, const GemmSchedule &schedule,
+                        int64_t m) {
+  bool plain = !spec.hasBias && !spec.hasResidual && !spec.loraRank &&
+               !spec.gradFormat && !spec.qftFormat && !spec.mseLoss;
+  int64_t tiles = (spec.k + schedule.tileK - 1) / schedule.tileK;
+  int64_t outputTiles = ((spec.n + schedule.tileN - 1) / schedule.tileN) *
+                        ((m + schedule.tileM - 1) / schedule.tileM);
+  if (!plain || outputTiles >= kSplitKTargetBlocks || tiles < 16)
+    return 1;
+  // About four blocks per SM: the split products are narrow (adapter ranks)
+  // and read their operands once, so the more loads in flight the better
+  // (dA = dtᵀ·x of the 4096² LoRA layer at M = 8192 on an H100: 44 us with
+  // two slices' worth per SM, 30 with four, 37 with eight).
+  return std::max<int64_t>(
+      1, std::min((kSplitKBlocksPerSM * kSplitKTargetBlocks + outputTiles - 1) /
+                      outputTiles,
+                  tiles / 8));
+}
+
 LogicalResult Lowering::launch(OpBuilder &b, Operation *op,
                                const GemmSpec &plainSpec, int64_t m,
                                ValueRange plainBufs,
@@ -331,40 +370,17 @@ LogicalResult Lowering::launch(OpBuilder &b, Operation *op,
   GemmSpec spec = plainSpec;
   spec.xRowsAligned = spec.transposeX && m % 8 == 0;
   SmallVector<Value> bufs(plainBufs);
-  GemmSchedule schedule = chooseSchedule(m, spec.n, options);
-  // A layer's own schedule attribute wins over the pass options.
-  if (auto attr = op->getAttrOfType<DenseI64ArrayAttr>(
-          QTuneDialect::kScheduleAttrName)) {
-    ArrayRef<int64_t> v = attr.asArrayRef();
-    schedule = GemmSchedule{v[0], v[1], v[2], v[3], v[4]};
-  }
-  if (fixed)
-    schedule = *fixed;
+  GemmSchedule schedule = scheduleOf(op, m, spec.n, fixed);
   Location loc = op->getLoc();
-  // Split-K when the output has too few tiles to fill the GPU and the
-  // reduction is long: slices write f32 partials that one kernel sums.
-  bool plain = !spec.hasBias && !spec.hasResidual && !spec.loraRank &&
-               !spec.gradFormat && !spec.qftFormat && !spec.mseLoss;
-  int64_t tiles = (spec.k + schedule.tileK - 1) / schedule.tileK;
-  int64_t outputTiles = ((spec.n + schedule.tileN - 1) / schedule.tileN) *
-                        ((m + schedule.tileM - 1) / schedule.tileM);
-  if (plain && outputTiles < kSplitKTargetBlocks && tiles >= 16) {
-    // About four blocks per SM: the split products are narrow (adapter
-    // ranks) and read their operands once, so the more loads in flight the
-    // better (dA = dtᵀ·x of the 4096² LoRA layer at M = 8192 on an H100:
-    // 44 us with two slices' worth per SM, 30 with four, 37 with eight).
-    spec.splitK = std::min((kSplitKBlocksPerSM * kSplitKTargetBlocks +
-                            outputTiles - 1) / outputTiles,
-                           tiles / 8);
-    if (spec.splitK > 1)
-      bufs.back() = memref::AllocOp::create(
-          b, loc, MemRefType::get({spec.splitK * m * spec.n}, b.getF32Type()));
-  }
+  spec.splitK = splitKOf(spec, schedule, m);
+  if (spec.splitK > 1)
+    bufs.back() = memref::AllocOp::create(
+        b, loc, MemRefType::get({spec.splitK * m * spec.n}, b.getF32Type()));
   // X by TMA: plain row-major X (forward and input-gradient products, with or
   // without a LoRA segment) on the unsplit wgmma path, whose stages live in
   // dynamic shared memory (no static shared memory before them, so the
-  // swizzled stages start 1024-byte aligned) and that still fit with the
-  // extra X stage a weight through registers brings.
+  // swizzled stages start 1024-byte aligned) and that fit a block's shared
+  // memory.
   spec.tmaX = schedule.wgmma && spec.splitK == 1 && !spec.transposeX &&
               schedule.tileK == 64 && spec.k % 8 == 0 && !spec.gradFormat &&
               !spec.qftFormat;
@@ -482,6 +498,11 @@ LogicalResult Lowering::lowerLinear(OpBuilder &b, Operation *op, Value input,
     bufs.push_back(t);
     bufs.push_back(*bB);
   }
+  // A product that would be split over K (decode-sized M) fills the GPU
+  // better split, with the MSE kernel after it (PEQA's layer at M = 16: 120
+  // against 86 us unsplit with the fused epilogue).
+  if (mse && splitKOf(spec, scheduleOf(op, m, n, std::nullopt), m) > 1)
+    mse.reset();
   if (mse) {
     // y's buffer receives the loss's gradient; the loss is added up.
     FailureOr<Value> target = buffer(op, mse->loss.getTarget());

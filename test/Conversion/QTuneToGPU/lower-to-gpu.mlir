@@ -380,6 +380,25 @@ func.func @mse_of_returned_output(%x: tensor<4x64xbf16>, %t: tensor<4x32xbf16>, 
 
 // -----
 
+// A decode-sized product that is split over K (16 rows, 32 K tiles, 4 output
+// tiles) keeps its split: the slices, their sum, then the MSE kernel.
+// CHECK-LABEL: func.func @mse_after_split_product
+// CHECK: memref.alloc() : memref<16384xf32>
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_{{[0-9]+}} blocks in (%c4{{[_0-9]*}}, %c1{{[_0-9]*}}, %c4{{[_0-9]*}})
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_elementwise_
+// CHECK: gpu.launch_func @qtune_kernels::@qtune_elementwise_{{[0-9]+}} {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %c4096{{.*}} : index)
+// CHECK: return
+func.func @mse_after_split_product(%x: tensor<16x2048xbf16>, %t: tensor<16x256xbf16>, %w: tensor<256x2048xbf16>)
+    -> (tensor<f32>, tensor<16x256xbf16>) {
+  %one = arith.constant dense<1.0> : tensor<f32>
+  %y = qtune.linear %x, %w : tensor<16x2048xbf16>, tensor<256x2048xbf16> -> tensor<16x256xbf16>
+  %l = qtune.mse_loss %y, %t : tensor<16x256xbf16>, tensor<16x256xbf16> -> tensor<f32>
+  %g = qtune.mse_loss_grad %y, %t, %one : tensor<16x256xbf16>, tensor<16x256xbf16>, tensor<f32> -> tensor<16x256xbf16>
+  return %l, %g : tensor<f32>, tensor<16x256xbf16>
+}
+
+// -----
+
 // An in-place update must be the last reader of its argument.
 func.func @read_after_update(%w: tensor<8xf32> {qtune.role = #qtune.role<trainable>},
                              %g: tensor<8xf32>, %m: tensor<8xf32>, %lr: tensor<f32>)
