@@ -78,3 +78,13 @@ func.func @no_adjoint(%a: tensor<3xf32> {qtune.role = #qtune.role<trainable>}, %
   %l = qtune.mse_loss %sq, %t : tensor<3xf32>, tensor<3xf32> -> tensor<f32>
   return %l : tensor<f32>
 }
+
+// -----
+
+func.func @lora_dropout(%x: tensor<4x64xbf16>, %a: tensor<4x64xbf16> {qtune.role = #qtune.role<trainable>},
+                        %b: tensor<32x4xbf16> {qtune.role = #qtune.role<trainable>}, %t: tensor<4x32xbf16>) -> tensor<f32> {
+  // expected-error @+1 {{qtune-autodiff: LoRA dropout is not implemented in training; use dropout 0}}
+  %l = qtune.lora %x, %a, %b {alpha = 8.0 : f64, rank = 4 : i64, dropout = 0.1 : f64} : tensor<4x64xbf16>, tensor<4x64xbf16>, tensor<32x4xbf16> -> tensor<4x32xbf16>
+  %loss = qtune.mse_loss %l, %t : tensor<4x32xbf16>, tensor<4x32xbf16> -> tensor<f32>
+  return %loss : tensor<f32>
+}

@@ -50,6 +50,11 @@ LogicalResult LoraOp::buildAdjoint(OpBuilder &b, ArrayRef<Value> resultGrads,
   Value g = resultGrads[0];
   if (!g)
     return success();
+  // Dropout is the identity everywhere else (evaluation); trained through
+  // without it, the adapter would silently learn without regularization.
+  if (!getDropout().isZero())
+    return emitError("qtune-autodiff: LoRA dropout is not implemented in "
+                     "training; use dropout 0");
   Location loc = getLoc();
   auto s = b.getF64FloatAttr(getScaling());
   auto one = b.getF64FloatAttr(1.0);

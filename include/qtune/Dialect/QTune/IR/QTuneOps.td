@@ -104,8 +104,9 @@ def QTune_LoraOp : QTune_Op<"lora", [Pure,
   let description = [{
     `A` is `rank`×K, `B` is N×`rank`; `x` has shape `[..., K]` and the result
     `[..., N]`. `dropout` is the probability of dropping elements of `x` on the
-    adapter path while training (identity at evaluation). The term is added to a
-    `qtune.linear` by `arith.addf`; fusion passes merge the two.
+    adapter path while training (identity at evaluation; training with it is
+    not implemented, and `qtune-autodiff` rejects a nonzero dropout). The term
+    is added to a `qtune.linear` by `arith.addf`; fusion passes merge the two.
 
     ```mlir
     %d = qtune.lora %x, %A, %B {alpha = 16.0 : f64, rank = 8 : i64}
