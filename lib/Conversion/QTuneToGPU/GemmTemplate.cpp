@@ -1067,10 +1067,13 @@ public:
     return add(mul(wm, idx(s.tileM / s.warpsM)),
                add(div(lane, 4), idx(i * 16 + h * 8)));
   }
-  Value outputCol(int64_t j, int64_t e) {
-    return add(add(colBase, mul(wn, idx(s.tileN / s.warpsN))),
+  /// The column of element e of fragment j in the block's tile, and in the
+  /// output.
+  Value tileCol(int64_t j, int64_t e) {
+    return add(mul(wn, idx(s.tileN / s.warpsN)),
                add(mul(rem(lane, 4), idx(2)), idx(j * 8 + e)));
   }
+  Value outputCol(int64_t j, int64_t e) { return add(colBase, tileCol(j, e)); }
 
   /// Calls fn(row, col, value) for every accumulator element inside the M×N
   /// output, inside a guard that masks the tails.
@@ -1322,23 +1325,32 @@ public:
       return;
     }
     forEachOutput(acc, [&](Value row, Value col, Value v) {
-      if (spec.outputScale != 1.0)
-        v = arith::MulFOp::create(b, v, scale);
       Value flatIdx = add(mul(row, n), col);
+      // Split products are plain: no bias or residual.
+      v = outputValue(v, scale, bias, residual, col, flatIdx);
       if (sliceBase) {
         memref::StoreOp::create(b, v, y, add(sliceBase, flatIdx));
         return;
       }
-      if (bias)
-        v = arith::AddFOp::create(b, v,
-                                  extToF32(memref::LoadOp::create(b, bias, col)));
-      if (residual)
-        v = arith::AddFOp::create(
-            b, v, extToF32(memref::LoadOp::create(b, residual, flatIdx)));
       if (!spec.outputF32)
         v = arith::TruncFOp::create(b, b.getBF16Type(), v);
       memref::StoreOp::create(b, v, y, flatIdx);
     });
+  }
+
+  /// An accumulator as the product's output element: scaled, plus bias[col]
+  /// and residual[at] (indices in range).
+  Value outputValue(Value v, Value scale, Value bias, Value residual,
+                    Value col, Value at) {
+    if (spec.outputScale != 1.0)
+      v = arith::MulFOp::create(b, v, scale);
+    if (bias)
+      v = arith::AddFOp::create(b, v,
+                                extToF32(memref::LoadOp::create(b, bias, col)));
+    if (residual)
+      v = arith::AddFOp::create(
+          b, v, extToF32(memref::LoadOp::create(b, residual, at)));
+    return v;
   }
 
   /// One bf16 pair of a thread's output: accumulator fragment (i, j, h),
@@ -1347,13 +1359,6 @@ public:
     int64_t i, j, h;
     Value value; // vector<2xbf16>
   };
-  /// A row in the block's tile of fragment (i, h), and its first column of
-  /// fragment j.
-  Value localRow(int64_t i, int64_t h) { return tileRow(i, h); }
-  Value localCol(int64_t j) {
-    return add(mul(wn, idx(s.tileN / s.warpsN)),
-               add(mul(rem(lane, 4), idx(2)), idx(j * 8)));
-  }
   /// Whether outputs go out through shared memory: the wgmma path, whose X
   /// stages (free after the K loop) hold the block's tile with rows padded
   /// by 16 bytes, rows of whole 16-byte chunks, and chunks that the threads
@@ -1388,7 +1393,7 @@ public:
     for (const OutputPair &p : pairs)
       vector::StoreOp::create(
           b, p.value, xs,
-          ValueRange{add(mul(localRow(p.i, p.h), idx(stride)), localCol(p.j))},
+          ValueRange{add(mul(tileRow(p.i, p.h), idx(stride)), tileCol(p.j, 0))},
           /*nontemporal=*/false, llvm::MaybeAlign(4));
     gpu::BarrierOp::create(b);
     int64_t chunksPerRow = s.tileN / 8;
@@ -1424,25 +1429,14 @@ public:
           Value row = add(rowBase, tileRow(i, h));
           Value col = outputCol(j, 0);
           Value valid = both(lt(row, m), lt(col, n));
-          // Out of range: read element 0 (the pair is not stored).
+          // Out of range: read the first elements (the pair is not stored).
           Value at = select(valid, add(mul(row, n), col), idx(0));
+          Value colAt = select(valid, col, idx(0));
           SmallVector<Value> values;
-          for (int64_t e = 0; e < 2; ++e) {
-            Value v = acc[accIndex(i, j, h, e)];
-            if (spec.outputScale != 1.0)
-              v = arith::MulFOp::create(b, v, scale);
-            if (bias)
-              v = arith::AddFOp::create(
-                  b, v,
-                  extToF32(memref::LoadOp::create(
-                      b, bias, select(valid, add(col, idx(e)), idx(0)))));
-            if (residual)
-              v = arith::AddFOp::create(
-                  b, v,
-                  extToF32(memref::LoadOp::create(b, residual,
-                                                  add(at, idx(e)))));
-            values.push_back(v);
-          }
+          for (int64_t e = 0; e < 2; ++e)
+            values.push_back(outputValue(acc[accIndex(i, j, h, e)], scale,
+                                         bias, residual, add(colAt, idx(e)),
+                                         add(at, idx(e))));
           pairs.push_back(
               {i, j, h,
                arith::TruncFOp::create(
@@ -1488,7 +1482,7 @@ public:
     auto bf16s = VectorType::get({width}, b.getBF16Type());
     auto f32s = VectorType::get({width}, b.getF32Type());
     struct Item {
-      Value valid, at, col, targets; // targets: vector<width x f32>
+      Value valid, at, col, targets; // in range or 0; targets: width f32
       int64_t first;                 // accumulator index of its first element
       int64_t i, j, h;               // its fragment
     };
@@ -1506,7 +1500,7 @@ public:
             Value t = vector::LoadOp::create(b, bf16s, target, ValueRange{at},
                                              /*nontemporal=*/false,
                                              llvm::MaybeAlign(2 * width));
-            items.push_back({valid, at, col,
+            items.push_back({valid, at, select(valid, col, idx(0)),
                              arith::ExtFOp::create(b, f32s, t,
                                                    arith::FastMathFlagsAttr()),
                              accIndex(i, j, h, e), i, j, h});
@@ -1515,19 +1509,8 @@ public:
     for (const Item &item : items) {
       SmallVector<Value> grads;
       for (int64_t e = 0; e < width; ++e) {
-        Value v = acc[item.first + e];
-        if (spec.outputScale != 1.0)
-          v = arith::MulFOp::create(b, v, scale);
-        if (bias)
-          v = arith::AddFOp::create(
-              b, v,
-              extToF32(memref::LoadOp::create(
-                  b, bias, select(item.valid, add(item.col, idx(e)), idx(0)))));
-        if (residual)
-          v = arith::AddFOp::create(
-              b, v,
-              extToF32(memref::LoadOp::create(b, residual,
-                                              add(item.at, idx(e)))));
+        Value v = outputValue(acc[item.first + e], scale, bias, residual,
+                              add(item.col, idx(e)), add(item.at, idx(e)));
         Value yv = roundedToBF16(v);
         Value d = arith::SubFOp::create(
             b, yv,

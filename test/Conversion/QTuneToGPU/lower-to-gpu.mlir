@@ -580,6 +580,16 @@ func.func @split_k(%x: tensor<2048x4096xbf16>, %a: tensor<16x4096xbf16>) -> tens
 // CHECK: nvvm.cp.async.commit.group
 // CHECK-NOT: arith.remui {{.*}}, %c3{{(_[0-9]+)?}} :
 // CHECK: nvvm.wgmma.wait.group.sync.aligned 0
+// The epilogue stores through the tile in the (free) X stages: bf16 pairs
+// in, a barrier, then whole 16-byte chunks of rows out (the 600-row tail
+// masked).
+// CHECK: vector.store {{.*}} : memref<24576xbf16, #gpu.address_space<workgroup>>, vector<2xbf16>
+// CHECK: gpu.barrier
+// CHECK: vector.load {{.*}} : memref<24576xbf16, #gpu.address_space<workgroup>>, vector<8xbf16>
+// CHECK: scf.if
+// CHECK-NEXT: arith.muli
+// CHECK-NEXT: arith.addi
+// CHECK-NEXT: vector.store {{.*}} : memref<?xbf16>, vector<8xbf16>
 // Without wgmma (mma=sync, or sm_80) the same layer takes the warp-level
 // schedule: stages past 48 KiB (128 × 128 × 64: 73728 bytes) live in dynamic
 // shared memory, viewed as the padded X and W stages.
