@@ -441,7 +441,7 @@ func::FuncOp Importer::buildFunction(ModuleOp module, bool withLoss) {
     auto lse = RankedTensorType::get({B, c.numHeads, S}, b.getF32Type());
     auto attn = AttentionOp::create(
         b, loc, TypeRange{act(c.numHeads * c.headDim), lse}, q, k, v,
-        b.getI64IntegerAttr(c.numHeads), b.getI64IntegerAttr(c.numKvHeads),
+        /*segments=*/Value(), b.getI64IntegerAttr(c.numHeads), b.getI64IntegerAttr(c.numKvHeads),
         FloatAttr(), b.getBoolAttr(true));
     h = arith::AddFOp::create(b, loc, h,
                               proj(attn.getResult(), p + "self_attn.o_proj"));

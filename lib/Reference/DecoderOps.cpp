@@ -54,7 +54,11 @@ void forEachScore(const HostTensor &q, const HostTensor &k, const Dims &dims,
       for (int64_t i = 0; i < dims.seq; ++i) {
         const double *qi = &q.data[(b * dims.seq + i) * dims.h * dims.d + h * dims.d];
         int64_t last = s.causal ? i : dims.seq - 1;
+        const double *seg =
+            s.segments ? &s.segments->data[b * dims.seq] : nullptr;
         for (int64_t j = 0; j <= last; ++j) {
+          if (seg && seg[j] != seg[i])
+            continue;
           const double *kj =
               &k.data[(b * dims.seq + j) * dims.hkv * dims.d + kvh * dims.d];
           double dot = 0;

@@ -256,6 +256,19 @@ HostTensor Evaluator::fusedLinear(FusedLinearOp op) {
   return y;
 }
 
+/// Attention segment ids must be nondecreasing along each sequence (the GPU
+/// kernels skip the key tiles of other segments by that order).
+LogicalResult checkSegments(Operation *op, const HostTensor &seg) {
+  int64_t s = seg.shape.empty() ? 1 : seg.shape.back();
+  for (int64_t i = 0; i < seg.numElements(); ++i)
+    if (i % s && seg.data[i] < seg.data[i - 1])
+      return op->emitOpError()
+             << "segment ids must be nondecreasing along the sequence, got "
+             << int64_t(seg.data[i - 1]) << " then " << int64_t(seg.data[i])
+             << " at position " << i % s;
+  return success();
+}
+
 template <typename Fn>
 LogicalResult elementwise(Operation *op, DenseMap<Value, RefValue> &values,
                           Fn fn) {
@@ -696,9 +709,14 @@ LogicalResult Evaluator::eval(Operation *op) {
         return success();
       })
       .Case<AttentionOp>([&](AttentionOp a) {
+        const HostTensor *seg =
+            a.getSegments() ? &tensor(a.getSegments()) : nullptr;
+        if (seg && failed(checkSegments(a, *seg)))
+          return failure();
         auto [o, lse] = attention(
             tensor(a.getQuery()), tensor(a.getKey()), tensor(a.getValue()),
-            {a.getHeads(), a.getKvHeads(), a.getScaleValue(), a.getCausal()});
+            {a.getHeads(), a.getKvHeads(), a.getScaleValue(), a.getCausal(),
+             seg});
         set(a.getResult(), std::move(o));
         set(a.getLse(), std::move(lse));
         return success();
@@ -708,7 +726,8 @@ LogicalResult Evaluator::eval(Operation *op) {
             tensor(a.getQuery()), tensor(a.getKey()), tensor(a.getValue()),
             tensor(a.getOutput()), tensor(a.getLse()), tensor(a.getGrad()),
             {a.getHeads(), a.getKvHeads(), a.getScale().convertToDouble(),
-             a.getCausal()});
+             a.getCausal(),
+             a.getSegments() ? &tensor(a.getSegments()) : nullptr});
         for (unsigned i = 0; i < 3; ++i)
           set(a->getResult(i), std::move(grads[i]));
         return success();

@@ -184,6 +184,19 @@ func.func @loss(%q: tensor<1x4x6xf32> {qtune.role = #qtune.role<trainable>},
   %l = qtune.mse_loss %o, %t : tensor<1x4x6xf32>, tensor<1x4x6xf32> -> tensor<f32>
   return %l : tensor<f32>
 })mlir"},
+    // Packed documents: segment ids hide the keys of other documents, causal
+    // and not, with 2 query heads on one KV head.
+    {"attention_segments", R"mlir(
+func.func @loss(%q: tensor<2x5x4xf32> {qtune.role = #qtune.role<trainable>},
+                %k: tensor<2x5x2xf32> {qtune.role = #qtune.role<trainable>},
+                %v: tensor<2x5x2xf32> {qtune.role = #qtune.role<trainable>},
+                %t: tensor<2x5x4xf32>) -> tensor<f32> {
+  %seg = arith.constant dense<[[1, 1, 2, 2, 2], [0, 3, 3, 3, 7]]> : tensor<2x5xi32>
+  %o, %lse = qtune.attention %q, %k, %v segments %seg {heads = 2 : i64, kv_heads = 1 : i64} : tensor<2x5x4xf32>, tensor<2x5x2xf32>, tensor<2x5x2xf32>, tensor<2x5xi32> -> tensor<2x5x4xf32>, tensor<2x2x5xf32>
+  %o2, %lse2 = qtune.attention %o, %k, %v segments %seg {heads = 2 : i64, kv_heads = 1 : i64, causal = false} : tensor<2x5x4xf32>, tensor<2x5x2xf32>, tensor<2x5x2xf32>, tensor<2x5xi32> -> tensor<2x5x4xf32>, tensor<2x2x5xf32>
+  %l = qtune.mse_loss %o2, %t : tensor<2x5x4xf32>, tensor<2x5x4xf32> -> tensor<f32>
+  return %l : tensor<f32>
+})mlir"},
 };
 
 class GradientTest : public ::testing::TestWithParam<Case> {};

@@ -266,6 +266,72 @@ func.func @ops(%table: tensor<3x2xf32>, %w: tensor<2xf32>, %x: tensor<1x2x2xf32>
   EXPECT_NEAR(out[5].data[1], silu(-2) * 3, 1e-12);
 }
 
+TEST_F(InterpreterTest, AttentionWithSegmentsIsAttentionPerDocument) {
+  // Two packed documents (positions 0-1 and 2-4) give, causal or not, what
+  // each document gives alone.
+  HostTensor q = random({1, 5, 4}), k = random({1, 5, 2}), v = random({1, 5, 2});
+  for (bool causal : {true, false}) {
+    std::string c = causal ? "true" : "false";
+    std::vector<HostTensor> packed = run(R"mlir(
+func.func @f(%q: tensor<1x5x4xf32>, %k: tensor<1x5x2xf32>, %v: tensor<1x5x2xf32>, %seg: tensor<1x5xi32>) -> (tensor<1x5x4xf32>, tensor<1x2x5xf32>) {
+  %o, %lse = qtune.attention %q, %k, %v segments %seg {heads = 2 : i64, kv_heads = 1 : i64, causal = )mlir" + c + R"mlir(} : tensor<1x5x4xf32>, tensor<1x5x2xf32>, tensor<1x5x2xf32>, tensor<1x5xi32> -> tensor<1x5x4xf32>, tensor<1x2x5xf32>
+  return %o, %lse : tensor<1x5x4xf32>, tensor<1x2x5xf32>
+})mlir",
+                                         {q, k, v, HostTensor({1, 5}, {4, 4, 9, 9, 9})});
+    for (auto [first, len] : {std::pair<int64_t, int64_t>{0, 2}, {2, 3}}) {
+      auto slice = [&](const HostTensor &t) {
+        int64_t w = t.shape.back();
+        HostTensor s({1, len, w});
+        std::copy(t.data.begin() + first * w, t.data.begin() + (first + len) * w,
+                  s.data.begin());
+        return s;
+      };
+      std::string n = std::to_string(len);
+      std::vector<HostTensor> alone = run(
+          "func.func @f(%q: tensor<1x" + n + "x4xf32>, %k: tensor<1x" + n +
+              "x2xf32>, %v: tensor<1x" + n + "x2xf32>) -> (tensor<1x" + n +
+              "x4xf32>, tensor<1x2x" + n + "xf32>) {\n"
+              "  %o, %lse = qtune.attention %q, %k, %v {heads = 2 : i64, "
+              "kv_heads = 1 : i64, causal = " + c + "} : tensor<1x" + n +
+              "x4xf32>, tensor<1x" + n + "x2xf32>, tensor<1x" + n +
+              "x2xf32> -> tensor<1x" + n + "x4xf32>, tensor<1x2x" + n +
+              "xf32>\n  return %o, %lse : tensor<1x" + n +
+              "x4xf32>, tensor<1x2x" + n + "xf32>\n}",
+          {slice(q), slice(k), slice(v)});
+      for (int64_t i = 0; i < len * 4; ++i)
+        EXPECT_NEAR(packed[0].data[first * 4 + i], alone[0].data[i], 1e-12)
+            << "o, causal " << causal << ", position " << first + i / 4;
+      for (int64_t h = 0; h < 2; ++h)
+        for (int64_t i = 0; i < len; ++i)
+          EXPECT_NEAR(packed[1].data[h * 5 + first + i], alone[1].data[h * len + i],
+                      1e-12)
+              << "lse, causal " << causal;
+    }
+  }
+}
+
+TEST_F(InterpreterTest, DecreasingSegmentIdsAreAnError) {
+  module = parseSourceString<ModuleOp>(R"mlir(
+func.func @f(%q: tensor<1x3x2xf32>, %seg: tensor<1x3xi32>) -> tensor<1x3x2xf32> {
+  %o, %lse = qtune.attention %q, %q, %q segments %seg {heads = 1 : i64, kv_heads = 1 : i64} : tensor<1x3x2xf32>, tensor<1x3x2xf32>, tensor<1x3x2xf32>, tensor<1x3xi32> -> tensor<1x3x2xf32>, tensor<1x1x3xf32>
+  return %o : tensor<1x3x2xf32>
+})mlir",
+                                       context.get());
+  ASSERT_TRUE(module);
+  std::string diagnostics;
+  ScopedDiagnosticHandler handler(context.get(), [&](Diagnostic &d) {
+    diagnostics += d.str();
+    return success();
+  });
+  auto func = *module->getOps<func::FuncOp>().begin();
+  EXPECT_TRUE(failed(qtune::ref::run(
+      func, {HostTensor({1, 3, 2}), HostTensor({1, 3}, {1, 2, 1})})));
+  EXPECT_NE(diagnostics.find("segment ids must be nondecreasing along the "
+                             "sequence, got 2 then 1 at position 2"),
+            std::string::npos)
+      << diagnostics;
+}
+
 TEST_F(InterpreterTest, TokenIdOutsideTheVocabularyIsAnError) {
   module = parseSourceString<ModuleOp>(R"mlir(
 func.func @e(%table: tensor<3x2xf32>, %ids: tensor<2xi32>) -> tensor<2x2xf32> {

@@ -38,6 +38,8 @@ struct AttentionShape {
   int64_t heads = 1, kvHeads = 1;
   double scale = 1.0;
   bool causal = true;
+  /// Segment ids [..., S], or null: keys of other segments are hidden.
+  const HostTensor *segments = nullptr;
 };
 /// {o [..., S, H·d], lse [..., H, S]}.
 std::array<HostTensor, 2> attention(const HostTensor &q, const HostTensor &k,

@@ -17,6 +17,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "qtune/Conversion/QTuneToGPU/GemmTemplate.h"
+#include "qtune/Conversion/QTuneToGPU/MmaSync.h"
 #include "qtune/Conversion/QTuneToGPU/ElementwiseKernels.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -585,29 +586,9 @@ public:
     }
   }
 
-  /// The 32-bit registers of an ldmatrix fragment (rows of two bf16).
-  SmallVector<Value> registers(Value fragment) {
-    auto vt = cast<VectorType>(fragment.getType());
-    auto i32x1 = VectorType::get({1}, b.getI32Type());
-    SmallVector<Value> regs;
-    for (int64_t r = 0; r < vt.getDimSize(0); ++r) {
-      Value row = vector::ExtractOp::create(b, fragment, ArrayRef<int64_t>{r});
-      Value word = vector::BitCastOp::create(b, i32x1, row);
-      regs.push_back(vector::ExtractOp::create(b, word, ArrayRef<int64_t>{0}));
-    }
-    return regs;
-  }
-
   /// MMAs over the staged tiles. `acc` holds 4 f32 accumulators per m16n8
   /// fragment: (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1) for lane = 4g + t.
-  /// nvgpu.mma.sync has no bf16 lowering in MLIR 22, so the MMA itself is
-  /// nvvm.mma.sync on the ldmatrix registers.
   SmallVector<Value> mmaTile(SmallVector<Value> acc, Value stage) {
-    auto bf16 = b.getBF16Type();
-    auto aTy = VectorType::get({4, 2}, bf16), bTy = VectorType::get({2, 2}, bf16);
-    Type f32 = b.getF32Type();
-    auto resultTy = LLVM::LLVMStructType::getLiteral(b.getContext(),
-                                                     {f32, f32, f32, f32});
     Value aRow = add(mul(wm, idx(s.tileM / s.warpsM)), rem(lane, 16));
     Value aCol = mul(div(lane, 16), idx(8));
     Value bRow = add(mul(wn, idx(s.tileN / s.warpsN)), rem(lane, 8));
@@ -623,15 +604,14 @@ public:
                         idx(ks * 16));
           Value mRow = add(add(mul(wm, idx(s.tileM / s.warpsM)), idx(i * 16)),
                            mul(rem(div(lane, 8), 2), idx(8)));
-          aFrag.push_back(registers(nvgpu::LdMatrixOp::create(
-              b, aTy, xs, ValueRange{stage, k, mRow},
-              /*transpose=*/true, /*numTiles=*/4)));
+          aFrag.push_back(mma::ldmatrix(b, xs, ValueRange{stage, k, mRow}, 4,
+                                        /*transpose=*/true));
           continue;
         }
-        aFrag.push_back(registers(nvgpu::LdMatrixOp::create(
-            b, aTy, xs,
+        aFrag.push_back(mma::ldmatrix(
+            b, xs,
             ValueRange{stage, add(aRow, idx(i * 16)), add(aCol, idx(ks * 16))},
-            /*transpose=*/false, /*numTiles=*/4)));
+            4, /*transpose=*/false));
       }
       for (int64_t j = 0; j < fragsN(); ++j) {
         if (spec.transposeW) {
@@ -639,29 +619,19 @@ public:
           // transposing load yields the same fragment as the [n][k] layout.
           Value k = add(rem(lane, 16), idx(ks * 16));
           Value nCol = add(mul(wn, idx(s.tileN / s.warpsN)), idx(j * 8));
-          bFrag.push_back(registers(nvgpu::LdMatrixOp::create(
-              b, bTy, ws, ValueRange{stage, k, nCol},
-              /*transpose=*/true, /*numTiles=*/2)));
+          bFrag.push_back(mma::ldmatrix(b, ws, ValueRange{stage, k, nCol}, 2,
+                                        /*transpose=*/true));
           continue;
         }
-        bFrag.push_back(registers(nvgpu::LdMatrixOp::create(
-            b, bTy, ws,
+        bFrag.push_back(mma::ldmatrix(
+            b, ws,
             ValueRange{stage, add(bRow, idx(j * 8)), add(bCol, idx(ks * 16))},
-            /*transpose=*/false, /*numTiles=*/2)));
+            2, /*transpose=*/false));
       }
       for (int64_t i = 0; i < fragsM(); ++i)
-        for (int64_t j = 0; j < fragsN(); ++j) {
-          MutableArrayRef<Value> c(&acc[(i * fragsN() + j) * 4], 4);
-          Value d = NVVM::MmaOp::create(
-              b, resultTy, aFrag[i], bFrag[j], ValueRange(c),
-              ArrayRef<int64_t>{16, 8, 16}, std::nullopt, std::nullopt,
-              std::array<NVVM::MMATypes, 2>{NVVM::MMATypes::bf16,
-                                            NVVM::MMATypes::bf16},
-              std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
-                                             NVVM::MMALayout::col});
-          for (int64_t e = 0; e < 4; ++e)
-            c[e] = LLVM::ExtractValueOp::create(b, d, ArrayRef<int64_t>{e});
-        }
+        for (int64_t j = 0; j < fragsN(); ++j)
+          mma::mmaBF16(b, aFrag[i], bFrag[j],
+                       MutableArrayRef<Value>(&acc[(i * fragsN() + j) * 4], 4));
     }
     return acc;
   }

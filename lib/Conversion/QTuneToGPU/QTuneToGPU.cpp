@@ -1,6 +1,7 @@
 //===- QTuneToGPU.cpp - lower qtune graphs to GPU kernels + host plan -------===//
 
 #include "qtune/Conversion/Passes.h"
+#include "qtune/Conversion/QTuneToGPU/AttentionKernels.h"
 #include "qtune/Conversion/QTuneToGPU/DecoderKernels.h"
 #include "qtune/Conversion/QTuneToGPU/ElementwiseKernels.h"
 #include "qtune/Conversion/QTuneToGPU/GemmTemplate.h"
@@ -212,6 +213,12 @@ private:
   LogicalResult lowerRope(OpBuilder &b, RopeOp op);
   LogicalResult lowerSwiglu(OpBuilder &b, Operation *op);
   LogicalResult lowerAttention(OpBuilder &b, Operation *op);
+  /// Launches one attention kernel (AttentionKernels.h), building it on
+  /// first use.
+  void launchAttention(OpBuilder &b, Location loc, const AttentionDims &d,
+                       AttentionPass pass, ValueRange bufs);
+  /// `base`, or `base_N` where the kernel module already has that symbol.
+  std::string uniqueKernelName(StringRef base);
   LogicalResult lowerClip(OpBuilder &b, ClipGradNormOp op);
   /// Optimizer steps update their parameter and state buffers in place: each
   /// must be a function argument that no later op reads.
@@ -956,44 +963,51 @@ LogicalResult Lowering::lowerAttention(OpBuilder &b, Operation *op) {
   Location loc = op->getLoc();
   auto q = cast<RankedTensorType>(op->getOperand(0).getType());
   AttentionDims d;
+  Value segments;
   if (auto a = dyn_cast<AttentionOp>(op)) {
     d.heads = a.getHeads();
     d.kvHeads = a.getKvHeads();
     d.scale = a.getScaleValue();
     d.causal = a.getCausal();
+    segments = a.getSegments();
   } else {
     auto g = cast<AttentionGradOp>(op);
     d.heads = g.getHeads();
     d.kvHeads = g.getKvHeads();
     d.scale = g.getScale().convertToDouble();
     d.causal = g.getCausal();
+    segments = g.getSegments();
   }
+  d.segments = bool(segments);
   d.headDim = q.getShape().back() / d.heads;
   d.seq = q.getShape()[q.getRank() - 2];
   d.batch = q.getNumElements() / (d.seq * q.getShape().back());
-  if (d.headDim > kMaxAttentionHeadDim)
-    return op->emitError() << "qtune-lower-to-gpu: attention kernels take head "
-                              "dimensions up to "
-                           << kMaxAttentionHeadDim << ", got " << d.headDim;
-  Type e = q.getElementType();
-  SmallVector<double> key{double(d.batch), double(d.seq), double(d.heads),
-                          double(d.kvHeads), double(d.headDim), d.scale,
-                          double(d.causal)};
+  if (std::optional<std::string> why = attentionUnsupported(d))
+    return op->emitError() << "qtune-lower-to-gpu: " << *why;
+  // q, k, v (and o, g of the gradient) are bf16; lse is f32 by the verifier.
+  SmallVector<Value> tensors(op->getOperands().take_front(3));
+  if (isa<AttentionGradOp>(op))
+    tensors.append({op->getOperand(3), op->getOperand(5)});
+  if (failed(requireBF16(op, tensors)))
+    return failure();
   SmallVector<Value> bufs;
   if (failed(addBuffers(op, op->getOperands(), bufs)))
     return failure();
+  // The segment ids, where given, are the last operand and every kernel's
+  // last argument.
+  SmallVector<Value> segmentBuf;
+  if (segments)
+    segmentBuf.push_back(bufs.pop_back_val());
+  auto withSegments = [&](SmallVector<Value> args) {
+    args.append(segmentBuf);
+    return args;
+  };
   if (isa<AttentionOp>(op)) {
     for (Value r : op->getResults()) {
       bufs.push_back(allocFor(b, loc, r));
       buffers.map(r, bufs.back());
     }
-    int64_t blocks = attentionForwardBlocks(d);
-    launchElementwise(
-        b, loc, kernelKey("attention", {e}, key),
-        [&](OpBuilder &kb, StringRef name) {
-          buildAttentionKernel(kb, kernels.getLoc(), name, e, d);
-        },
-        bufs, blocks, blocks);
+    launchAttention(b, loc, d, AttentionPass::Forward, withSegments(bufs));
     return success();
   }
   // Operands: q, k, v, o, lse, g. dQ first (it also writes delta), then dK/dV.
@@ -1001,25 +1015,61 @@ LogicalResult Lowering::lowerAttention(OpBuilder &b, Operation *op) {
         dv = allocFor(b, loc, op->getResult(2));
   Value delta = memref::AllocOp::create(
       b, loc, bufferType(cast<RankedTensorType>(op->getOperand(4).getType())));
-  int64_t qBlocks = attentionForwardBlocks(d), kBlocks = attentionKeyBlocks(d);
-  launchElementwise(
-      b, loc, kernelKey("attention_dq", {e}, key),
-      [&](OpBuilder &kb, StringRef name) {
-        buildAttentionGradQKernel(kb, kernels.getLoc(), name, e, d);
-      },
-      ValueRange{bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], bufs[5], dq, delta},
-      qBlocks, qBlocks);
-  launchElementwise(
-      b, loc, kernelKey("attention_dkv", {e}, key),
-      [&](OpBuilder &kb, StringRef name) {
-        buildAttentionGradKVKernel(kb, kernels.getLoc(), name, e, d);
-      },
-      ValueRange{bufs[0], bufs[1], bufs[2], bufs[4], delta, bufs[5], dk, dv},
-      kBlocks, kBlocks);
+  launchAttention(b, loc, d, AttentionPass::GradQ,
+                  withSegments({bufs[0], bufs[1], bufs[2], bufs[3], bufs[4],
+                                bufs[5], dq, delta}));
+  launchAttention(b, loc, d, AttentionPass::GradKV,
+                  withSegments({bufs[0], bufs[1], bufs[2], bufs[4], delta,
+                                bufs[5], dk, dv}));
   buffers.map(op->getResult(0), dq);
   buffers.map(op->getResult(1), dk);
   buffers.map(op->getResult(2), dv);
   return success();
+}
+
+void Lowering::launchAttention(OpBuilder &b, Location loc,
+                               const AttentionDims &d, AttentionPass pass,
+                               ValueRange bufs) {
+  std::string key = kernelKey(
+      attentionKernelName(d, pass), {},
+      {double(d.batch), double(d.seq), double(d.heads), double(d.kvHeads),
+       double(d.headDim), d.scale, double(d.causal), double(d.segments)});
+  SymbolRefAttr kernel = kernelCache.lookup(key);
+  if (!kernel) {
+    std::string name = uniqueKernelName(attentionKernelName(d, pass));
+    OpBuilder kb = OpBuilder::atBlockEnd(kernels.getBody());
+    switch (pass) {
+    case AttentionPass::Forward:
+      buildAttentionForwardKernel(kb, kernels.getLoc(), name, d);
+      break;
+    case AttentionPass::GradQ:
+      buildAttentionGradQKernel(kb, kernels.getLoc(), name, d);
+      break;
+    case AttentionPass::GradKV:
+      buildAttentionGradKVKernel(kb, kernels.getLoc(), name, d);
+      break;
+    }
+    kernel = SymbolRefAttr::get(kernels.getNameAttr(),
+                                {FlatSymbolRefAttr::get(b.getContext(), name)});
+    kernelCache[key] = kernel;
+  }
+  AttentionLaunch l = attentionLaunch(d, pass);
+  auto c = [&](int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); };
+  SmallVector<Value> args;
+  for (Value buf : bufs)
+    args.push_back(flatView(b, loc, buf));
+  gpu::LaunchFuncOp::create(
+      b, loc, kernel, gpu::KernelDim3{c(l.gridX), c(l.gridY), c(1)},
+      gpu::KernelDim3{c(l.threads), c(1), c(1)},
+      arith::ConstantIntOp::create(b, loc, b.getI32Type(), l.sharedBytes),
+      args);
+}
+
+std::string Lowering::uniqueKernelName(StringRef base) {
+  std::string name = base.str();
+  for (int n = 2; kernels.lookupSymbol(name); ++n)
+    name = (base + "_" + Twine(n)).str();
+  return name;
 }
 
 Value Lowering::filled(OpBuilder &b, Location loc, MemRefType type,

@@ -9,20 +9,15 @@
 // CHECK: gpu.launch_func @qtune_kernels::@[[ROPE:qtune_elementwise_[0-9]+]]
 // CHECK: %[[O:.*]] = memref.alloc() : memref<1x2048x128xbf16>
 // CHECK: %[[LSE:.*]] = memref.alloc() : memref<1x1x2048xf32>
-// CHECK: gpu.launch_func @qtune_kernels::@[[ATTN:qtune_elementwise_[0-9]+]] {{.*}} args({{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xf32>, {{.*}} : index)
+// CHECK: gpu.launch_func @qtune_kernels::@attention_fwd_causal_d128 {{.*}} args({{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xf32>)
 // CHECK: gpu.launch_func @qtune_kernels::@[[SWIGLU:qtune_elementwise_[0-9]+]]
 // Backward: swiglu_grad, attention dQ (also writing delta) and dK/dV, the inverse rotation, rms_norm_grad.
 // CHECK: memref.alloc() : memref<1x1x2048xf32>
-// CHECK: gpu.launch_func @qtune_kernels::@[[DQ:qtune_elementwise_[0-9]+]]
-// CHECK: gpu.launch_func @qtune_kernels::@[[DKV:qtune_elementwise_[0-9]+]]
+// CHECK: gpu.launch_func @qtune_kernels::@attention_bwd_dq_causal_d128
+// CHECK: gpu.launch_func @qtune_kernels::@attention_bwd_dkv_causal_d128
 // CHECK-NOT: memref.alloc() : memref<{{.*}}2048x2048
 // CHECK: return
-// The attention kernels stage 32-key (or 32-query) tiles of 128 channels,
-// rows padded to 129 floats, in shared memory.
-// CHECK: gpu.func @[[ATTN]](
-// CHECK-SAME: workgroup(%{{.*}} : memref<1024xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<4128xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<4128xf32, #gpu.address_space<workgroup>>)
-// CHECK: gpu.shuffle  xor
-// CHECK: gpu.shuffle  idx
+// (The attention kernels themselves: attention.mlir.)
 func.func @block(%x: tensor<1x2048x128xbf16> {qtune.name = "x", qtune.role = #qtune.role<trainable>},
                  %w: tensor<128xbf16> {qtune.name = "w", qtune.role = #qtune.role<frozen>},
                  %t: tensor<1x2048x128xbf16> {qtune.name = "t", qtune.role = #qtune.role<input>})

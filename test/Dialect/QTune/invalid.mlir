@@ -1001,6 +1001,22 @@ func.func @attention_lse_shape(%q: tensor<2x4x8xf32>, %k: tensor<2x4x4xf32>) {
 
 // -----
 
+func.func @attention_segments_shape(%q: tensor<2x4x8xf32>, %k: tensor<2x4x4xf32>, %seg: tensor<2x5xi32>) {
+  // expected-error @+1 {{'qtune.attention' op segments must be 2x4 of i32 (one id per position), got 'tensor<2x5xi32>'}}
+  %o, %l = qtune.attention %q, %k, %k segments %seg {heads = 2 : i64, kv_heads = 1 : i64} : tensor<2x4x8xf32>, tensor<2x4x4xf32>, tensor<2x4x4xf32>, tensor<2x5xi32> -> tensor<2x4x8xf32>, tensor<2x2x4xf32>
+  return
+}
+
+// -----
+
+func.func @attention_grad_segments_shape(%q: tensor<2x4x8xf32>, %k: tensor<2x4x4xf32>, %l: tensor<2x2x4xf32>, %seg: tensor<4xi32>) {
+  // expected-error @+1 {{'qtune.attention_grad' op segments must be 2x4 of i32 (one id per position), got 'tensor<4xi32>'}}
+  %dq, %dk, %dv = qtune.attention_grad %q, %k, %k, %q, %l, %q segments %seg {heads = 2 : i64, kv_heads = 1 : i64, scale = 0.5 : f64, causal = true} : tensor<2x4x8xf32>, tensor<2x4x4xf32>, tensor<2x4x4xf32>, tensor<2x4x8xf32>, tensor<2x2x4xf32>, tensor<2x4x8xf32>, tensor<4xi32> -> tensor<2x4x8xf32>, tensor<2x4x4xf32>, tensor<2x4x4xf32>
+  return
+}
+
+// -----
+
 func.func @tensor_map_swizzle(%x: memref<?xbf16>) -> i64 {
   // expected-error @+1 {{'qtune.tensor_map' op swizzle must be 0, 32, 64 or 128 bytes, got 48}}
   %m = qtune.tensor_map %x {rows = 64 : i64, cols = 64 : i64, box_rows = 64 : i64, box_cols = 64 : i64, swizzle = 48 : i64} : memref<?xbf16>

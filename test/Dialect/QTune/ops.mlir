@@ -431,3 +431,13 @@ func.func @decoder_ops(%t: tensor<16x8xbf16>, %ids: tensor<2x4xi32>, %w: tensor<
   %dg, %du = qtune.swiglu_grad %o, %r, %g : tensor<2x4x8xbf16> -> tensor<2x4x8xbf16>, tensor<2x4x8xbf16>
   return
 }
+
+// Attention over packed documents: segment ids, forward and gradient.
+// CHECK-LABEL: func.func @attention_segments
+// CHECK: qtune.attention %{{.*}}, %{{.*}}, %{{.*}} segments %{{.*}} {heads = 2 : i64, kv_heads = 1 : i64} : tensor<2x4x8xbf16>, tensor<2x4x4xbf16>, tensor<2x4x4xbf16>, tensor<2x4xi32> -> tensor<2x4x8xbf16>, tensor<2x2x4xf32>
+// CHECK: qtune.attention_grad {{.*}} segments %{{.*}} {{{.*}}} : {{.*}}, tensor<2x4xi32> -> tensor<2x4x8xbf16>, tensor<2x4x4xbf16>, tensor<2x4x4xbf16>
+func.func @attention_segments(%q: tensor<2x4x8xbf16>, %k: tensor<2x4x4xbf16>, %seg: tensor<2x4xi32>) {
+  %o, %lse = qtune.attention %q, %k, %k segments %seg {heads = 2 : i64, kv_heads = 1 : i64} : tensor<2x4x8xbf16>, tensor<2x4x4xbf16>, tensor<2x4x4xbf16>, tensor<2x4xi32> -> tensor<2x4x8xbf16>, tensor<2x2x4xf32>
+  %dq, %dk, %dv = qtune.attention_grad %q, %k, %k, %o, %lse, %o segments %seg {heads = 2 : i64, kv_heads = 1 : i64, scale = 0.5 : f64, causal = true} : tensor<2x4x8xbf16>, tensor<2x4x4xbf16>, tensor<2x4x4xbf16>, tensor<2x4x8xbf16>, tensor<2x2x4xf32>, tensor<2x4x8xbf16>, tensor<2x4xi32> -> tensor<2x4x8xbf16>, tensor<2x4x4xbf16>, tensor<2x4x4xbf16>
+  return
+}

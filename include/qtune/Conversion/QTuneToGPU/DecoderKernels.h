@@ -2,8 +2,7 @@
 //
 // Builders for the kernels of qtune's LLaMA-family decoder ops: embedding
 // gather and scatter, RMSNorm (forward, input and weight gradients), rotary
-// embedding, SwiGLU and its gradient, and flash-style causal attention with
-// grouped KV heads (forward, dQ, dK/dV) that never holds an S×S score matrix.
+// embedding, SwiGLU and its gradient (attention: AttentionKernels.h).
 // Every tensor argument is a flat memref<?xT>; the last argument is the
 // element (or row, or block) count the kernel is launched over. Arithmetic is
 // f32; results are rounded to their buffer's type.
@@ -63,39 +62,6 @@ mlir::gpu::GPUFuncOp buildSwigluKernel(mlir::OpBuilder &b, mlir::Location loc,
 mlir::gpu::GPUFuncOp buildSwigluGradKernel(mlir::OpBuilder &b,
                                            mlir::Location loc,
                                            llvm::StringRef name, mlir::Type elt);
-
-/// The attention problem: batch (product of leading dims), sequence, heads,
-/// KV heads, head dimension (at most kMaxAttentionHeadDim), softmax scale.
-struct AttentionDims {
-  int64_t batch = 1, seq = 1, heads = 1, kvHeads = 1, headDim = 1;
-  double scale = 1;
-  bool causal = true;
-};
-constexpr int64_t kMaxAttentionHeadDim = 128;
-/// Blocks each attention kernel is launched with.
-int64_t attentionForwardBlocks(const AttentionDims &d);
-int64_t attentionKeyBlocks(const AttentionDims &d);
-
-/// Forward: (q, k, v, o, lse: f32, blocks). Eight query rows per block, one
-/// per warp; keys in tiles of 32 through shared memory, online softmax.
-mlir::gpu::GPUFuncOp buildAttentionKernel(mlir::OpBuilder &b, mlir::Location loc,
-                                          llvm::StringRef name, mlir::Type elt,
-                                          const AttentionDims &d);
-/// dQ, query-major like the forward: (q, k, v, o, lse, g, dq, delta: f32,
-/// blocks); also stores delta_i = Σ g_i·o_i for the dK/dV kernel.
-mlir::gpu::GPUFuncOp buildAttentionGradQKernel(mlir::OpBuilder &b,
-                                               mlir::Location loc,
-                                               llvm::StringRef name,
-                                               mlir::Type elt,
-                                               const AttentionDims &d);
-/// dK and dV, key-major: (q, k, v, lse, delta, g, dk, dv, blocks). Eight keys
-/// per block, one per warp, summing over the query heads of the KV head and
-/// query tiles of 32 staged in shared memory.
-mlir::gpu::GPUFuncOp buildAttentionGradKVKernel(mlir::OpBuilder &b,
-                                                mlir::Location loc,
-                                                llvm::StringRef name,
-                                                mlir::Type elt,
-                                                const AttentionDims &d);
 
 } // namespace qtune
 

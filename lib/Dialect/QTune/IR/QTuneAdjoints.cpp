@@ -226,7 +226,7 @@ LogicalResult AttentionOp::buildAdjoint(OpBuilder &b, ArrayRef<Value> resultGrad
   auto grads = AttentionGradOp::create(
       b, getLoc(),
       TypeRange{getQuery().getType(), getKey().getType(), getValue().getType()},
-      getQuery(), getKey(), getValue(), getResult(), getLse(), g,
+      getQuery(), getKey(), getValue(), getResult(), getLse(), g, getSegments(),
       getHeadsAttr(), getKvHeadsAttr(), b.getF64FloatAttr(getScaleValue()),
       getCausalAttr());
   for (unsigned i = 0; i < 3; ++i)

@@ -423,6 +423,20 @@ LogicalResult RopeOp::verify() {
   return success();
 }
 
+/// Segment ids, where given, are [..., S] (the query's shape without its
+/// last dimension).
+static LogicalResult verifySegments(Operation *op, Value segments,
+                                    RankedTensorType q) {
+  if (!segments)
+    return success();
+  ArrayRef<int64_t> want = q.getShape().drop_back();
+  auto t = cast<RankedTensorType>(segments.getType());
+  if (t.getShape() != want)
+    return op->emitOpError() << "segments must be " << shapeStr(want)
+                             << " of i32 (one id per position), got " << t;
+  return success();
+}
+
 double AttentionOp::getScaleValue() {
   if (auto s = getScale())
     return s->convertToDouble();
@@ -465,7 +479,11 @@ LogicalResult AttentionOp::verify() {
   if (auto s = getScale(); s && !(s->convertToDouble() > 0))
     return emitOpError() << "scale must be positive, got "
                          << s->convertToDouble();
-  return success();
+  return verifySegments(*this, getSegments(), q);
+}
+
+LogicalResult AttentionGradOp::verify() {
+  return verifySegments(*this, getSegments(), getQuery().getType());
 }
 
 //===----------------------------------------------------------------------===//

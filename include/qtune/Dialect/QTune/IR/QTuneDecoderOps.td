@@ -131,20 +131,31 @@ def QTune_AttentionOp : QTune_Op<"attention", [Pure,
     `[..., H, S]`) is each row's log-sum-exp of the scaled scores, kept for the
     backward pass. Kernels never hold the S×S score matrix in memory.
 
+    With `segments` (i32 `[..., S]`, nondecreasing along the sequence: the
+    documents packed into one row, one id each), query i sees key j only when
+    both lie in the same segment, so packed documents never attend to each
+    other; kernels then skip the key tiles of other documents.
+
     ```mlir
     %o, %lse = qtune.attention %q, %k, %v {heads = 4 : i64, kv_heads = 2 : i64}
         : tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>
         -> tensor<2x16x64xbf16>, tensor<2x4x16xf32>
+    %o2, %lse2 = qtune.attention %q, %k, %v segments %seg {heads = 4 : i64, kv_heads = 2 : i64}
+        : tensor<2x16x64xbf16>, tensor<2x16x32xbf16>, tensor<2x16x32xbf16>, tensor<2x16xi32>
+        -> tensor<2x16x64xbf16>, tensor<2x4x16xf32>
     ```
   }];
   let arguments = (ins QTune_FloatTensor:$query, QTune_FloatTensor:$key,
-                       QTune_FloatTensor:$value, I64Attr:$heads,
+                       QTune_FloatTensor:$value,
+                       Optional<RankedTensorOf<[I32]>>:$segments,
+                       I64Attr:$heads,
                        I64Attr:$kv_heads, OptionalAttr<F64Attr>:$scale,
                        DefaultValuedAttr<BoolAttr, "true">:$causal);
   let results = (outs QTune_FloatTensor:$result, RankedTensorOf<[F32]>:$lse);
   let assemblyFormat = [{
-    $query `,` $key `,` $value attr-dict `:` type($query) `,` type($key) `,`
-    type($value) `->` type($result) `,` type($lse)
+    $query `,` $key `,` $value (`segments` $segments^)? attr-dict `:`
+    type($query) `,` type($key) `,` type($value) (`,` type($segments)^)?
+    `->` type($result) `,` type($lse)
   }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
@@ -163,19 +174,23 @@ def QTune_AttentionGradOp : QTune_Op<"attention_grad", [Pure]> {
     gradient `g`: with P the attention probabilities (recomputed from lse) and
     D_i = Σ g[i]·o[i], dS = P·(g·vᵀ − D); dq = scale·dS·k, dk = scale·dSᵀ·q
     (summed over the query heads sharing a KV head), dv = Pᵀ·g (likewise).
+    `segments` as in qtune.attention.
   }];
   let arguments = (ins QTune_FloatTensor:$query, QTune_FloatTensor:$key,
                        QTune_FloatTensor:$value, QTune_FloatTensor:$output,
                        RankedTensorOf<[F32]>:$lse, QTune_FloatTensor:$grad,
+                       Optional<RankedTensorOf<[I32]>>:$segments,
                        I64Attr:$heads, I64Attr:$kv_heads, F64Attr:$scale,
                        BoolAttr:$causal);
   let results = (outs QTune_FloatTensor:$grad_query, QTune_FloatTensor:$grad_key,
                       QTune_FloatTensor:$grad_value);
   let assemblyFormat = [{
-    $query `,` $key `,` $value `,` $output `,` $lse `,` $grad attr-dict `:`
+    $query `,` $key `,` $value `,` $output `,` $lse `,` $grad
+    (`segments` $segments^)? attr-dict `:`
     type($query) `,` type($key) `,` type($value) `,` type($output) `,`
-    type($lse) `,` type($grad) `->` type(results)
+    type($lse) `,` type($grad) (`,` type($segments)^)? `->` type(results)
   }];
+  let hasVerifier = 1;
 }
 
 def QTune_SwigluOp : QTune_Op<"swiglu", [Pure, SameOperandsAndResultType,
