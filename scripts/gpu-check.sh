@@ -20,9 +20,13 @@
 #   gradients  gradient kernels against the reference interpreter
 #   train    200-step layer regressions (LoRA, PEQA, ...) against the interpreter's runs
 #   peft     LoRA gradients against PEFT over the dequantized weight (bf16)
+#   attention  the attention kernels (forward, dQ, dK/dV; causal or not, grouped KV
+#            heads, packed documents) against PyTorch in float32 and the
+#            interpreter: relative L2 <= 2e-2
 #   decoder  a tiny imported LLaMA (GQA, INT4 + LoRA): logits, loss and LoRA
 #            gradients against the interpreter and transformers + PEFT; 30 steps
-#   bench    bench/train_layer.py: forward+backward beside eager and torch.compile;
+#   bench    bench/attention.py: attention TFLOP/s beside SDPA's flash backend;
+#            bench/train_layer.py: forward+backward beside eager and torch.compile;
 #            bench/peqa_qft_layer.py: PEQA and QFT on the same layer, same peers;
 #            bench/decoder_train.py: a 7B-shaped decoder beside transformers + PEFT
 #            (QTUNE_SKIP=bench skips it)
@@ -31,7 +35,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
-  sed -n '2,27p' "$0"
+  sed -n '2,33p' "$0"
   exit 2
 fi
 out="$1"; shift
@@ -164,6 +168,12 @@ step_peft() {
     "$d/params.safetensors" "$out/peft"
 }
 
+# The attention kernels against PyTorch (float32) and the interpreter.
+step_attention() {
+  [ -f "$stage/attention/cases.json" ] || { echo "not staged: $stage/attention"; return 1; }
+  "$python" "$here/check_attention.py" "$stage/qtune-run" "$stage/attention" "$out/attention"
+}
+
 # A whole imported decoder: against the interpreter, in training, and against
 # transformers + PEFT.
 step_decoder() {
@@ -174,7 +184,8 @@ step_decoder() {
 # Figures: forward+backward of the INT4 + LoRA layer beside PyTorch eager and
 # torch.compile (bench/train_layer.py); not a pass/fail check of speed.
 step_bench() {
-  "$python" bench/train_layer.py "$stage/bench/train_layer.qtb" "$stage/qtune-run" "$out/bench" &&
+  "$python" bench/attention.py "$stage/qtune-run" "$stage/attention" "$out/bench/attention" &&
+    "$python" bench/train_layer.py "$stage/bench/train_layer.qtb" "$stage/qtune-run" "$out/bench" &&
     "$python" bench/peqa_qft_layer.py "$stage/bench/peqa_layer.qtb" "$stage/bench/qft_layer.qtb" \
       "$stage/qtune-run" "$out/bench" &&
     "$python" bench/decoder_train.py "$stage/qtune-run" "$stage/bench/decoder" "$out/bench/decoder"
@@ -193,6 +204,7 @@ run_step forward step_forward
 run_step gradients step_gradients
 run_step train step_train
 run_step peft step_peft
+run_step attention step_attention
 run_step decoder step_decoder
 run_step bench step_bench
 run_step runtime step_runtime

@@ -11,7 +11,7 @@
 # STAGE_DIR defaults to .gpu-stage (inside the repository, ignored through
 # .git/info/exclude, which this script updates). --quick stages only the smoke
 # cases (1000 x 384, one LoRA rank, M in {1, 7}). The stage is kept under
-# QTUNE_STAGE_MAX_MIB (96) MiB (cases/ ~45 MiB, the rest ~25 MiB: where a transfer
+# QTUNE_STAGE_MAX_MIB (128) MiB (cases/ ~45 MiB, attention/ ~30 MiB, the rest ~25 MiB: where a transfer
 # to the GPU machine is smaller, carry cases/ for the forward and runtime steps
 # and the other folders for the rest, skipping steps with QTUNE_SKIP): past QTUNE_STAGE_PACK_MIB (40) MiB the bundles are
 # packed into cases/bundles.tar.gz and the .mlir files dropped.
@@ -19,6 +19,7 @@
 # Layout: STAGE_DIR/qtune-run, STAGE_DIR/stage.json, STAGE_DIR/cases/{cases.json,
 # NAME.mlir, NAME.qtb, oracle.json, oracle/NAME/*.safetensors},
 # STAGE_DIR/logs/compile/NAME.log (failed compiles only), STAGE_DIR/gradients/,
+# STAGE_DIR/attention/{cases.json, NAME.qtb, bench_bB_sS.qtb, oracle files},
 # STAGE_DIR/train/{cases.txt, NAME/{model.qtb, inputs.safetensors,
 # params.safetensors, ref_losses.json, ref_params.safetensors}}.
 set -euo pipefail
@@ -32,7 +33,7 @@ jobs="$(nproc 2>/dev/null || echo 2)"
 build="${QTUNE_BUILD_DIR:-build}"
 tools=""
 target="sm_90a"
-max_mib="${QTUNE_STAGE_MAX_MIB:-96}"
+max_mib="${QTUNE_STAGE_MAX_MIB:-128}"
 pack_mib="${QTUNE_STAGE_PACK_MIB:-40}"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -46,7 +47,7 @@ while [ $# -gt 0 ]; do
     --tools-dir=*) tools="${1#*=}" ;;
     --target) target="$2"; shift ;;
     --target=*) target="${1#*=}" ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     -*) echo "gpu-stage: unknown option $1" >&2; exit 2 ;;
     *) if [ -n "$stage" ]; then echo "gpu-stage: one STAGE_DIR only" >&2; exit 2; fi
        stage="$1" ;;
@@ -347,6 +348,13 @@ for method in lora peqa qft; do
     -o "$fig/$method.qtb" --target "$target"
 done
 rm -rf "$zeros"
+
+say "attention kernels: cases (sequence 128 to 4096, grouped KV heads, head dimensions 16 to 128, packed documents) and the benchmark bundles"
+attention_args=("$stage_abs/attention" --tools "$tools" --target "$target" --bench)
+if [ "$quick" = 1 ]; then attention_args+=(--quick); fi
+python3 "$here/attention_cases.py" "${attention_args[@]}" > "$stage_abs/logs/attention.log" 2>&1 ||
+  { tail -20 "$stage_abs/logs/attention.log"; exit 1; }
+rm -f "$stage_abs/attention/"*.mlir
 
 cp "$qtune_run" "$stage_abs/qtune-run"
 # The runtime's own tests: on a GPU they also launch kernels and check the

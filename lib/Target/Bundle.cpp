@@ -343,6 +343,9 @@ LogicalResult EntryBuilder::addLaunch(gpu::LaunchFuncOp launch,
       return failure();
     l.args.push_back(rt::Arg::i64(*v));
   }
+  if (auto family = launch->getAttrOfType<StringAttr>(
+          QTuneDialect::kKernelFamilyAttrName))
+    l.family = family.getValue().str();
   entry.launches.push_back(std::move(l));
   return success();
 }

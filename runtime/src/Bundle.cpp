@@ -304,6 +304,12 @@ struct Reader {
         for (size_t a = 0; a < args->size(); ++a)
           if (!arg((*args)[a], lf + ".args[" + str(a) + "]", launch.args[a]))
             return false;
+        auto family = l.find("family");
+        if (family != l.end()) {
+          if (!family->is_string())
+            return fail(lf + ".family", std::string("expected a string, got ") + jsonType(*family));
+          launch.family = family->get<std::string>();
+        }
       }
     }
 
@@ -430,11 +436,14 @@ Json toJson(const BundleSpec &spec, const std::vector<BlobRef> &blobs) {
           break;
         }
       }
-      launches.push_back({{"kernel", l.kernel},
-                          {"grid", dimsJson(l.grid)},
-                          {"block", dimsJson(l.block)},
-                          {"shared_bytes", l.sharedBytes},
-                          {"args", std::move(args)}});
+      Json launch = {{"kernel", l.kernel},
+                     {"grid", dimsJson(l.grid)},
+                     {"block", dimsJson(l.block)},
+                     {"shared_bytes", l.sharedBytes},
+                     {"args", std::move(args)}};
+      if (!l.family.empty())
+        launch["family"] = l.family;
+      launches.push_back(std::move(launch));
     }
     h["entries"][name] = {{"inputs", e.inputs},
                           {"params", e.params},

@@ -52,6 +52,12 @@ bool resolve(void *lib, Driver &d, std::string &missing) {
   d.cuFuncGetParamInfo = reinterpret_cast<decltype(d.cuFuncGetParamInfo)>(
       ::dlsym(lib, "cuFuncGetParamInfo")); // optional
   r.getOptional(d.cuTensorMapEncodeTiled, "cuTensorMapEncodeTiled"); // CUDA 12.0+
+  r.getOptional(d.cuStreamBeginCapture, "cuStreamBeginCapture_v2"); // CUDA 11.4+
+  r.getOptional(d.cuStreamEndCapture, "cuStreamEndCapture");
+  r.getOptional(d.cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags");
+  r.getOptional(d.cuGraphLaunch, "cuGraphLaunch");
+  r.getOptional(d.cuGraphExecDestroy, "cuGraphExecDestroy");
+  r.getOptional(d.cuGraphDestroy, "cuGraphDestroy");
   missing = r.missing();
   return r.ok();
 }

@@ -88,6 +88,7 @@ std::unique_ptr<Executor> Executor::create(const Bundle &bundle, int ordinal,
     ex->ctx_ = Context::create(ordinal, error);
     if (!ex->ctx_ || !ex->prepare(error))
       return nullptr;
+    ex->graphs_ = ex->ctx_->driver().hasGraphs();
     return ex;
   } catch (const std::bad_alloc &) {
     error = "out of host memory";
@@ -317,10 +318,11 @@ Executor::~Executor() {
   if (!ctx_)
     return;
   const Driver &d = ctx_->driver();
-  if (stream_) {
+  if (stream_)
     d.cuStreamSynchronize(stream_);
+  dropGraphs();
+  if (stream_)
     d.cuStreamDestroy(stream_);
-  }
   for (const auto &[blob, m] : modules_)
     d.cuModuleUnload(m);
   if (arena_)
@@ -382,10 +384,12 @@ const std::vector<Executor::PreparedLaunch> *Executor::find(const std::string &e
 }
 
 bool Executor::enqueue(const std::string &entry, const std::vector<PreparedLaunch> &launches,
-                       std::string &error) {
+                       std::string &error, size_t first, size_t count) {
   const Driver &d = ctx_->driver();
   std::vector<void *> params;
-  for (size_t i = 0; i < launches.size(); ++i) {
+  const size_t end = std::min(launches.size(), count > launches.size() ? launches.size()
+                                                                       : first + count);
+  for (size_t i = first; i < end; ++i) {
     const PreparedLaunch &p = launches[i];
     const Launch &l = *p.launch;
     params.clear();
@@ -402,10 +406,70 @@ bool Executor::enqueue(const std::string &entry, const std::vector<PreparedLaunc
   return true;
 }
 
+bool Executor::setGraphs(bool on, std::string &error) {
+  if (on && !ctx_->driver().hasGraphs()) {
+    error = "this CUDA driver cannot capture and replay graphs (CUDA 11.4 or "
+            "later is needed); run without CUDA graphs";
+    return false;
+  }
+  if (!on)
+    dropGraphs();
+  graphs_ = on;
+  return true;
+}
+
+void Executor::dropGraphs() {
+  for (const auto &[entry, exec] : graphExecs_)
+    ctx_->driver().cuGraphExecDestroy(exec);
+  graphExecs_.clear();
+}
+
+bool Executor::capture(const std::string &entry, const std::vector<PreparedLaunch> &launches,
+                       CUgraphExec &exec, std::string &error) {
+  const Driver &d = ctx_->driver();
+  const std::string what = "capturing entry '" + entry + "' as a CUDA graph: ";
+  if (!d.check(d.cuStreamBeginCapture(stream_, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+               what + "cuStreamBeginCapture", error))
+    return false;
+  std::string launchError;
+  const bool launched = enqueue(entry, launches, launchError);
+  // The capture ends whatever happened, so the stream stays usable.
+  CUgraph graph = nullptr;
+  const CUresult ended = d.cuStreamEndCapture(stream_, &graph);
+  if (!launched) {
+    error = launchError;
+    if (graph)
+      d.cuGraphDestroy(graph);
+    return false;
+  }
+  if (!d.check(ended, what + "cuStreamEndCapture", error))
+    return false;
+  const bool ok = d.check(d.cuGraphInstantiateWithFlags(&exec, graph, 0),
+                          what + "cuGraphInstantiateWithFlags", error);
+  d.cuGraphDestroy(graph);
+  return ok;
+}
+
+bool Executor::submit(const std::string &entry, const std::vector<PreparedLaunch> &launches,
+                      std::string &error) {
+  if (!graphs_ || launches.empty())
+    return enqueue(entry, launches, error);
+  auto it = graphExecs_.find(entry);
+  if (it == graphExecs_.end()) {
+    CUgraphExec exec = nullptr;
+    if (!capture(entry, launches, exec, error))
+      return false;
+    it = graphExecs_.emplace(entry, exec).first;
+  }
+  const Driver &d = ctx_->driver();
+  return d.check(d.cuGraphLaunch(it->second, stream_),
+                 "cuGraphLaunch of entry '" + entry + "'", error);
+}
+
 bool Executor::run(const std::string &entry, std::string &error) {
   const auto *launches = find(entry, error);
   const Driver &d = ctx_->driver();
-  return launches && enqueue(entry, *launches, error) &&
+  return launches && submit(entry, *launches, error) &&
          d.check(d.cuStreamSynchronize(stream_),
                  "cuStreamSynchronize after the launches of entry '" + entry + "'", error);
 }
@@ -426,7 +490,7 @@ bool Executor::runTimed(const std::string &entry, int warmup, int iters, std::ve
   for (int i = 0; ok && i < iters; ++i) {
     float elapsed = 0;
     ok = d.check(d.cuEventRecord(start, stream_), "cuEventRecord", error) &&
-         enqueue(entry, *launches, error) &&
+         submit(entry, *launches, error) &&
          d.check(d.cuEventRecord(stop, stream_), "cuEventRecord", error) &&
          d.check(d.cuEventSynchronize(stop),
                  "cuEventSynchronize after the launches of entry '" + entry + "'", error) &&
@@ -438,6 +502,38 @@ bool Executor::runTimed(const std::string &entry, int warmup, int iters, std::ve
     d.cuEventDestroy(start);
   if (stop)
     d.cuEventDestroy(stop);
+  return ok;
+}
+
+bool Executor::profile(const std::string &entry, int runs, std::vector<double> &launchMs,
+                       std::string &error) {
+  launchMs.clear();
+  const auto *launches = find(entry, error);
+  if (!launches || !run(entry, error)) // warm-up
+    return false;
+  const Driver &d = ctx_->driver();
+  std::vector<CUevent> events(launches->size() + 1, nullptr);
+  bool ok = true;
+  for (CUevent &e : events)
+    ok = ok && d.check(d.cuEventCreate(&e, 0), "cuEventCreate", error);
+  launchMs.assign(launches->size(), 0.0);
+  for (int r = 0; ok && r < runs; ++r) {
+    ok = d.check(d.cuEventRecord(events[0], stream_), "cuEventRecord", error);
+    for (size_t i = 0; ok && i < launches->size(); ++i)
+      ok = enqueue(entry, *launches, error, i, 1) &&
+           d.check(d.cuEventRecord(events[i + 1], stream_), "cuEventRecord", error);
+    ok = ok && d.check(d.cuEventSynchronize(events.back()),
+                       "cuEventSynchronize after the launches of entry '" + entry + "'", error);
+    for (size_t i = 0; ok && i < launches->size(); ++i) {
+      float ms = 0;
+      ok = d.check(d.cuEventElapsedTime(&ms, events[i], events[i + 1]), "cuEventElapsedTime",
+                   error);
+      launchMs[i] += ms / runs;
+    }
+  }
+  for (CUevent e : events)
+    if (e)
+      d.cuEventDestroy(e);
   return ok;
 }
 

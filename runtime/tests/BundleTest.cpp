@@ -40,7 +40,8 @@ BundleWriter sampleWriter() {
   e.params = {wt};
   e.outputs = {y};
   e.launches.push_back({k0, {4, 1, 1}, {128, 1, 1}, 0,
-                        {Arg::ptr(x), Arg::ptr(wt), Arg::ptr(t), Arg::i64(4), Arg::i32(-8)}});
+                        {Arg::ptr(x), Arg::ptr(wt), Arg::ptr(t), Arg::i64(4), Arg::i32(-8)},
+                        "quantized GEMM"});
   e.launches.push_back({k1, {1, 2, 3}, {256, 1, 1}, 64 * 1024,
                         {Arg::ptr(t), Arg::ptr(y), Arg::f32(0.1f),
                          Arg::f32(-std::numeric_limits<float>::infinity()),
@@ -190,6 +191,8 @@ TEST_F(BundleFileTest, WriterLoaderRoundTrip) {
   EXPECT_EQ(l0.args[3].ivalue, 4);
   EXPECT_EQ(l0.args[4].kind, Arg::Kind::I32);
   EXPECT_EQ(l0.args[4].ivalue, -8);
+  EXPECT_EQ(l0.family, "quantized GEMM");
+  EXPECT_EQ(l1.family, ""); // optional
   EXPECT_EQ(l1.grid, (std::array<uint32_t, 3>{1, 2, 3}));
   EXPECT_EQ(l1.sharedBytes, 64u * 1024);
   ASSERT_EQ(l1.args.size(), 5u);
@@ -447,6 +450,8 @@ TEST_F(BundleFileTest, EntryErrors) {
                       j["entries"][""] = forward;
                     },
                     "entries: an entry has an empty name");
+  expectHeaderError([](Json &j) { j["entries"]["forward"]["launches"][0]["family"] = 3; },
+                    "entries.forward.launches[0].family: expected a string, got an integer");
   // A window of a buffer: 16-byte aligned, inside the buffer ('t' has 128 bytes).
   expectHeaderError([](Json &j) { j["entries"]["forward"]["launches"][0]["args"][2]["offset"] = 24; },
                     "entries.forward.launches[0].args[2]: offset 24 into buffer 't' (128 bytes) "

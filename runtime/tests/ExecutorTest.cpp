@@ -325,6 +325,51 @@ TEST_F(ExecutorFileTest, RunsKernelsOnGpu) {
   EXPECT_NE(error.find("shapes differ"), std::string::npos) << error;
 }
 
+TEST_F(ExecutorFileTest, GraphReplaySeesNewInputs) {
+  std::string why;
+  if (!haveGpu(why))
+    GTEST_SKIP() << why;
+  std::string error;
+  auto b = loadBundle(path("m.qtb"), error);
+  ASSERT_NE(b, nullptr) << error;
+  auto ex = Executor::create(*b, 0, error);
+  ASSERT_NE(ex, nullptr) << error;
+  ASSERT_TRUE(ex->graphs()) << "entries run as CUDA graphs by default";
+  auto in = st::File::open(path("in.safetensors"), error);
+  auto params = st::File::open(path("params.safetensors"), error);
+  ASSERT_TRUE(in && params) << error;
+  const int x = b->findBuffer("x"), w = b->findBuffer("w"), y = b->findBuffer("y");
+  ASSERT_TRUE(ex->upload(x, *in->find("x"), in->data(*in->find("x")), error)) << error;
+  ASSERT_TRUE(ex->upload(w, *params->find("w"), params->data(*params->find("w")), error)) << error;
+  std::vector<double> first, replayed, launched;
+  ASSERT_TRUE(ex->run("forward", error)) << error; // captured here
+  ASSERT_TRUE(ex->download(y, first, error)) << error;
+  checkOutput(first);
+  // A replay reads what was uploaded since: w doubled.
+  std::vector<double> w2(kN);
+  for (int64_t i = 0; i < kN; ++i)
+    w2[i] = 2 * wValue(i);
+  writeTensors("w2.safetensors", {tensor("w", st::DType::F64, w2, {kN})});
+  auto p2 = st::File::open(path("w2.safetensors"), error);
+  ASSERT_TRUE(p2) << error;
+  ASSERT_TRUE(ex->upload(w, *p2->find("w"), p2->data(*p2->find("w")), error)) << error;
+  ASSERT_TRUE(ex->run("forward", error)) << error;
+  ASSERT_TRUE(ex->download(y, replayed, error)) << error;
+  for (int64_t i = 0; i < kN; ++i) {
+    const float xr = static_cast<float>(roundToBf16(static_cast<float>(xValue(i))));
+    ASSERT_EQ(static_cast<float>(replayed[i]),
+              std::fma(kAlpha, static_cast<float>(w2[i]), xr) + static_cast<float>(kBias))
+        << "at " << i;
+  }
+  // Launched one by one: the same bits.
+  ASSERT_TRUE(ex->setGraphs(false, error)) << error;
+  EXPECT_FALSE(ex->graphs());
+  ASSERT_TRUE(ex->fill(y, 0xFF, error)) << error;
+  ASSERT_TRUE(ex->run("forward", error)) << error;
+  ASSERT_TRUE(ex->download(y, launched, error)) << error;
+  EXPECT_EQ(launched, replayed);
+}
+
 TEST_F(ExecutorFileTest, ArenaOutOfMemory) {
   std::string why;
   if (!haveGpu(why))

@@ -3,6 +3,7 @@
 //   qtune-run inspect model.qtb
 //   qtune-run forward model.qtb --inputs in.safetensors --params params.safetensors
 //                     --out out.safetensors [--entry NAME] [--poison] [--time N]
+//                     [--profile N] [--no-cuda-graphs]
 //   qtune-run train model.qtb (--inputs batch.safetensors | --data tokens.u16)
 //                   --params params.safetensors --steps N --lr X
 //                   [--out trained.safetensors] [--save-dir DIR [--save-every N]
@@ -12,7 +13,7 @@
 //                   [--data-format u16|u32|text] [--seed S] [--no-shuffle]
 //                   [--vocab V] [--metrics FILE.jsonl] [--log-every K] [--device D]
 //                   [--gpus N | --rank R --world-size W --nccl-id FILE]
-//                   [--nccl-timeout SECONDS]
+//                   [--nccl-timeout SECONDS] [--profile N] [--no-cuda-graphs]
 //   qtune-run eval model.qtb --params P --data FILE [--entry E] [--max-batches N]
 //                  [--json]
 //   qtune-run generate model.qtb --params P --prompt TEXT [--max-new-tokens N]
@@ -27,6 +28,7 @@
 #include "qtune/runtime/Checkpoint.h"
 #include "qtune/runtime/Cuda.h"
 #include "qtune/runtime/Executor.h"
+#include "qtune/runtime/Profile.h"
 #include "qtune/runtime/Float16.h"
 #include "qtune/runtime/Nccl.h"
 #include "qtune/runtime/Safetensors.h"
@@ -150,9 +152,10 @@ void inspect(const std::string &path) {
       std::string args;
       for (size_t a = 0; a < l.args.size(); ++a)
         args += (a ? ", " : "") + argText(*b, l.args[a]);
-      std::printf("    [%zu] %s  grid %s  block %s  shared %u  args (%s)\n", i,
+      std::printf("    [%zu] %s  grid %s  block %s  shared %u  args (%s)%s\n", i,
                   b->kernels[l.kernel].name.c_str(), dims(l.grid).c_str(), dims(l.block).c_str(),
-                  l.sharedBytes, args.c_str());
+                  l.sharedBytes, args.c_str(),
+                  l.family.empty() ? "" : ("  family '" + l.family + "'").c_str());
     }
   }
 }
@@ -163,7 +166,9 @@ struct ForwardOptions {
   std::string bundle, inputs, params, out, entry;
   bool poison = false;
   int time = 0;
+  int profile = 0; ///< --profile N: runs timed launch by launch
   int device = 0;
+  bool noGraphs = false; ///< --no-cuda-graphs
 };
 
 /// Opens `path` (if the entry needs it) and checks that it holds every buffer
@@ -206,15 +211,20 @@ std::unique_ptr<st::File> openTensors(const Bundle &b, const std::string &entry,
   return file;
 }
 
-/// The executor for `b` on GPU `device`, announced on `log`.
-std::unique_ptr<Executor> openExecutor(const Bundle &b, int device, FILE *log = stdout) {
+/// The executor for `b` on GPU `device`, announced on `log`; entries run as
+/// CUDA graphs unless `noGraphs`.
+std::unique_ptr<Executor> openExecutor(const Bundle &b, int device, bool noGraphs,
+                                       FILE *log = stdout) {
   std::string error;
   auto ex = Executor::create(b, device, error);
   if (!ex)
     fail(error);
+  if (!ex->setGraphs(!noGraphs, error))
+    fail(error + " (--no-cuda-graphs)");
   const cuda::Context &ctx = ex->context();
-  std::fprintf(log, "device %d: %s (sm_%d), arena %s\n", ctx.ordinal(), ctx.name().c_str(),
-               ctx.computeCapability(), cuda::formatBytes(b.arenaBytes).c_str());
+  std::fprintf(log, "device %d: %s (sm_%d), arena %s, %s\n", ctx.ordinal(), ctx.name().c_str(),
+               ctx.computeCapability(), cuda::formatBytes(b.arenaBytes).c_str(),
+               ex->graphs() ? "entries replayed as CUDA graphs" : "launches one by one");
   std::fflush(log);
   return ex;
 }
@@ -227,6 +237,18 @@ void upload(Executor &ex, const std::vector<int> &ids, const st::File *file) {
     if (!ex.upload(id, t, file->data(t), error))
       fail(file->path() + ": " + error);
   }
+}
+
+/// `runs` runs of `entry` timed launch by launch, summed per family and
+/// kernel (Profile.h), on stdout.
+void printProfile(Executor &ex, const Bundle &b, const std::string &entry, int runs) {
+  std::string error;
+  std::vector<double> launchMs;
+  if (!ex.profile(entry, runs, launchMs, error))
+    fail("--profile: " + error);
+  const EntryProfile p = summarize(b, b.entries.at(entry), launchMs);
+  std::fputs(formatProfile(p, entry, runs).c_str(), stdout);
+  std::fflush(stdout);
 }
 
 void forward(const ForwardOptions &o) {
@@ -247,7 +269,7 @@ void forward(const ForwardOptions &o) {
   auto params = openTensors(*b, name, entry.params, o.params, "params");
 
   std::string error;
-  auto ex = openExecutor(*b, o.device);
+  auto ex = openExecutor(*b, o.device, o.noGraphs);
 
   if (o.poison) { // outputs and temporaries start as NaN / all ones
     std::set<int> poison(entry.outputs.begin(), entry.outputs.end());
@@ -292,6 +314,8 @@ void forward(const ForwardOptions &o) {
     written += (written.empty() ? " " : ", ") + t.name + " " +
                std::string(st::dtypeName(t.dtype)) + " " + st::shapeText(t.shape);
   std::printf("wrote %s:%s\n", o.out.c_str(), outs.empty() ? " no outputs" : written.c_str());
+  if (o.profile > 0)
+    printProfile(*ex, *b, name, o.profile);
 
   if (o.time > 0) {
     constexpr int kWarmup = 3;
@@ -466,7 +490,9 @@ struct TrainOptions {
   double minLr = 0;
   int64_t warmup = 0;
   int64_t logEvery = 0; ///< 0: about 20 lines per run
+  int profile = 0; ///< --profile N: step runs timed launch by launch after training
   int device = 0;
+  bool noGraphs = false; ///< --no-cuda-graphs
   // token data
   std::string data, dataFormat;
   int64_t vocab = 0;
@@ -903,7 +929,7 @@ void train(const TrainOptions &given) {
   }
 
   // ---- the GPU (and the other ranks) ----
-  auto ex = openExecutor(*b, o.device);
+  auto ex = openExecutor(*b, o.device, o.noGraphs);
   std::unique_ptr<nccl::Communicator> comm;
   if (parallel) {
     const nccl::Library *lib = nccl::loadLibrary(error);
@@ -1177,6 +1203,9 @@ void train(const TrainOptions &given) {
                 outs.empty() ? "none" : someNames(*b, plan.saved).c_str());
   if (!o.metrics.empty())
     std::printf("wrote %s: %zu steps\n", o.metrics.c_str(), records.size());
+  // After everything is written: these steps change only the GPU's copy.
+  if (o.profile > 0)
+    printProfile(*ex, *b, name, o.profile);
 }
 
 // ---- eval ---------------------------------------------------------------------------------
@@ -1188,6 +1217,7 @@ struct EvalOptions {
   int64_t vocab = 0;
   bool json = false;
   int device = 0;
+  bool noGraphs = false; ///< --no-cuda-graphs
 };
 
 void eval(const EvalOptions &o) {
@@ -1219,7 +1249,7 @@ void eval(const EvalOptions &o) {
   params.open(o.params);
   checkSources(*b, name, plan.params, params, "params");
 
-  auto ex = openExecutor(*b, o.device, log);
+  auto ex = openExecutor(*b, o.device, o.noGraphs, log);
   upload(*ex, plan.params, params);
   const auto start = std::chrono::steady_clock::now();
   double sum = 0;
@@ -1278,6 +1308,7 @@ struct GenerateOptions {
   double topP = 1.0;
   uint64_t seed = 0;
   int device = 0;
+  bool noGraphs = false; ///< --no-cuda-graphs
 };
 
 void generate(const GenerateOptions &o) {
@@ -1315,7 +1346,7 @@ void generate(const GenerateOptions &o) {
   params.open(o.params);
   checkSources(*b, name, plan.params, params, "params");
 
-  auto ex = openExecutor(*b, o.device, stderr); // stdout holds the text alone
+  auto ex = openExecutor(*b, o.device, o.noGraphs, stderr); // stdout holds the text alone
   upload(*ex, plan.params, params);
   const int64_t B = plan.tokens.batch, S = plan.tokens.seqLen, V = plan.vocab;
   const Buffer &logits = b->buffers[plan.logits];
@@ -1386,6 +1417,12 @@ int main(int argc, char **argv) {
       ->check(CLI::PositiveNumber);
   forwardCmd->add_option("--device", fo.device, "CUDA device ordinal (default: 0)")
       ->check(CLI::NonNegativeNumber);
+  forwardCmd->add_option("--profile", fo.profile,
+                         "Then time N runs launch by launch and print the time per op family "
+                         "and per kernel")
+      ->check(CLI::PositiveNumber);
+  forwardCmd->add_flag("--no-cuda-graphs", fo.noGraphs,
+                  "Launch kernels one by one instead of replaying each entry as a CUDA graph");
 
   TrainOptions to;
   CLI::App *trainCmd =
@@ -1450,6 +1487,13 @@ int main(int argc, char **argv) {
   CLI::Option *trainDeviceOpt =
       trainCmd->add_option("--device", to.device, "CUDA device ordinal (default: 0)")
           ->check(CLI::NonNegativeNumber);
+  trainCmd->add_option("--profile", to.profile,
+                       "After training (outputs written), time N more steps launch by launch "
+                       "and print the time per op family and per kernel (the GPU copy of the "
+                       "parameters moves on; nothing more is saved)")
+      ->check(CLI::PositiveNumber);
+  trainCmd->add_flag("--no-cuda-graphs", to.noGraphs,
+                  "Launch kernels one by one instead of replaying each entry as a CUDA graph");
   CLI::Option *gpusOpt =
       trainCmd->add_option("--gpus", to.gpus,
                            "Data-parallel training on GPUs 0..N-1 of this host: starts one rank "
@@ -1491,6 +1535,8 @@ int main(int argc, char **argv) {
   evalCmd->add_flag("--json", eo.json, "Print one JSON line on stdout");
   evalCmd->add_option("--device", eo.device, "CUDA device ordinal (default: 0)")
       ->check(CLI::NonNegativeNumber);
+  evalCmd->add_flag("--no-cuda-graphs", eo.noGraphs,
+                  "Launch kernels one by one instead of replaying each entry as a CUDA graph");
 
   GenerateOptions go;
   CLI::App *generateCmd = app.add_subcommand(
@@ -1515,6 +1561,8 @@ int main(int argc, char **argv) {
   generateCmd->add_option("--seed", go.seed, "Sampling seed (default: 0)");
   generateCmd->add_option("--device", go.device, "CUDA device ordinal (default: 0)")
       ->check(CLI::NonNegativeNumber);
+  generateCmd->add_flag("--no-cuda-graphs", go.noGraphs,
+                  "Launch kernels one by one instead of replaying each entry as a CUDA graph");
 
   try {
     app.parse(argc, argv);

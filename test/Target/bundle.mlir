@@ -5,8 +5,8 @@
 
 // CHECK: target: sm_90a
 // CHECK: kernels (2):
-// CHECK-NEXT: [0] qtune_gemm_0  block [128,1,1]  shared 0  ptx {{[0-9]+}} B  cubin none
-// CHECK-NEXT: [1] qtune_gemm_1  block [128,1,1]
+// CHECK-NEXT: [0] linear_nf4c_bias_n32k64  block [128,1,1]  shared 0  ptx {{[0-9]+}} B  cubin none
+// CHECK-NEXT: [1] linear_bf16_n32k32  block [128,1,1]
 // CHECK: buffers (7):
 // CHECK-NEXT: [0] x  input  BF16 [2, 64]
 // CHECK-NEXT: [1] codes  frozen  I32 [32, 8]
@@ -16,8 +16,8 @@
 // CHECK-NEXT: [5] tmp0  temporary  BF16 [2, 32]
 // CHECK-NEXT: [6] y  output  BF16 [2, 32]
 // CHECK: forward: inputs [x], params [codes, absmax, bias, w2], outputs [y], 2 launches
-// CHECK-NEXT: [0] qtune_gemm_0  grid [1,1,1]  block [128,1,1]  shared 0  args (ptr x, ptr x, i64 0, i64 128, i64 1, ptr codes, ptr codes, i64 0, i64 256, i64 1, ptr absmax, ptr absmax, i64 0, i64 32, i64 1, ptr bias, ptr bias, i64 0, i64 32, i64 1, ptr tmp0, ptr tmp0, i64 0, i64 64, i64 1, i64 2)
-// CHECK-NEXT: [1] qtune_gemm_1  grid [1,1,1]  block [128,1,1]  shared 0  args (ptr tmp0,
+// CHECK-NEXT: [0] linear_nf4c_bias_n32k64  grid [1,1,1]  block [128,1,1]  shared 0  args (ptr x, ptr x, i64 0, i64 128, i64 1, ptr codes, ptr codes, i64 0, i64 256, i64 1, ptr absmax, ptr absmax, i64 0, i64 32, i64 1, ptr bias, ptr bias, i64 0, i64 32, i64 1, ptr tmp0, ptr tmp0, i64 0, i64 64, i64 1, i64 2)
+// CHECK-NEXT: [1] linear_bf16_n32k32  grid [1,1,1]  block [128,1,1]  shared 0  args (ptr tmp0,
 
 // RUN: head -c 100 %t.qtb > %t.trunc
 // RUN: not qtune-run inspect %t.trunc 2>&1 | FileCheck %s --check-prefix=TRUNC

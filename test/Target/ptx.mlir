@@ -7,8 +7,8 @@
 
 // SM90: .target sm_90a
 // SM80: .target sm_80
-// CHECK-DAG: .entry qtune_gemm_0(
-// CHECK-DAG: .entry qtune_gemm_1(
+// CHECK-DAG: .entry linear_bf16_n16k512(
+// CHECK-DAG: .entry linear_nf4g64_lora16_residual_n256k512(
 // CHECK-DAG: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
 // CHECK-DAG: ldmatrix.sync.aligned.m8n8.x4.shared.b16
 // CHECK-DAG: ldmatrix.sync.aligned.m8n8.x2.shared.b16

@@ -34,7 +34,9 @@ using namespace attention;
 
 namespace {
 
-/// Σ_c g[row, c] · o[row, c] over half `half` of the head dimension.
+/// Σ_c g[row, c] · o[row, c] over the half of a row's head dimension from
+/// flat index `base` (16-byte aligned: the head dimension is a multiple of
+/// 16).
 Value halfRowDot(B &b, Tiles &at, Value g, Value o, Value base) {
   auto bf16x8 = VectorType::get({8}, b.getBF16Type());
   auto f32x8 = VectorType::get({8}, b.getF32Type());
@@ -42,7 +44,8 @@ Value halfRowDot(B &b, Tiles &at, Value g, Value o, Value base) {
   for (int64_t c = 0; c < at.hd / 2; c += 8) {
     Value at8 = at.add(base, c);
     auto load = [&](Value mem) -> Value {
-      Value v = vector::LoadOp::create(b, bf16x8, mem, ValueRange{at8});
+      Value v = vector::LoadOp::create(b, bf16x8, mem, ValueRange{at8},
+                                       /*nontemporal=*/false, llvm::MaybeAlign(16));
       return arith::ExtFOp::create(b, f32x8, v);
     };
     Value prod = arith::MulFOp::create(b, load(g), load(o));

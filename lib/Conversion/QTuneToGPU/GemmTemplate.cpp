@@ -21,6 +21,7 @@
 #include "qtune/Conversion/QTuneToGPU/ElementwiseKernels.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "llvm/Support/raw_ostream.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -1535,6 +1536,55 @@ public:
 };
 
 } // namespace
+
+std::string gemmKernelName(const GemmSpec &spec) {
+  std::string name;
+  llvm::raw_string_ostream os(name);
+  auto formatName = [&](QuantFormatAttrInterface f, int64_t k) {
+    StringRef kind = f.getAbstractAttribute().getName();
+    kind.consume_front("qtune.");
+    os << kind;
+    if (!isdigit(kind.back())) // nf4 says its bits already
+      os << f.getBits();
+    int64_t group = f.getGroupSize(k);
+    if (group == k)
+      os << "c"; // per channel
+    else
+      os << "g" << group;
+  };
+  if (spec.qftFormat)
+    os << "qft_lion_";
+  else if (spec.gradFormat)
+    os << "peqa_scale_grad_";
+  else if (spec.transposeX)
+    os << "weight_grad_";
+  else if (spec.transposeW)
+    os << "linear_input_grad_";
+  else
+    os << "linear_";
+  // The weight's format (for the gradient and QFT epilogues, the format of
+  // the weight they update).
+  QuantFormatAttrInterface f = spec.qftFormat   ? spec.qftFormat
+                               : spec.gradFormat ? spec.gradFormat
+                                                 : spec.format;
+  int64_t k = spec.gradFormat || spec.qftFormat ? spec.n : spec.k;
+  if (f)
+    formatName(f, k);
+  else
+    os << "bf16";
+  if (spec.loraRank)
+    os << "_lora" << spec.loraRank;
+  if (spec.hasBias)
+    os << "_bias";
+  if (spec.hasResidual)
+    os << "_residual";
+  if (spec.mseLoss)
+    os << "_mse";
+  os << "_n" << spec.n << "k" << spec.k;
+  if (spec.splitK > 1)
+    os << "_splitk" << spec.splitK;
+  return name;
+}
 
 gpu::GPUFuncOp buildGemmKernel(OpBuilder &builder, Location loc, StringRef name,
                                const GemmSpec &spec,

@@ -11,6 +11,7 @@
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/Matchers.h"
 #include "mlir/IR/SymbolTable.h"
+#include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Format.h"
 #include <cmath>
 
@@ -32,6 +33,9 @@ constexpr int64_t kSplitKBlocksPerSM = 4;
 
 /// Name of the gpu.module holding every kernel.
 constexpr StringLiteral kKernelModule = "qtune_kernels";
+/// Adapters have at most this rank (a dense product with a smaller dimension
+/// counts as an adapter's in profiles).
+constexpr int64_t kAdapterMaxRank = 512;
 
 /// The schedule for an m × n launch: the options where given, else
 /// large tiles for training-sized M (tensor cores busy, weight dequantized once
@@ -91,6 +95,40 @@ std::string kernelKey(StringRef kind, ArrayRef<Type> types,
   return key;
 }
 
+/// The readable name of a small kernel from its cache key ("kind:types:
+/// constants"): the op it computes and, for the row kernels, the row width
+/// (`rms_norm_fwd_h4096`, `cross_entropy_v32000`, `rope_w4096`).
+std::string elementwiseKernelName(StringRef key) {
+  SmallVector<StringRef> parts;
+  key.split(parts, ':');
+  StringRef kind = parts.front();
+  // The first numeric constant of the key, if any (types are not numbers).
+  std::string first;
+  for (StringRef p : ArrayRef<StringRef>(parts).drop_front())
+    if (!p.empty() && (isdigit(p[0]) || p[0] == '-')) {
+      first = p.str();
+      break;
+    }
+  static const llvm::StringMap<std::pair<StringRef, StringRef>> names = {
+      {"rms_norm", {"rms_norm_fwd", "_h"}},
+      {"rms_norm_grad", {"rms_norm_bwd", "_h"}},
+      {"rms_factor", {"rms_norm_factor", "_h"}},
+      {"rms_norm_weight_grad", {"rms_norm_weight_grad", "_h"}},
+      {"rope", {"rope", "_w"}},
+      {"rope_inverse", {"rope_inverse", "_w"}},
+      {"embedding", {"embedding", "_d"}},
+      {"embedding_grad", {"embedding_grad", "_d"}},
+      {"ce", {"cross_entropy", "_v"}},
+      {"ce_grad", {"cross_entropy_grad", "_v"}},
+      {"kl", {"kl_div", "_v"}},
+      {"kl_grad", {"kl_div_grad", "_v"}},
+  };
+  auto it = names.find(kind);
+  if (it == names.end() || first.empty())
+    return kind.str();
+  return (it->second.first + it->second.second + first).str();
+}
+
 Type elementOf(Value v) { return getElementTypeOrSelf(v.getType()); }
 
 int64_t numElements(Value v) {
@@ -105,6 +143,10 @@ public:
         chunkBytes(logitsChunkBytes) {}
 
   LogicalResult lowerFunction(func::FuncOp func);
+  /// The family a profile reports the launches of `op` under (attention,
+  /// quantized GEMM, adapter GEMMs, dense GEMM, lm head and loss, norms and
+  /// elementwise, optimizer), recorded on each launch as QTuneDialect::kKernelFamilyAttrName.
+  StringRef familyOf(Operation *op);
 
 private:
   /// The flat memref<?xT> view of a buffer.
@@ -326,7 +368,7 @@ FailureOr<SymbolRefAttr> Lowering::kernelFor(Operation *op,
   auto it = kernelCache.find(key);
   if (it != kernelCache.end())
     return it->second;
-  std::string name = "qtune_gemm_" + std::to_string(kernelCache.size());
+  std::string name = uniqueKernelName(gemmKernelName(spec));
   OpBuilder b = OpBuilder::atBlockEnd(kernels.getBody());
   buildGemmKernel(b, kernels.getLoc(), name, spec, schedule);
   auto ref = SymbolRefAttr::get(kernels.getNameAttr(),
@@ -738,7 +780,7 @@ void Lowering::launchElementwise(OpBuilder &b, Location loc, StringRef key,
   if (it != kernelCache.end()) {
     kernel = it->second;
   } else {
-    std::string name = "qtune_elementwise_" + std::to_string(kernelCache.size());
+    std::string name = uniqueKernelName(elementwiseKernelName(key));
     OpBuilder kb = OpBuilder::atBlockEnd(kernels.getBody());
     build(kb, name);
     kernel = SymbolRefAttr::get(kernels.getNameAttr(),
@@ -1687,8 +1729,20 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
 
   findLmHeads(func);
   findAdapterInputGrads(func);
+  // Every launch the builder creates is tagged with the family of the op
+  // being lowered (a fusion may lower several ops at one of them).
+  struct FamilyTagger : OpBuilder::Listener {
+    StringAttr family;
+    void notifyOperationInserted(Operation *op,
+                                 OpBuilder::InsertPoint) override {
+      if (isa<gpu::LaunchFuncOp>(op) && family)
+        op->setAttr(QTuneDialect::kKernelFamilyAttrName, family);
+    }
+  } tagger;
+  b.setListener(&tagger);
   for (Operation &op : func.getBody().front()) {
     LogicalResult ok = success();
+    tagger.family = b.getStringAttr(familyOf(&op));
     if (loweredWithProducer.contains(&op)) {
       // Lowered already, with the op that produces its operands.
     } else if (inLmHead.contains(&op)) {
@@ -1781,6 +1835,40 @@ LogicalResult Lowering::lowerFunction(func::FuncOp func) {
   }
   func.erase();
   return success();
+}
+
+StringRef Lowering::familyOf(Operation *op) {
+  if (inLmHead.contains(op))
+    return "lm head and loss";
+  auto quantized = [&](Value w) { return isa<QWeightType>(w.getType()); };
+  // A dense product with a dimension of adapter size is an adapter's.
+  auto adapterSized = [](Value w) {
+    auto t = dyn_cast<RankedTensorType>(w.getType());
+    return t && t.getRank() == 2 &&
+           std::min(t.getDimSize(0), t.getDimSize(1)) <= kAdapterMaxRank;
+  };
+  return TypeSwitch<Operation *, StringRef>(op)
+      .Case<AttentionOp, AttentionGradOp>([](auto) { return "attention"; })
+      .Case<FusedLinearOp, LinearOp, LinearTOp>([&](auto l) -> StringRef {
+        if (quantized(l.getWeight()))
+          return "quantized GEMM";
+        return adapterSized(l.getWeight()) ? "adapter GEMMs" : "dense GEMM";
+      })
+      .Case<ComponentGradOp, QftLionOp>([](auto) { return "quantized GEMM"; })
+      .Case<LoraOp, WeightGradOp>([](auto) { return "adapter GEMMs"; })
+      .Case<MseLossOp, MseLossGradOp, CrossEntropyOp, CrossEntropyGradOp,
+            KlDivOp, KlDivGradOp>([](auto) { return "lm head and loss"; })
+      .Case<ClipGradNormOp, AdamWOp, GradAccumulateOp, GradTakeOp, LionOp>(
+          [](auto) { return "optimizer"; })
+      .Case<arith::AddFOp>([&](Operation *add) -> StringRef {
+        // The merged input gradient of an adapter layer (g·W + t·A).
+        auto fused = adapterInputGrads.find(add);
+        if (fused != adapterInputGrads.end())
+          return quantized(fused->second.main.getWeight()) ? "quantized GEMM"
+                                                           : "dense GEMM";
+        return "norms and elementwise";
+      })
+      .Default([](Operation *) { return "norms and elementwise"; });
 }
 
 struct QTuneLowerToGPUPass

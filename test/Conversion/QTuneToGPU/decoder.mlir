@@ -5,12 +5,12 @@
 // [H, S] log-sum-exp: no S×S score buffer exists, forward or backward.
 // CHECK-LABEL: func.func @block_grad
 // CHECK-NOT: memref.alloc() : memref<{{.*}}2048x2048
-// CHECK: gpu.launch_func @qtune_kernels::@[[NORM:qtune_elementwise_[0-9]+]] blocks in (%{{.*}}, %{{.*}}, %{{.*}})
-// CHECK: gpu.launch_func @qtune_kernels::@[[ROPE:qtune_elementwise_[0-9]+]]
+// CHECK: gpu.launch_func @qtune_kernels::@rms_norm_fwd_h128 blocks in (%{{.*}}, %{{.*}}, %{{.*}})
+// CHECK: gpu.launch_func @qtune_kernels::@rope_w128 blocks
 // CHECK: %[[O:.*]] = memref.alloc() : memref<1x2048x128xbf16>
 // CHECK: %[[LSE:.*]] = memref.alloc() : memref<1x1x2048xf32>
 // CHECK: gpu.launch_func @qtune_kernels::@attention_fwd_causal_d128 {{.*}} args({{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xf32>)
-// CHECK: gpu.launch_func @qtune_kernels::@[[SWIGLU:qtune_elementwise_[0-9]+]]
+// CHECK: gpu.launch_func @qtune_kernels::@swiglu blocks
 // Backward: swiglu_grad, attention dQ (also writing delta) and dK/dV, the inverse rotation, rms_norm_grad.
 // CHECK: memref.alloc() : memref<1x1x2048xf32>
 // CHECK: gpu.launch_func @qtune_kernels::@attention_bwd_dq_causal_d128

@@ -12,19 +12,19 @@
 // CHECK-SAME: %[[X:.*]]: memref<7x384xbf16> {qtune.name = "x"
 // CHECK-NOT: memref.alloc() : memref<1000x384
 // CHECK: %[[T:.*]] = memref.alloc() : memref<7x8xbf16>
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_0 blocks in (%{{.*}}, %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : index)
+// CHECK: gpu.launch_func @qtune_kernels::@linear_bf16_n8k384 blocks in (%{{.*}}, %{{.*}}, %{{.*}}) threads in (%{{.*}}, %{{.*}}, %{{.*}}) args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : index)
 // CHECK: %[[Y:.*]] = memref.alloc() : memref<7x1000xbf16>
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_1 {{.*}} args({{.*}} : memref<?xbf16>, {{.*}} : memref<?xi32>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : index)
+// CHECK: gpu.launch_func @qtune_kernels::@linear_uniform3g128_lora8_n1000k384 {{.*}} args({{.*}} : memref<?xbf16>, {{.*}} : memref<?xi32>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : index)
 // CHECK-NOT: memref.alloc() : memref<1000x384
 // CHECK: return %[[Y]]
 // CHECK: gpu.module @qtune_kernels [#nvvm.target<O = 3, chip = "sm_90a">]
-// CHECK: gpu.func @qtune_gemm_0(
+// CHECK: gpu.func @linear_bf16_n8k384(
 // CHECK-SAME: workgroup(%{{.*}} : memref<2x32x72xbf16, #gpu.address_space<workgroup>>, %{{.*}} : memref<2x16x72xbf16, #gpu.address_space<workgroup>>) kernel
 // CHECK: nvgpu.device_async_copy
 // CHECK: nvgpu.ldmatrix {{.*}} {numTiles = 4 : i32, transpose = false}
 // CHECK: nvgpu.ldmatrix {{.*}} {numTiles = 2 : i32, transpose = false}
 // CHECK: nvvm.mma.sync {{.*}} {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, multiplicandAPtxType = #nvvm.mma_type<bf16>, multiplicandBPtxType = #nvvm.mma_type<bf16>, shape = #nvvm.shape<m = 16, n = 8, k = 16>}
-// CHECK: gpu.func @qtune_gemm_1(
+// CHECK: gpu.func @linear_uniform3g128_lora8_n1000k384(
 // 3-bit codes straddle words: the prologue reads a second word when needed.
 // CHECK: arith.shli {{.*}} : i64
 // CHECK: nvvm.mma.sync
@@ -51,17 +51,17 @@ func.func @forward(%x: tensor<7x384xbf16> {qtune.name = "x", qtune.role = #qtune
 !w = !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 64>>
 // CHECK-LABEL: func.func @two_adapters
 // CHECK: %[[T2:.*]] = memref.alloc() : memref<16x2xbf16>
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_{{[0-9]+}} {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : index)
+// CHECK: gpu.launch_func @qtune_kernels::@linear_bf16_n2k128 {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : index)
 // CHECK: %[[D2:.*]] = memref.alloc() : memref<16x64xbf16>
 // CHECK: memref.collapse_shape %[[T2]]
 // CHECK: memref.collapse_shape %[[D2]]
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_{{[0-9]+}} {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : index)
+// CHECK: gpu.launch_func @qtune_kernels::@linear_bf16_n64k2 {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : index)
 // CHECK: %[[T1:.*]] = memref.alloc() : memref<16x4xbf16>
-// CHECK: gpu.launch_func
+// CHECK: gpu.launch_func @qtune_kernels::@linear_bf16_n4k128 blocks
 // CHECK: %[[Y:.*]] = memref.alloc() : memref<16x64xbf16>
 // CHECK: memref.collapse_shape %[[D2]]
 // CHECK: memref.collapse_shape %[[T1]]
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_{{[0-9]+}} {{.*}} args({{.*}} : memref<?xbf16>, {{.*}} : memref<?xi32>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : index)
+// CHECK: gpu.launch_func @qtune_kernels::@linear_uniform4g64_lora4_residual_n64k128 {{.*}} args({{.*}} : memref<?xbf16>, {{.*}} : memref<?xi32>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : memref<?xbf16>, {{.*}} : index)
 // CHECK: return %[[Y]]
 func.func @two_adapters(%x: tensor<16x128xbf16> {qtune.name = "x", qtune.role = #qtune.role<input>},
                         %c: tensor<64x16xi32> {qtune.name = "codes", qtune.role = #qtune.role<frozen>},
@@ -88,10 +88,10 @@ func.func @two_adapters(%x: tensor<16x128xbf16> {qtune.name = "x", qtune.role = 
 // kernel arguments.
 !w = !qtune.qweight<64x64, #qtune.nf4<block = 64>>
 // CHECK-LABEL: func.func @chain
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_0
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_0
+// CHECK: gpu.launch_func @qtune_kernels::@linear_nf4c_bias_n64k64 blocks
+// CHECK: gpu.launch_func @qtune_kernels::@linear_nf4c_bias_n64k64 blocks
 // CHECK-NOT: gpu.launch_func
-// CHECK: gpu.func @qtune_gemm_0
+// CHECK: gpu.func @linear_nf4c_bias_n64k64(
 // NF4 values come from a select tree on the code, not an indexed table.
 // CHECK-NOT: llvm.alloca
 // CHECK: arith.select
@@ -123,8 +123,8 @@ func.func @unsupported(%x: tensor<2x64xbf16>) -> tensor<2x64xbf16> {
 
 // A layer's qtune.schedule (kept through qtune-fuse) fixes its kernel's tiles.
 // CHECK-LABEL: func.func @scheduled
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_0 blocks in (%{{.*}}, %{{.*}}, %{{.*}}) threads in (%[[T:.*]], %{{.*}}, %{{.*}})
-// CHECK: gpu.func @qtune_gemm_0(
+// CHECK: gpu.launch_func @qtune_kernels::@linear_bf16_residual_n64k64 blocks in (%{{.*}}, %{{.*}}, %{{.*}}) threads in (%[[T:.*]], %{{.*}}, %{{.*}})
+// CHECK: gpu.func @linear_bf16_residual_n64k64(
 // CHECK-SAME: workgroup(%{{.*}} : memref<2x16x40xbf16, #gpu.address_space<workgroup>>, %{{.*}} : memref<2x32x40xbf16, #gpu.address_space<workgroup>>)
 // CHECK-SAME: known_block_size = array<i32: 64, 1, 1>
 func.func @scheduled(%x: tensor<2x64xbf16>, %w: tensor<64x64xbf16>, %r: tensor<2x64xbf16>) -> tensor<2x64xbf16> {
@@ -149,17 +149,17 @@ func.func @bad_schedule(%x: tensor<2x64xbf16>, %w: tensor<64x64xbf16>) -> tensor
 !w = !qtune.qweight<64x32, #qtune.uniform<bits = 4, group = 32>>
 // CHECK-LABEL: func.func @gradients
 // CHECK: %[[DX:.*]] = memref.alloc() : memref<2x3x32xbf16>
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_0 blocks in (%{{.*}}, %{{.*}}, %{{.*}})
+// CHECK: gpu.launch_func @qtune_kernels::@linear_input_grad_uniform4g32_n32k64 blocks in (%{{.*}}, %{{.*}}, %{{.*}})
 // CHECK: %[[DW:.*]] = memref.alloc() : memref<64x32xbf16>
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_1
+// CHECK: gpu.launch_func @qtune_kernels::@weight_grad_bf16_n32k6 blocks
 // CHECK: return %[[DX]], %[[DW]]
 // g's rows are contiguous (async copies into [m][k] stages); gᵀ, with M = 64
 // a multiple of 8, is staged [k][m] (tileK × (tileM + 8)) by async copies of
 // 8 consecutive m and read by transposing ldmatrix.
-// CHECK: gpu.func @qtune_gemm_0(
+// CHECK: gpu.func @linear_input_grad_uniform4g32_n32k64(
 // CHECK: nvgpu.device_async_copy
 // CHECK: nvvm.mma.sync
-// CHECK: gpu.func @qtune_gemm_1({{.*}}) workgroup(%[[XS:.*]] : memref<2x64x40xbf16, #gpu.address_space<workgroup>>,
+// CHECK: gpu.func @weight_grad_bf16_n32k6({{.*}}) workgroup(%[[XS:.*]] : memref<2x64x40xbf16, #gpu.address_space<workgroup>>,
 // CHECK: nvgpu.device_async_copy %{{.*}}, %[[XS]]
 // CHECK: nvgpu.ldmatrix %[[XS]][{{.*}}] {numTiles = 4 : i32, transpose = true}
 // CHECK: nvvm.mma.sync
@@ -175,7 +175,7 @@ func.func @gradients(%g: tensor<2x3x64xbf16>, %x: tensor<2x3x32xbf16>, %c: tenso
 
 // gᵀ with M = 60 (rows not 16-byte aligned): element loads into [m][k].
 // CHECK-LABEL: func.func @gradients_unaligned
-// CHECK: gpu.func @qtune_gemm_0({{.*}}) workgroup(%[[XS:.*]] : memref<2x32x72xbf16, #gpu.address_space<workgroup>>,
+// CHECK: gpu.func @weight_grad_bf16_n32k6({{.*}}) workgroup(%[[XS:.*]] : memref<2x32x72xbf16, #gpu.address_space<workgroup>>,
 // CHECK-NOT: nvgpu.device_async_copy
 // CHECK: nvgpu.ldmatrix %[[XS]][{{.*}}] {numTiles = 4 : i32, transpose = false}
 // CHECK: nvvm.mma.sync
@@ -198,10 +198,10 @@ func.func @gradients_unaligned(%g: tensor<2x3x60xbf16>, %x: tensor<2x3x32xbf16>)
 // waited for; the one-tile LoRA segment waits for its own.
 // CHECK-LABEL: func.func @adapter_input_grad
 // CHECK: qtune.tensor_map
-// CHECK: gpu.launch_func @qtune_kernels::@[[K:qtune_gemm_[0-9]+]]
+// CHECK: gpu.launch_func @qtune_kernels::@linear_input_grad_uniform4g128_lora16_n512k256 blocks
 // CHECK-NOT: gpu.launch_func
 // CHECK: return
-// CHECK: gpu.func @[[K]](
+// CHECK: gpu.func @linear_input_grad_uniform4g128_lora16_n512k256(
 // CHECK: scf.for
 // CHECK: nvvm.mbarrier.try_wait.parity
 // CHECK: gpu.barrier
@@ -219,9 +219,9 @@ func.func @gradients_unaligned(%g: tensor<2x3x60xbf16>, %x: tensor<2x3x32xbf16>)
 // CHECK: nvvm.wgmma.wait.group.sync.aligned 0
 // With warp-level MMAs they stay two GEMMs and an add.
 // SYNC-LABEL: func.func @adapter_input_grad
-// SYNC: gpu.launch_func @qtune_kernels::@qtune_gemm_
-// SYNC: gpu.launch_func @qtune_kernels::@qtune_gemm_
-// SYNC: gpu.launch_func @qtune_kernels::@qtune_elementwise_
+// SYNC: gpu.launch_func @qtune_kernels::@linear_input_grad_uniform4g128_n512k256 blocks
+// SYNC: gpu.launch_func @qtune_kernels::@linear_input_grad_bf16_n512k16 blocks
+// SYNC: gpu.launch_func @qtune_kernels::@add blocks
 func.func @adapter_input_grad(%g: tensor<2048x256xbf16>, %c: tensor<256x64xi32>,
                               %s: tensor<256x4xbf16>, %z: tensor<256x4xbf16>,
                               %t: tensor<2048x16xbf16>, %a: tensor<16x512xbf16>) -> tensor<2048x512xbf16> {
@@ -239,19 +239,21 @@ func.func @adapter_input_grad(%g: tensor<2048x256xbf16>, %c: tensor<256x64xi32>,
 // x·Aᵀ is computed once, so three GEMMs instead of four.
 // CHECK-LABEL: func.func @adapter_product_reused
 // CHECK: %[[T:.*]] = memref.alloc() : memref<64x16xbf16>
-// CHECK: gpu.launch_func @qtune_kernels::@[[TK:qtune_gemm_[0-9]+]]
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_
+// CHECK: gpu.launch_func @qtune_kernels::@linear_bf16_n16k256 blocks
+// CHECK: gpu.launch_func @qtune_kernels::@linear_bf16_lora16_n128k256 blocks
 // CHECK: memref.collapse_shape %[[T]]
-// CHECK: gpu.launch_func @qtune_kernels::@[[WG:qtune_gemm_[0-9]+]]
+// CHECK: gpu.launch_func @qtune_kernels::@weight_grad_bf16_n16k64 blocks
 // CHECK-NOT: gpu.launch_func
 // CHECK: return
-// CHECK: gpu.func @[[TK]](
+// CHECK: gpu.func @linear_bf16_n16k256(
 // CHECK: arith.constant 2.000000e+00 : f32
-// CHECK: gpu.func @[[WG]](
+// CHECK: gpu.func @weight_grad_bf16_n16k64(
 // CHECK-NOT: 2.000000e+00
 // CHECK: gpu.return
 // SYNC-LABEL: func.func @adapter_product_reused
-// SYNC-COUNT-3: gpu.launch_func @qtune_kernels::@qtune_gemm_
+// SYNC: gpu.launch_func @qtune_kernels::@linear_bf16_n16k256 blocks
+// SYNC: gpu.launch_func @qtune_kernels::@linear_bf16_lora16_n128k256 blocks
+// SYNC: gpu.launch_func @qtune_kernels::@weight_grad_bf16_n16k64 blocks
 // SYNC-NOT: gpu.launch_func
 // SYNC: return
 func.func @adapter_product_reused(%x: tensor<64x256xbf16>, %w: tensor<128x256xbf16>,
@@ -276,13 +278,13 @@ func.func @adapter_product_reused(%x: tensor<64x256xbf16>, %w: tensor<128x256xbf
 !w = !qtune.qweight<64x128, #qtune.uniform<bits = 4, group = 32>>
 // CHECK-LABEL: func.func @peqa
 // CHECK: %[[ACC:.*]] = memref.alloc() : memref<64x4xf32>
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_elementwise_0
+// CHECK: gpu.launch_func @qtune_kernels::@fill blocks
 // CHECK-NOT: memref.alloc() : memref<64x128
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_1
+// CHECK: gpu.launch_func @qtune_kernels::@peqa_scale_grad_uniform4g32_n128k8 blocks
 // CHECK: %[[R:.*]] = memref.alloc() : memref<64x4xbf16>
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_elementwise_2
+// CHECK: gpu.launch_func @qtune_kernels::@convert blocks
 // CHECK: return %[[R]]
-// CHECK: gpu.func @qtune_gemm_1(
+// CHECK: gpu.func @peqa_scale_grad_uniform4g32_n128k8(
 // CHECK: scf.if
 // CHECK-NOT: memref.atomic_rmw
 // CHECK: arith.addf
@@ -313,26 +315,26 @@ func.func @peqa(%g: tensor<8x64xbf16>, %x: tensor<8x128xbf16>, %c: tensor<64x16x
 // CHECK: memref.alloc() : memref<f32>
 // CHECK: %[[LOSS:.*]] = memref.alloc() : memref<f32>
 // CHECK: %[[G:.*]] = memref.alloc() : memref<4x32xbf16>
-// CHECK: gpu.launch_func @qtune_kernels::@[[LIN:qtune_gemm_[0-9]+]] {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %c4{{.*}} : index)
-// CHECK-NOT: gpu.launch_func @qtune_kernels::@qtune_elementwise
+// CHECK: gpu.launch_func @qtune_kernels::@linear_bf16_mse_n32k64 {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %c4{{.*}} : index)
+// CHECK-NOT: gpu.launch_func
 // CHECK-NOT: memref.alloc() : memref<32x64xbf16>
 // CHECK: %[[DW:.*]] = memref.alloc() : memref<32x64xbf16>
 // CHECK: %[[CLIPPED:.*]] = memref.alloc() : memref<32x64xbf16>
-// CHECK: gpu.launch_func @qtune_kernels::@[[CLIP:qtune_elementwise_[0-9]+]] blocks in (%c1{{[_0-9]*}},
+// CHECK: gpu.launch_func @qtune_kernels::@clip blocks in (%c1{{[_0-9]*}},
 // CHECK-NOT: memref.alloc
 // CHECK: %[[WF:.*]] = memref.cast %{{.*}} : memref<2048xbf16> to memref<?xbf16>
-// CHECK: gpu.launch_func @qtune_kernels::@[[LION:qtune_elementwise_[0-9]+]] blocks in (%c8
+// CHECK: gpu.launch_func @qtune_kernels::@lion_int8 blocks in (%c8
 // CHECK-SAME: args(%[[WF]] : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xi8>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xf32>
 // CHECK: return %[[LOSS]], %[[W]], %[[M]], %[[MS]]
 // The GEMM's epilogue: d = y − t, the gradient stored, then warp shuffles
 // and one atomic add per warp for the loss.
-// CHECK: gpu.func @[[LIN]](
+// CHECK: gpu.func @linear_bf16_mse_n32k64(
 // CHECK: arith.truncf
 // CHECK: arith.subf
 // CHECK: memref.store
 // CHECK: gpu.shuffle  xor
 // CHECK: memref.atomic_rmw addf
-// CHECK: gpu.func @[[LION]](
+// CHECK: gpu.func @lion_int8(
 // CHECK: gpu.shuffle  xor
 // CHECK: arith.maximumf
 // CHECK: arith.fptosi {{.*}} : f32 to i8
@@ -360,12 +362,12 @@ func.func @step(%x: tensor<4x64xbf16> {qtune.name = "x", qtune.role = #qtune.rol
 // (one pass over y and t) writes the gradient and adds the loss per block.
 // CHECK-LABEL: func.func @mse_of_returned_output
 // CHECK: %[[Y:.*]] = memref.alloc() : memref<4x32xbf16>
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_{{[0-9]+}} {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %c4{{.*}} : index)
+// CHECK: gpu.launch_func @qtune_kernels::@linear_bf16_n32k64 {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %c4{{.*}} : index)
 // CHECK: %[[LOSS:.*]] = memref.alloc() : memref<f32>
 // CHECK: %[[G:.*]] = memref.alloc() : memref<4x32xbf16>
-// CHECK: gpu.launch_func @qtune_kernels::@[[MSE:qtune_elementwise_[0-9]+]] {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %c128{{.*}} : index)
+// CHECK: gpu.launch_func @qtune_kernels::@mse_and_grad {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %c128{{.*}} : index)
 // CHECK: return %[[LOSS]], %[[G]], %[[Y]]
-// CHECK: gpu.func @[[MSE]]({{.*}}) workgroup(%{{.*}} : memref<8xf32, #gpu.address_space<workgroup>>) kernel
+// CHECK: gpu.func @mse_and_grad({{.*}}) workgroup(%{{.*}} : memref<8xf32, #gpu.address_space<workgroup>>) kernel
 // CHECK: memref.store
 // CHECK: gpu.shuffle  xor
 // CHECK: memref.atomic_rmw addf
@@ -384,9 +386,9 @@ func.func @mse_of_returned_output(%x: tensor<4x64xbf16>, %t: tensor<4x32xbf16>, 
 // tiles) keeps its split: the slices, their sum, then the MSE kernel.
 // CHECK-LABEL: func.func @mse_after_split_product
 // CHECK: memref.alloc() : memref<16384xf32>
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_{{[0-9]+}} blocks in (%c4{{[_0-9]*}}, %c1{{[_0-9]*}}, %c4{{[_0-9]*}})
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_elementwise_
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_elementwise_{{[0-9]+}} {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %c4096{{.*}} : index)
+// CHECK: gpu.launch_func @qtune_kernels::@linear_bf16_n256k2048_splitk4 blocks in (%c4{{[_0-9]*}}, %c1{{[_0-9]*}}, %c4{{[_0-9]*}})
+// CHECK: gpu.launch_func @qtune_kernels::@sum_slices blocks
+// CHECK: gpu.launch_func @qtune_kernels::@mse_and_grad {{.*}} args(%{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %{{.*}} : memref<?xbf16>, %{{.*}} : memref<?xf32>, %c4096{{.*}} : index)
 // CHECK: return
 func.func @mse_after_split_product(%x: tensor<16x2048xbf16>, %t: tensor<16x256xbf16>, %w: tensor<256x2048xbf16>)
     -> (tensor<f32>, tensor<16x256xbf16>) {
@@ -417,10 +419,10 @@ func.func @read_after_update(%w: tensor<8xf32> {qtune.role = #qtune.role<trainab
 // memory, the two halves of each code word joined by a shuffle.
 // CHECK-LABEL: func.func @qft(
 // CHECK-NOT: memref.alloc
-// CHECK: gpu.launch_func @qtune_kernels::@[[QFT:qtune_gemm_[0-9]+]] blocks in (%c2{{.*}}, %c1{{.*}}, %c1{{.*}}) threads in (%c128
+// CHECK: gpu.launch_func @qtune_kernels::@qft_lion_uniform8c_n128k4 blocks in (%c2{{.*}}, %c1{{.*}}, %c1{{.*}}) threads in (%c128
 // CHECK-NOT: memref.alloc
 // CHECK: return %arg2, %arg4, %arg5
-// CHECK: gpu.func @[[QFT]]({{.*}}) workgroup({{.*}}, %{{.*}} : memref<64x2xf32, #gpu.address_space<workgroup>>) kernel
+// CHECK: gpu.func @qft_lion_uniform8c_n128k4({{.*}}) workgroup({{.*}}, %{{.*}} : memref<64x2xf32, #gpu.address_space<workgroup>>) kernel
 // CHECK: gpu.shuffle  xor
 // CHECK: gpu.barrier
 // CHECK: arith.fptosi {{.*}} : f32 to i8
@@ -446,8 +448,8 @@ func.func @qft(%g: tensor<4x64xbf16>, %x: tensor<4x128xbf16>, %c: tensor<64x32xi
 // accumulators a thread), and the same fused Lion epilogue. Without wgmma:
 // the warp-level 32 × 256 tile.
 // CHECK-LABEL: func.func @qft_wgmma(
-// CHECK: gpu.launch_func @qtune_kernels::@[[QFT:qtune_gemm_[0-9]+]] blocks in (%c1{{.*}}, %c1{{.*}}, %c1{{.*}}) threads in (%c256{{.*}}) dynamic_shared_memory_size %c168704_i32
-// CHECK: gpu.func @[[QFT]]({{.*}}) kernel attributes {known_block_size = array<i32: 256, 1, 1>}
+// CHECK: gpu.launch_func @qtune_kernels::@qft_lion_uniform8g128_n256k512 blocks in (%c1{{.*}}, %c1{{.*}}, %c1{{.*}}) threads in (%c256{{.*}}) dynamic_shared_memory_size %c168704_i32
+// CHECK: gpu.func @qft_lion_uniform8g128_n256k512({{.*}}) kernel attributes {known_block_size = array<i32: 256, 1, 1>}
 // CHECK: memref.view {{.*}} to memref<128x1xf32, #gpu.address_space<workgroup>>
 // CHECK-COUNT-4: nvvm.wgmma.mma_async {{.*}} <m = 64, n = 256, k = 16>, D[<f32>, <one>], A[<bf16>, <one>, <col>], B[<bf16>, <one>, <row>]
 // CHECK: gpu.barrier
@@ -487,11 +489,11 @@ func.func @qft_ragged(%g: tensor<4x40xbf16>, %x: tensor<4x128xbf16>, %c: tensor<
 // (8 outputs a thread: 32768 / 2048 = 16 blocks).
 // CHECK-LABEL: func.func @split_k
 // CHECK: %[[WS:.*]] = memref.alloc() : memref<262144xf32>
-// CHECK: gpu.launch_func @qtune_kernels::@[[GEMM:qtune_gemm_[0-9]+]] blocks in (%c1{{.*}}, %c16{{.*}}, %c8{{.*}}) threads in (%c128
-// CHECK: gpu.launch_func @qtune_kernels::@[[SUM:qtune_elementwise_[0-9]+]] blocks in (%c16{{[_0-9]*}},
-// CHECK: gpu.func @[[GEMM]]({{.*}}) workgroup(%{{.*}} : memref<2x128x72xbf16, #gpu.address_space<workgroup>>, %{{.*}} : memref<2x16x72xbf16, #gpu.address_space<workgroup>>) kernel
+// CHECK: gpu.launch_func @qtune_kernels::@linear_bf16_n16k4096_splitk8 blocks in (%c1{{.*}}, %c16{{.*}}, %c8{{.*}}) threads in (%c128
+// CHECK: gpu.launch_func @qtune_kernels::@sum_slices blocks in (%c16{{[_0-9]*}},
+// CHECK: gpu.func @linear_bf16_n16k4096_splitk8({{.*}}) workgroup(%{{.*}} : memref<2x128x72xbf16, #gpu.address_space<workgroup>>, %{{.*}} : memref<2x16x72xbf16, #gpu.address_space<workgroup>>) kernel
 // CHECK: gpu.block_id  z
-// CHECK: gpu.func @[[SUM]](
+// CHECK: gpu.func @sum_slices(
 // CHECK-COUNT-8: memref.load
 func.func @split_k(%x: tensor<2048x4096xbf16>, %a: tensor<16x4096xbf16>) -> tensor<2048x16xbf16> {
   %t = qtune.linear %x, %a : tensor<2048x4096xbf16>, tensor<16x4096xbf16> -> tensor<2048x16xbf16>
@@ -517,8 +519,8 @@ func.func @split_k(%x: tensor<2048x4096xbf16>, %a: tensor<16x4096xbf16>) -> tens
 // stages, no stage arithmetic in the loop, then the fourth step).
 // CHECK-LABEL: func.func @dynamic_shared
 // CHECK: %[[MAP:.*]] = qtune.tensor_map %{{.*}} {box_cols = 64 : i64, box_rows = 128 : i64, cols = 256 : i64, rows = 600 : i64, swizzle = 128 : i64} : memref<?xbf16>
-// CHECK: gpu.launch_func @qtune_kernels::@[[K:qtune_gemm_[0-9]+]] {{.*}} threads in (%c256{{.*}}) dynamic_shared_memory_size %c105240_i32 args({{.*}}, %[[MAP]] : i64)
-// CHECK: gpu.func @[[K]](%arg0: memref<?xbf16>, %arg1: memref<?xbf16>, %arg2: memref<?xbf16>, %arg3: index, %arg4: i64)
+// CHECK: gpu.launch_func @qtune_kernels::@linear_bf16_n256k256 {{.*}} threads in (%c256{{.*}}) dynamic_shared_memory_size %c105240_i32 args({{.*}}, %[[MAP]] : i64)
+// CHECK: gpu.func @linear_bf16_n256k256(%arg0: memref<?xbf16>, %arg1: memref<?xbf16>, %arg2: memref<?xbf16>, %arg3: index, %arg4: i64)
 // CHECK-NOT: workgroup(
 // CHECK-SAME: kernel
 // CHECK-SAME: nvvm.minctasm = 2
@@ -594,8 +596,8 @@ func.func @split_k(%x: tensor<2048x4096xbf16>, %a: tensor<16x4096xbf16>) -> tens
 // schedule: stages past 48 KiB (128 × 128 × 64: 73728 bytes) live in dynamic
 // shared memory, viewed as the padded X and W stages.
 // SYNC-LABEL: func.func @dynamic_shared
-// SYNC: gpu.launch_func @qtune_kernels::@[[K:qtune_gemm_[0-9]+]] {{.*}} dynamic_shared_memory_size %c73728_i32
-// SYNC: gpu.func @[[K]](
+// SYNC: gpu.launch_func @qtune_kernels::@linear_bf16_n256k256 {{.*}} dynamic_shared_memory_size %c73728_i32
+// SYNC: gpu.func @linear_bf16_n256k256(
 // SYNC-NOT: workgroup(
 // SYNC-SAME: kernel
 // SYNC: gpu.dynamic_shared_memory : memref<?xi8, #gpu.address_space<workgroup>>
@@ -614,11 +616,11 @@ func.func @dynamic_shared(%x: tensor<600x256xbf16>, %w: tensor<256x256xbf16>) ->
 // block per row, each with both rows' log-sum-exp; the loss is a zeroed
 // scalar with one atomic add per row.
 // CHECK-LABEL: func.func @kl_div
-// CHECK: gpu.launch_func @qtune_kernels::@[[KL:qtune_elementwise_[0-9]+]] blocks in (%c6
-// CHECK: gpu.launch_func @qtune_kernels::@[[KLG:qtune_elementwise_[0-9]+]] blocks in (%c6
-// CHECK: gpu.func @[[KL]](
+// CHECK: gpu.launch_func @qtune_kernels::@kl_div_v100 blocks in (%c6
+// CHECK: gpu.launch_func @qtune_kernels::@kl_div_grad_v100 blocks in (%c6
+// CHECK: gpu.func @kl_div_v100(
 // CHECK: memref.atomic_rmw addf
-// CHECK: gpu.func @[[KLG]](
+// CHECK: gpu.func @kl_div_grad_v100(
 // CHECK: llvm.call_intrinsic "llvm.nvvm.ex2.approx.f32"
 func.func @kl_div(%s: tensor<2x3x100xbf16>, %t: tensor<2x3x100xf32>, %g: tensor<f32>)
     -> (tensor<f32>, tensor<2x3x100xbf16>) {
@@ -633,12 +635,12 @@ func.func @kl_div(%s: tensor<2x3x100xbf16>, %t: tensor<2x3x100xf32>, %g: tensor<
 // row's max and log-sum-exp reduced across the block; the loss is a zeroed
 // scalar with one atomic add per row.
 // CHECK-LABEL: func.func @cross_entropy
-// CHECK: gpu.launch_func @qtune_kernels::@[[CE:qtune_elementwise_[0-9]+]] blocks in (%c12
-// CHECK: gpu.launch_func @qtune_kernels::@[[CEG:qtune_elementwise_[0-9]+]] blocks in (%c12
-// CHECK: gpu.func @[[CE]]({{.*}}) workgroup(%{{.*}} : memref<8xf32, #gpu.address_space<workgroup>>) kernel
+// CHECK: gpu.launch_func @qtune_kernels::@cross_entropy_v1000 blocks in (%c12
+// CHECK: gpu.launch_func @qtune_kernels::@cross_entropy_grad_v1000 blocks in (%c12
+// CHECK: gpu.func @cross_entropy_v1000({{.*}}) workgroup(%{{.*}} : memref<8xf32, #gpu.address_space<workgroup>>) kernel
 // CHECK: llvm.call_intrinsic "llvm.nvvm.lg2.approx.f"
 // CHECK: memref.atomic_rmw addf
-// CHECK: gpu.func @[[CEG]](
+// CHECK: gpu.func @cross_entropy_grad_v1000(
 // CHECK: llvm.call_intrinsic "llvm.nvvm.ex2.approx.f32"
 func.func @cross_entropy(%logits: tensor<3x4x1000xbf16>, %labels: tensor<3x4xi32>, %g: tensor<f32>)
     -> (tensor<f32>, tensor<3x4x1000xbf16>) {
@@ -661,7 +663,7 @@ func.func @cross_entropy(%logits: tensor<3x4x1000xbf16>, %labels: tensor<3x4xi32
 // CHECK: qtune.buffer_view %{{.*}} {offset = 0 : i64, size = 32768 : i64} : memref<?xbf16>
 // CHECK: qtune.buffer_view %{{.*}} {offset = 0 : i64, size = 512 : i64} : memref<?xi32>
 // CHECK: memref.alloc() : memref<512x32000xbf16>
-// CHECK: gpu.launch_func @qtune_kernels::@qtune_gemm_{{[0-9]+}}
+// CHECK: gpu.launch_func @qtune_kernels::@linear_bf16_n32000k64 blocks
 // CHECK: memref.alloc() : memref<512x32000xbf16>
 // CHECK: qtune.buffer_view %{{.*}} {offset = 0 : i64, size = 32768 : i64} : memref<?xbf16>
 // CHECK: qtune.buffer_view %{{.*}} {offset = 98304 : i64, size = 32768 : i64} : memref<?xbf16>
@@ -684,7 +686,7 @@ func.func @lm_head_grad(%h: tensor<2048x64xbf16>, %w: tensor<32000x64xbf16>, %la
 // the flat core-matrix stages and read transposed (A col), as is x (B row),
 // whose runs of 8 dense weights are single 16-byte loads and stores.
 // CHECK-LABEL: func.func @weight_grad_wgmma
-// CHECK: gpu.func @qtune_gemm_0(
+// CHECK: gpu.func @weight_grad_bf16_n256k2048_splitk4(
 // CHECK: nvgpu.device_async_copy %arg0[%{{.*}}], %{{.*}}[%{{.*}}], 8, %{{.*}} : memref<?xbf16> to memref<{{[0-9]+}}xbf16, #gpu.address_space<workgroup>>
 // CHECK: vector.load %arg1[%{{.*}}] {alignment = 16 : i64} : memref<?xbf16>, vector<8xbf16>
 // CHECK: vector.store %{{.*}}, %{{.*}}[%{{.*}}] {alignment = 16 : i64} : memref<{{[0-9]+}}xbf16, #gpu.address_space<workgroup>>, vector<8xbf16>

@@ -121,10 +121,12 @@ def stage_oracle(c, out, tools):
         seg = ("I32", [b, s], struct.pack("<%di" % len(flat), *flat))
         fwd_in["arg3"] = seg
     base = os.path.join(out, c["name"])
-    st_write(base + ".fwd.in.safetensors", fwd_in)
+    scratch = base + ".fwd.in.safetensors"
+    st_write(scratch, fwd_in)
     interp = os.path.join(tools, "qtune-interp")
-    subprocess.run([interp, base + ".mlir", "--entry", "fwd", "--inputs", base + ".fwd.in.safetensors",
+    subprocess.run([interp, base + ".mlir", "--entry", "fwd", "--inputs", scratch,
                     "--out", base + ".fwd.ref.safetensors"], check=True)
+    os.remove(scratch)  # the gradient's inputs hold the forward's too
     ref = st_read(base + ".fwd.ref.safetensors")
     o = ref["out0"]
     bwd_in = {n: fwd_in[n] for n in ("arg0", "arg1", "arg2")}

@@ -118,7 +118,12 @@ def check_case(qrun, cases_dir, out, c):
             row["sdpa_" + key] = rel_l2(peer[key], ref[key])
     if c.get("oracle"):
         # Against the interpreter (float64), with its own inputs.
-        fo = run(qrun, bundle, "fwd", base + ".fwd.in.safetensors", os.path.join(out, "o.safetensors"))
+        # The gradient's inputs (q, k, v, o, lse, g, segments) hold the forward's.
+        fwd_in = os.path.join(out, "oracle.fwd.in.safetensors")
+        t = load_file(base + ".bwd.in.safetensors")
+        save_file({n: t[n] for n in ("arg0", "arg1", "arg2")} |
+                  ({"arg3": t["arg6"]} if "arg6" in t else {}), fwd_in)
+        fo = run(qrun, bundle, "fwd", fwd_in, os.path.join(out, "o.safetensors"))
         fr = load_file(base + ".fwd.ref.safetensors", device="cuda")
         bo = run(qrun, bundle, "bwd", base + ".bwd.in.safetensors", os.path.join(out, "g.safetensors"))
         br = load_file(base + ".bwd.ref.safetensors", device="cuda")

@@ -139,6 +139,12 @@ bool gemmUsesDynamicShared(const GemmSpec &spec, const GemmSchedule &schedule);
 /// mbarriers come on top of GemmSchedule::sharedBytes).
 bool gemmSharedFits(const GemmSpec &spec, const GemmSchedule &schedule);
 
+/// A name that says what the kernel computes and its shape class, e.g.
+/// `linear_uniform4g128_lora16_n4096k4096`, `linear_input_grad_bf16_n4096k11008`,
+/// `weight_grad_bf16_n16k4096_splitk4`, `peqa_scale_grad_uniform4g128_n4096k4096`,
+/// `qft_lion_uniform8c_n4096k4096`.
+std::string gemmKernelName(const GemmSpec &spec);
+
 /// Kernel parameter order: x, weight component(s) (or the dense weight),
 /// [gradient epilogue's weight components], [QFT: codes, scales [, zeros],
 /// m, m_scales, lr [, loss]], [bias], [residual], [T, B], y (not with QFT), M.

@@ -1,6 +1,8 @@
 //===- QTuneDialect.cpp - qtune dialect ------------------------------------===//
 
 #include "qtune/Dialect/QTune/IR/QTuneDialect.h"
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "qtune/Dialect/QTune/IR/QTuneOps.h"
 
 #include "mlir/IR/BuiltinOps.h"
@@ -114,6 +116,23 @@ LogicalResult QTuneDialect::verifyOperationAttribute(Operation *op,
       return fail("needs 'target_modules', an array of strings");
     if (!dict.getAs<StringAttr>("base_model_name_or_path"))
       return fail("needs a string 'base_model_name_or_path'");
+    return success();
+  }
+  if (attr.getName() == kKernelFamilyAttrName) {
+    auto family = dyn_cast<StringAttr>(attr.getValue());
+    if (!family || family.getValue().empty())
+      return op->emitError() << "'" << kKernelFamilyAttrName
+                             << "' must be a non-empty string";
+    return success();
+  }
+  if (attr.getName() == kKernelFamilyAttrName) {
+    if (!isa<gpu::LaunchFuncOp>(op))
+      return op->emitError() << "'" << kKernelFamilyAttrName
+                             << "' applies to gpu.launch_func only";
+    auto family = dyn_cast<StringAttr>(attr.getValue());
+    if (!family || family.getValue().empty())
+      return op->emitError() << "'" << kKernelFamilyAttrName
+                             << "' must be a non-empty string";
     return success();
   }
   return op->emitError() << "unknown qtune attribute '" << attr.getName().getValue()

@@ -110,6 +110,10 @@ struct Launch {
   std::array<uint32_t, 3> block{1, 1, 1};
   uint32_t sharedBytes = 0;
   std::vector<Arg> args;
+  /// The family of ops the launch computes for ("attention", "quantized
+  /// GEMM", ...; optional "family" in the header, empty when absent): what
+  /// profiles group time by.
+  std::string family;
 };
 
 struct Entry {
@@ -199,7 +203,7 @@ std::string bundleHeaderJson(const BundleSpec &spec,
 ///   BundleWriter w;
 ///   w.spec.target = "sm_90a";
 ///   int ptx = w.addBlob(ptxText);
-///   int k = w.addKernel({"qtune_gemm_0", ptx, -1, {128, 1, 1}, 0});
+///   int k = w.addKernel({"linear_uniform4g128_n4096k4096", ptx, -1, {128, 1, 1}, 0});
 ///   int x = w.addBuffer({"x", 0, 32768, st::DType::BF16, {4, 4096}, BufferRole::Input});
 ///   w.spec.arenaBytes = 32768;
 ///   Entry &fwd = w.entry("forward");

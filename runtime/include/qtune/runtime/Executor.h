@@ -6,6 +6,12 @@
 // launches in order on the stream) and downloads buffers. Nothing throws;
 // every failure is a message naming the call, the buffer or the launch.
 //
+// Every buffer lives at a fixed place in the arena and every launch argument
+// is fixed per bundle, so an entry's launches are captured once as a CUDA
+// graph (on its first run) and replayed after: one driver call per run
+// instead of one per launch (thousands for a whole model). Uploads between
+// runs change the buffers' contents, which the graph reads as any launch.
+//
 //===----------------------------------------------------------------------===//
 #ifndef QTUNE_RUNTIME_EXECUTOR_H
 #define QTUNE_RUNTIME_EXECUTOR_H
@@ -13,6 +19,7 @@
 #include "qtune/runtime/Bundle.h"
 #include "qtune/runtime/Cuda.h"
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -60,10 +67,19 @@ public:
   bool fill(int buffer, uint8_t byte, std::string &error);
   /// Runs the launches of `entry` and waits for them.
   bool run(const std::string &entry, std::string &error);
+  /// Whether entries run as CUDA graphs (the default; needs a CUDA 11.4+
+  /// driver) or as separate launches. Turning them off drops the graphs.
+  bool setGraphs(bool on, std::string &error);
+  bool graphs() const { return graphs_; }
   /// Runs `entry` `warmup` times, then `iters` times, each timed with events;
   /// `ms` receives the per-iteration milliseconds.
   bool runTimed(const std::string &entry, int warmup, int iters, std::vector<double> &ms,
                 std::string &error);
+  /// Runs `entry` `runs` times with its launches one by one (not as a graph),
+  /// a CUDA event between every two, after one warm-up; `launchMs` receives
+  /// each launch's mean milliseconds (see Profile.h).
+  bool profile(const std::string &entry, int runs, std::vector<double> &launchMs,
+               std::string &error);
   /// The buffer's bytes, in its own dtype.
   bool downloadRaw(int buffer, std::vector<uint8_t> &bytes, std::string &error);
   /// Bytes [offset, offset + size) of the buffer (which must lie inside it).
@@ -82,8 +98,15 @@ private:
   explicit Executor(const Bundle &bundle) : bundle_(bundle) {}
   bool prepare(std::string &error);
   const std::vector<PreparedLaunch> *find(const std::string &entry, std::string &error) const;
+  /// Launches `count` of `launches` from `first` (all by default) on the stream.
   bool enqueue(const std::string &entry, const std::vector<PreparedLaunch> &launches,
-               std::string &error);
+               std::string &error, size_t first = 0, size_t count = SIZE_MAX);
+  /// enqueue, or the replay of the entry's graph (captured on first use).
+  bool submit(const std::string &entry, const std::vector<PreparedLaunch> &launches,
+              std::string &error);
+  bool capture(const std::string &entry, const std::vector<PreparedLaunch> &launches,
+               cuda::CUgraphExec &exec, std::string &error);
+  void dropGraphs();
   bool checkBuffer(int buffer, std::string &error) const;
   bool checkParams(const Launch &launch, const std::string &field, std::string &error) const;
 
@@ -96,6 +119,8 @@ private:
   std::map<int, cuda::CUmodule> modules_; ///< by blob id
   std::vector<cuda::CUfunction> functions_; ///< by kernel id
   std::map<std::string, std::vector<PreparedLaunch>> entries_;
+  bool graphs_ = false;
+  std::map<std::string, cuda::CUgraphExec> graphExecs_; ///< by entry
 };
 
 } // namespace qtune::rt

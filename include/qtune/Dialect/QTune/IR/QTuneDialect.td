@@ -91,6 +91,11 @@ def QTune_Dialect : Dialect {
     /// a PEFT-compatible checkpoint records ({r, lora_alpha, lora_dropout,
     /// target_modules, base_model_name_or_path}); copied into the bundle.
     static constexpr llvm::StringLiteral kPeftAttrName = "qtune.peft";
+    /// gpu.launch_func attribute: the family of ops a launch computes for
+    /// (attention, quantized GEMM, ...), which the bundle records per launch
+    /// and profiles group by.
+    static constexpr llvm::StringLiteral kKernelFamilyAttrName =
+        "qtune.kernel_family";
   private:
     void registerAttributes();
     void registerTypes();
