@@ -60,14 +60,9 @@ Value halfRowDot(B &b, Tiles &at, Value g, Value o, Value base) {
 gpu::GPUFuncOp buildAttentionGradQKernel(OpBuilder &builder, Location loc,
                                          StringRef name,
                                          const AttentionDims &d) {
-  Type bf16 = builder.getBF16Type(), f32t = builder.getF32Type();
   int64_t hd = d.headDim, kc = columnTile(d, AttentionPass::GradQ);
   return buildAttentionKernel(
-      builder, loc, name,
-      withSegments(d, {flatMemRef(bf16), flatMemRef(bf16), flatMemRef(bf16),
-                       flatMemRef(bf16), flatMemRef(f32t), flatMemRef(bf16),
-                       flatMemRef(bf16), flatMemRef(f32t)}),
-      sharedPlan(d, AttentionPass::GradQ),
+      builder, loc, name, d, AttentionPass::GradQ,
       [&](B &b, ValueRange a, ArrayRef<Value> sh) {
         Value q = a[0], k = a[1], v = a[2], o = a[3], lse = a[4], g = a[5],
               dq = a[6], delta = a[7];
@@ -178,14 +173,9 @@ gpu::GPUFuncOp buildAttentionGradQKernel(OpBuilder &builder, Location loc,
 gpu::GPUFuncOp buildAttentionGradKVKernel(OpBuilder &builder, Location loc,
                                           StringRef name,
                                           const AttentionDims &d) {
-  Type bf16 = builder.getBF16Type(), f32t = builder.getF32Type();
   int64_t hd = d.headDim, qc = columnTile(d, AttentionPass::GradKV);
   return buildAttentionKernel(
-      builder, loc, name,
-      withSegments(d, {flatMemRef(bf16), flatMemRef(bf16), flatMemRef(bf16),
-                       flatMemRef(f32t), flatMemRef(f32t), flatMemRef(bf16),
-                       flatMemRef(bf16), flatMemRef(bf16)}),
-      sharedPlan(d, AttentionPass::GradKV),
+      builder, loc, name, d, AttentionPass::GradKV,
       [&](B &b, ValueRange a, ArrayRef<Value> sh) {
         Value q = a[0], k = a[1], v = a[2], lse = a[3], delta = a[4], g = a[5],
               dk = a[6], dv = a[7];

@@ -30,14 +30,10 @@ using namespace attention;
 gpu::GPUFuncOp buildAttentionForwardKernel(OpBuilder &builder, Location loc,
                                            StringRef name,
                                            const AttentionDims &d) {
-  Type bf16 = builder.getBF16Type(), f32t = builder.getF32Type();
   int64_t hd = d.headDim, kc = columnTile(d, AttentionPass::Forward);
-  SharedPlan plan = sharedPlan(d, AttentionPass::Forward);
   return buildAttentionKernel(
-      builder, loc, name,
-      withSegments(d, {flatMemRef(bf16), flatMemRef(bf16), flatMemRef(bf16),
-                       flatMemRef(bf16), flatMemRef(f32t)}),
-      plan, [&](B &b, ValueRange a, ArrayRef<Value> sh) {
+      builder, loc, name, d, AttentionPass::Forward,
+      [&](B &b, ValueRange a, ArrayRef<Value> sh) {
         Value q = a[0], k = a[1], v = a[2], o = a[3], lse = a[4];
         Value qs = sh[0], ks = sh[1], vs = sh[2];
         Tiles at(b, d);

@@ -88,27 +88,18 @@ int64_t SharedPlan::totalBytes() const {
 SharedPlan sharedPlan(const AttentionDims &d, AttentionPass pass) {
   SharedPlan p;
   int64_t c = columnTile(d, pass);
-  switch (pass) {
-  case AttentionPass::Forward:
+  // The block's own rows: q (forward, dQ) or k (dK/dV); then g (dQ) or v.
+  p.addTiles(1, kBlockRows, d);
+  if (pass != AttentionPass::Forward)
     p.addTiles(1, kBlockRows, d);
-    p.addTiles(2, c, d);
-    p.addTiles(2, c, d);
-    break;
-  case AttentionPass::GradQ:
-    p.addTiles(1, kBlockRows, d);
-    p.addTiles(1, kBlockRows, d);
-    p.addTiles(2, c, d);
-    p.addTiles(2, c, d);
+  // Two stages of the two column tiles: k and v, or q and g (dK/dV).
+  p.addTiles(2, c, d);
+  p.addTiles(2, c, d);
+  if (pass == AttentionPass::GradQ) // delta of the block's rows
     p.addF32(1, kBlockRows);
-    break;
-  case AttentionPass::GradKV:
-    p.addTiles(1, kBlockRows, d);
-    p.addTiles(1, kBlockRows, d);
-    p.addTiles(2, c, d);
-    p.addTiles(2, c, d);
+  if (pass == AttentionPass::GradKV) { // lse and delta of the column tiles
     p.addF32(2, c);
     p.addF32(2, c);
-    break;
   }
   if (d.segments) {
     p.addI32(2, c);
@@ -117,19 +108,33 @@ SharedPlan sharedPlan(const AttentionDims &d, AttentionPass pass) {
   return p;
 }
 
-SmallVector<Type> withSegments(const AttentionDims &d, ArrayRef<Type> args) {
-  SmallVector<Type> out(args);
-  if (d.segments && !args.empty())
-    out.push_back(
-        flatMemRef(IntegerType::get(args.front().getContext(), 32)));
-  return out;
+SmallVector<Type> kernelArguments(MLIRContext *ctx, const AttentionDims &d,
+                                  AttentionPass pass) {
+  Type t = flatMemRef(BFloat16Type::get(ctx)), f = flatMemRef(Float32Type::get(ctx));
+  SmallVector<Type> args;
+  switch (pass) {
+  case AttentionPass::Forward: // q, k, v, o, lse
+    args = {t, t, t, t, f};
+    break;
+  case AttentionPass::GradQ: // q, k, v, o, lse, g, dq, delta
+    args = {t, t, t, t, f, t, t, f};
+    break;
+  case AttentionPass::GradKV: // q, k, v, lse, delta, g, dk, dv
+    args = {t, t, t, f, f, t, t, t};
+    break;
+  }
+  if (d.segments)
+    args.push_back(flatMemRef(IntegerType::get(ctx, 32)));
+  return args;
 }
 
 gpu::GPUFuncOp
 buildAttentionKernel(OpBuilder &builder, Location loc, StringRef name,
-                     ArrayRef<Type> args, const SharedPlan &plan,
+                     const AttentionDims &d, AttentionPass pass,
                      function_ref<void(B &, ValueRange, ArrayRef<Value>)> body) {
   MLIRContext *ctx = builder.getContext();
+  SmallVector<Type> args = kernelArguments(ctx, d, pass);
+  SharedPlan plan = sharedPlan(d, pass);
   auto func = gpu::GPUFuncOp::create(builder, loc, name,
                                      FunctionType::get(ctx, args, {}),
                                      TypeRange{}, TypeRange{});

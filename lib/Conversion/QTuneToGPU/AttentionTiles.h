@@ -61,16 +61,19 @@ int64_t columnTile(const AttentionDims &d, AttentionPass pass);
 /// then: the column tiles' ids [2][kc or qc] i32 and a count scratch [1][4].
 SharedPlan sharedPlan(const AttentionDims &d, AttentionPass pass);
 
-/// `args`, then the segment ids (i32 [B, S]) when d.segments.
-llvm::SmallVector<mlir::Type> withSegments(const AttentionDims &d,
-                                           llvm::ArrayRef<mlir::Type> args);
+/// The arguments of each pass's kernel (AttentionKernels.h), then the
+/// segment ids (i32 [B, S]) when d.segments.
+llvm::SmallVector<mlir::Type>
+kernelArguments(mlir::MLIRContext *ctx, const AttentionDims &d,
+                AttentionPass pass);
 
-/// A kernel `name(args...)` of kThreads threads using `plan`'s dynamic
-/// shared memory; `body(b, arguments, shared views)` builds its body.
+/// The kernel `name` of pass `pass` (its arguments and shared plan above),
+/// kThreads threads using the plan's dynamic shared memory; `body(b,
+/// arguments, shared views)` builds its body.
 mlir::gpu::GPUFuncOp
 buildAttentionKernel(mlir::OpBuilder &builder, mlir::Location loc,
-                     llvm::StringRef name, llvm::ArrayRef<mlir::Type> args,
-                     const SharedPlan &plan,
+                     llvm::StringRef name, const AttentionDims &d,
+                     AttentionPass pass,
                      llvm::function_ref<void(B &, mlir::ValueRange,
                                              llvm::ArrayRef<mlir::Value>)>
                          body);
