@@ -113,6 +113,13 @@ private:
                      int64_t n, int64_t k, SmallVector<HostTensor> &comps);
   bool addTensor(const std::string &name, Type elementType, HostTensor value,
                  Role role);
+  /// Reads, quantizes (or takes from --quantized, or fits LoftQ's adapter
+  /// to) and adds the components of a quantized layer.
+  bool quantize(const LayerPlan &plan, ArrayRef<ComponentSpec> specs,
+                function_ref<Role(size_t, const ComponentSpec &)> roleOf,
+                std::optional<std::pair<HostTensor, HostTensor>> &adapter);
+  /// A parameter of the graph (its value, if any, added by addTensor).
+  void addParam(const std::string &name, RankedTensorType type, Role role);
   QuantFormatAttrInterface formatOf(const std::string &path) const;
   func::FuncOp buildFunction(ModuleOp module, bool withLoss);
 
@@ -174,6 +181,13 @@ bool Importer::checkOptions() {
             "it needs --method lora";
     return false;
   }
+  if (o.shapesOnly &&
+      (!o.quantized.empty() || !o.baseAdapter.empty() ||
+       (o.method == Method::Lora && o.loraInit == ImportOptions::LoraInit::Loftq))) {
+    error = "--shapes-only reads no weights; it cannot take --quantized, "
+            "--base-adapter or --lora-init loftq";
+    return false;
+  }
   if (!o.quantized.empty() && o.method == Method::Lora &&
       o.loraInit == ImportOptions::LoraInit::Loftq) {
     error = "--lora-init loftq quantizes the layers itself; it cannot take "
@@ -183,16 +197,20 @@ bool Importer::checkOptions() {
   return true;
 }
 
+void Importer::addParam(const std::string &name, RankedTensorType type,
+                        Role role) {
+  params.push_back({name, type, role});
+  if (role == Role::trainable)
+    result.numTrainable += type.getNumElements();
+}
+
 bool Importer::addTensor(const std::string &name, Type elementType,
                          HostTensor value, Role role) {
   st::OwnedTensor owned;
   ref::NamedTensor named{name, elementType, std::move(value)};
   if (failed(ref::toOwnedTensor(named, /*floatsAsF32=*/false, owned, error)))
     return false;
-  auto type = RankedTensorType::get(named.value.shape, elementType);
-  params.push_back({name, type, role});
-  if (role == Role::trainable)
-    result.numTrainable += type.getNumElements();
+  addParam(name, RankedTensorType::get(named.value.shape, elementType), role);
   result.params.push_back(std::move(owned));
   return true;
 }
@@ -201,6 +219,10 @@ bool Importer::dense(const std::string &name, std::vector<int64_t> shape,
                      Role role) {
   if (o.method == Method::Full)
     role = Role::trainable;
+  if (o.shapesOnly) {
+    addParam(name, RankedTensorType::get(shape, bf16), role);
+    return true;
+  }
   std::vector<double> values;
   if (!ckpt.read(name, shape, values, error))
     return false;
@@ -249,46 +271,28 @@ bool Importer::linear(const std::string &path, int64_t n, int64_t k,
         })))
       return fail("does not fit its " + std::to_string(n) + "x" +
                   std::to_string(k) + " weight");
-    std::vector<double> w;
-    if (!ckpt.read(weightName, {n, k}, w, error))
-      return false;
     // LREC's teacher runs on the full-precision weight, kept in bf16.
     if (o.lrec && !dense(weightName, {n, k}, Role::frozen))
       return false;
-    SmallVector<HostTensor> comps;
-    if (!o.quantized.empty() ||
-        !(plan.lora && o.loraInit == ImportOptions::LoraInit::Loftq)) {
-      if (o.quantized.empty())
-        comps = plan.format.quantize(n, k, w, {});
-      else if (!readQuantized(path, plan.format, n, k, comps))
-        return false;
-      std::vector<double> back(n * k);
-      plan.format.dequantize(n, k, comps, back);
-      result.quantError.push_back({path, relativeError(w, back)});
-    } else {
-      LowRankInit init =
-          lowRankInit(plan.format, n, k, w, o.loraRank, o.loraAlpha / o.loraRank,
-                      o.loftqRounds, o.seed ^ std::hash<std::string>()(path));
-      comps = std::move(init.components);
-      result.quantError.push_back({path, init.rtnError});
-      result.initError.push_back({path, init.error});
-      adapter = {HostTensor({o.loraRank, k}, std::move(init.a)),
-                 HostTensor({n, o.loraRank}, std::move(init.b))};
-    }
     SmallVector<ComponentSpec> specs = plan.format.getComponents(n, k);
-    bool hasScale = false;
-    for (auto [i, spec] : llvm::enumerate(specs)) {
-      Role role = Role::frozen;
+    auto roleOf = [&](size_t i, const ComponentSpec &spec) {
       if (plan.scaleOnly && spec.kind == ComponentKind::Scale)
-        role = Role::trainable, hasScale = true;
-      if (qft && i == 0)
-        role = Role::trainable;
-      if (!addTensor(path + "." + spec.name, spec.elementType,
-                     std::move(comps[i]), role))
-        return false;
-    }
-    if (plan.scaleOnly && !hasScale)
+        return Role::trainable;
+      return qft && i == 0 ? Role::trainable : Role::frozen;
+    };
+    if (plan.scaleOnly &&
+        llvm::none_of(specs, [](const ComponentSpec &spec) {
+          return spec.kind == ComponentKind::Scale;
+        }))
       return fail("has no scale component for PEQA to train");
+    if (o.shapesOnly) {
+      for (auto [i, spec] : llvm::enumerate(specs))
+        addParam(path + "." + spec.name,
+                 RankedTensorType::get(spec.shape, spec.elementType),
+                 roleOf(i, spec));
+    } else if (!quantize(plan, specs, roleOf, adapter)) {
+      return false;
+    }
   }
   if (baseAdapter && baseAdapter->has(path)) {
     std::vector<double> a, bv;
@@ -303,7 +307,12 @@ bool Importer::linear(const std::string &path, int64_t n, int64_t k,
     plan.baseLora = true;
     ++result.baseAdapterLayers;
   }
-  if (plan.lora) {
+  if (plan.lora && o.shapesOnly) {
+    addParam(path + ".lora_A.weight",
+             RankedTensorType::get({o.loraRank, k}, bf16), Role::trainable);
+    addParam(path + ".lora_B.weight",
+             RankedTensorType::get({n, o.loraRank}, bf16), Role::trainable);
+  } else if (plan.lora) {
     if (!adapter) {
       // PEFT's initialization: A Kaiming-uniform (bound 1/sqrt(in)), B zero.
       std::mt19937_64 rng(o.seed ^ std::hash<std::string>()(path));
@@ -320,6 +329,42 @@ bool Importer::linear(const std::string &path, int64_t n, int64_t k,
       return false;
   }
   layers[path] = plan;
+  return true;
+}
+
+bool Importer::quantize(
+    const LayerPlan &plan, ArrayRef<ComponentSpec> specs,
+    function_ref<Role(size_t, const ComponentSpec &)> roleOf,
+    std::optional<std::pair<HostTensor, HostTensor>> &adapter) {
+  const std::string &path = plan.path;
+  int64_t n = plan.n, k = plan.k;
+  std::vector<double> w;
+  if (!ckpt.read(path + ".weight", {n, k}, w, error))
+    return false;
+  SmallVector<HostTensor> comps;
+  if (!o.quantized.empty() ||
+      !(plan.lora && o.loraInit == ImportOptions::LoraInit::Loftq)) {
+    if (o.quantized.empty())
+      comps = plan.format.quantize(n, k, w, {});
+    else if (!readQuantized(path, plan.format, n, k, comps))
+      return false;
+    std::vector<double> back(n * k);
+    plan.format.dequantize(n, k, comps, back);
+    result.quantError.push_back({path, relativeError(w, back)});
+  } else {
+    LowRankInit init =
+        lowRankInit(plan.format, n, k, w, o.loraRank, o.loraAlpha / o.loraRank,
+                    o.loftqRounds, o.seed ^ std::hash<std::string>()(path));
+    comps = std::move(init.components);
+    result.quantError.push_back({path, init.rtnError});
+    result.initError.push_back({path, init.error});
+    adapter = {HostTensor({o.loraRank, k}, std::move(init.a)),
+               HostTensor({n, o.loraRank}, std::move(init.b))};
+  }
+  for (auto [i, spec] : llvm::enumerate(specs))
+    if (!addTensor(path + "." + spec.name, spec.elementType,
+                   std::move(comps[i]), roleOf(i, spec)))
+      return false;
   return true;
 }
 
@@ -520,7 +565,7 @@ Importer::run(const std::function<void(int64_t, int64_t)> &progress) {
   // norms, ...): refuse rather than drop it. Rotary inverse frequencies are
   // recomputed from rope_theta.
   for (const std::string &name : ckpt.unread())
-    if (!llvm::StringRef(name).ends_with("rotary_emb.inv_freq")) {
+    if (!o.shapesOnly && !llvm::StringRef(name).ends_with("rotary_emb.inv_freq")) {
       error = "the checkpoint has tensor '" + name +
               "', which a " + c.modelType +
               " decoder as qtune builds it does not use (biases and extra "

@@ -1,6 +1,7 @@
 //===- qtune-import.cpp - a Hugging Face LLaMA-family model to qtune IR ----===//
 //
 //   qtune-import MODEL_DIR -o model.mlir [--params model.safetensors]
+//   qtune-import MODEL_DIR -o model.mlir --shapes-only   (config.json alone)
 //       [--method lora|peqa|qft|none] [--lora-r 16 --lora-alpha 32]
 //       [--targets q,k,v,o,gate,up,down] [--format '#qtune.uniform<...>']
 //       [--layer-format PATTERN=FORMAT ...] [--batch 1] [--seq-len 512]
@@ -121,6 +122,13 @@ static cl::opt<bool> noLogits("no-logits",
                               cl::cat(category));
 static cl::opt<std::string> funcName("name", cl::desc("Name of the loss function"),
                                      cl::init("model"), cl::cat(category));
+static cl::opt<bool> shapesOnly(
+    "shapes-only",
+    cl::desc("Build the graph from config.json alone: no weight is read, "
+             "quantized or written (for benchmarks and memory plans of "
+             "full-size models; parameters come from elsewhere, e.g. "
+             "bench/random_params.py)"),
+    cl::cat(category));
 
 static int fail(const llvm::Twine &message) {
   llvm::WithColor::error(llvm::errs(), "qtune-import") << message << "\n";
@@ -164,6 +172,9 @@ int main(int argc, char **argv) {
     return fail("--lora-init loftq initializes LoRA adapters; it needs "
                 "--method lora");
   options.logitsEntry = !noLogits;
+  options.shapesOnly = shapesOnly;
+  if (shapesOnly && !paramsFile.empty())
+    return fail("--shapes-only writes no parameters; drop --params");
   options.name = funcName;
   options.targets.clear();
   llvm::SmallVector<llvm::StringRef> names;
@@ -206,7 +217,10 @@ int main(int argc, char **argv) {
     return fail(error);
   if (config->nameOrPath.empty())
     config->nameOrPath = modelDir;
-  std::unique_ptr<HFCheckpoint> ckpt = HFCheckpoint::open(modelDir, error);
+  // With --shapes-only nothing is read: an empty checkpoint.
+  std::unique_ptr<HFCheckpoint> ckpt =
+      shapesOnly ? std::make_unique<HFCheckpoint>()
+                 : HFCheckpoint::open(modelDir, error);
   if (!ckpt)
     return fail(error);
 
@@ -222,6 +236,33 @@ int main(int argc, char **argv) {
   if (!result)
     return fail(error);
 
+  if (shapesOnly) {
+    std::string ioError;
+    auto out = openOutputFile(outFile, &ioError);
+    if (!out)
+      return fail(ioError);
+    result->module->print(out->os());
+    out->keep();
+    uint64_t bytes = 0;
+    size_t tensors = 0;
+    result->module->walk([&](func::FuncOp f) {
+      if (f.getName() != options.name)
+        return;
+      for (Type t : f.getArgumentTypes()) {
+        auto rt = cast<RankedTensorType>(t);
+        bytes += rt.getNumElements() * rt.getElementTypeBitWidth() / 8;
+        ++tensors;
+      }
+    });
+    llvm::outs() << llvm::formatv(
+        "qtune-import: {0} ({1} layers, hidden {2}, heads {3}/{4}, vocab {5}) -> "
+        "{6}, shapes only (no weights read)\n  {7} arguments, {8:F2} MiB; {9:N} "
+        "trainable parameters; batch {10} x seq {11}\n",
+        config->modelType, config->numLayers, config->hiddenSize,
+        config->numHeads, config->numKvHeads, config->vocabSize, outFile,
+        tensors, bytes / 1048576.0, result->numTrainable, batch, seqLen);
+    return 0;
+  }
   std::string params = paramsFile;
   if (params.empty()) {
     llvm::SmallString<256> p(outFile.getValue());

@@ -90,6 +90,12 @@ struct ImportOptions {
   std::string baseAdapter;
   bool logitsEntry = true;
   std::string name = "model";
+  /// The graph from the config alone: no tensor is read, quantized or made
+  /// (ImportResult::params stays empty; the parameters' names, types and
+  /// roles are the graph's arguments as ever). For benchmarks and memory
+  /// plans of full-size models; not with --quantized, LoftQ or a base
+  /// adapter, which need weights.
+  bool shapesOnly = false;
 };
 
 struct ImportResult {
