@@ -7,7 +7,7 @@ bundle. Runs on the GPU machine.
     data_parallel.py QTUNE_RUN BUNDLE OUT [--steps 20] [--max-gpus 8]
 
 BUNDLE is a token model compiled with --train (it needs <fn>_accumulate and
-<fn>_apply), e.g. bench/decoder_train.py's stage/lora.qtb (two layers of
+<fn>_apply), e.g. bench/decoder_train.py's stage/lora_l2_b1.qtb (two layers of
 LLaMA-7B shapes, INT4 g128 + LoRA r16, seq 2048, batch 1). Parameters are
 random (bench/random_params.py), tokens uniform over the vocabulary. Each rank
 takes the bundle's batch, so N ranks train on N times the tokens a step;

@@ -333,21 +333,32 @@ python3 bench/layer_model.py "$stage_abs/bench/qft_layer.mlir" --loss --m 16,204
   --target "$target"
 rm -f "$stage_abs/bench/"*.mlir
 
-say "decoder benchmark bundles (2 layers of LLaMA-7B shapes, seq 2048: LoRA, PEQA, QFT)"
+say "decoder benchmark bundles (LLaMA-7B shapes, seq 2048, from the config alone: LoRA at 2 layers batch 1 and 4 and at 32 layers batch 1; PEQA and QFT at 2 layers)"
 fig="$stage_abs/bench/decoder"
+rm -rf "$fig"
 mkdir -p "$fig"
-zeros="$(mktemp -d)"
-python3 examples/tiny_llama.py "$zeros/hf" --layers 2 --hidden 4096 --heads 32 --kv-heads 32 \
-  --ffn 11008 --vocab 32000 --zeros
-for method in lora peqa qft; do
-  "$tools/qtune-import" "$zeros/hf" -o "$zeros/$method.mlir" --params "$zeros/$method.safetensors" \
-    --method "$method" --seq-len 2048 --batch 1 --no-logits
+shapes="$(mktemp -d)"
+for layers in 2 32; do
+  mkdir -p "$shapes/l$layers"
+  python3 - "$shapes/l$layers/config.json" "$layers" <<'PY'
+import json, sys
+json.dump({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+           "intermediate_size": 11008, "num_hidden_layers": int(sys.argv[2]),
+           "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
+           "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 4096,
+           "tie_word_embeddings": False, "torch_dtype": "bfloat16"}, open(sys.argv[1], "w"))
+PY
+done
+for run in lora:2:1 lora:2:4 lora:32:1 peqa:2:1 qft:2:1; do
+  IFS=: read -r method layers batch <<< "$run"
+  "$tools/qtune-import" "$shapes/l$layers" -o "$shapes/$method.mlir" --shapes-only \
+    --method "$method" --seq-len 2048 --batch "$batch" --no-logits > /dev/null
   opts=""
   [ "$method" = qft ] && opts="optimizer=lion momentum=int8"
-  "$tools/qtune-compile" "$zeros/$method.mlir" --train --optimizer-options "$opts" \
-    -o "$fig/$method.qtb" --target "$target"
+  "$tools/qtune-compile" "$shapes/$method.mlir" --train --optimizer-options "$opts" \
+    -o "$fig/${method}_l${layers}_b${batch}.qtb" --target "$target"
 done
-rm -rf "$zeros"
+rm -rf "$shapes"
 
 say "attention kernels: cases (sequence 128 to 4096, grouped KV heads, head dimensions 16 to 128, packed documents) and the benchmark bundles"
 attention_args=("$stage_abs/attention" --tools "$tools" --target "$target" --bench)
