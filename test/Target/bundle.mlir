@@ -16,8 +16,9 @@
 // CHECK-NEXT: [5] tmp0  temporary  BF16 [2, 32]
 // CHECK-NEXT: [6] y  output  BF16 [2, 32]
 // CHECK: forward: inputs [x], params [codes, absmax, bias, w2], outputs [y], 2 launches
-// CHECK-NEXT: [0] linear_nf4c_bias_n32k64  grid [1,1,1]  block [128,1,1]  shared 0  args (ptr x, ptr x, i64 0, i64 128, i64 1, ptr codes, ptr codes, i64 0, i64 256, i64 1, ptr absmax, ptr absmax, i64 0, i64 32, i64 1, ptr bias, ptr bias, i64 0, i64 32, i64 1, ptr tmp0, ptr tmp0, i64 0, i64 64, i64 1, i64 2)
-// CHECK-NEXT: [1] linear_bf16_n32k32  grid [1,1,1]  block [128,1,1]  shared 0  args (ptr tmp0,
+// Each launch carries the family of ops it computes for (what profiles sum by).
+// CHECK-NEXT: [0] linear_nf4c_bias_n32k64  grid [1,1,1]  block [128,1,1]  shared 0  args (ptr x, ptr x, i64 0, i64 128, i64 1, ptr codes, ptr codes, i64 0, i64 256, i64 1, ptr absmax, ptr absmax, i64 0, i64 32, i64 1, ptr bias, ptr bias, i64 0, i64 32, i64 1, ptr tmp0, ptr tmp0, i64 0, i64 64, i64 1, i64 2)  family 'quantized GEMM'
+// CHECK-NEXT: [1] linear_bf16_n32k32  grid [1,1,1]  block [128,1,1]  shared 0  args (ptr tmp0, {{.*}})  family 'dense GEMM'
 
 // RUN: head -c 100 %t.qtb > %t.trunc
 // RUN: not qtune-run inspect %t.trunc 2>&1 | FileCheck %s --check-prefix=TRUNC

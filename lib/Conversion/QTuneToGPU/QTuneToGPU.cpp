@@ -33,8 +33,8 @@ constexpr int64_t kSplitKBlocksPerSM = 4;
 
 /// Name of the gpu.module holding every kernel.
 constexpr StringLiteral kKernelModule = "qtune_kernels";
-/// Adapters have at most this rank (a dense product with a smaller dimension
-/// counts as an adapter's in profiles).
+/// Adapters have at most this rank (profiles count a dense product of that
+/// shape as an adapter's).
 constexpr int64_t kAdapterMaxRank = 512;
 
 /// The schedule for an m × n launch: the options where given, else
@@ -1841,11 +1841,15 @@ StringRef Lowering::familyOf(Operation *op) {
   if (inLmHead.contains(op))
     return "lm head and loss";
   auto quantized = [&](Value w) { return isa<QWeightType>(w.getType()); };
-  // A dense product with a dimension of adapter size is an adapter's.
+  // A dense weight of adapter shape (one side a rank, the other at least 8
+  // times longer) is an adapter's.
   auto adapterSized = [](Value w) {
     auto t = dyn_cast<RankedTensorType>(w.getType());
-    return t && t.getRank() == 2 &&
-           std::min(t.getDimSize(0), t.getDimSize(1)) <= kAdapterMaxRank;
+    if (!t || t.getRank() != 2)
+      return false;
+    int64_t lo = std::min(t.getDimSize(0), t.getDimSize(1)),
+            hi = std::max(t.getDimSize(0), t.getDimSize(1));
+    return lo <= kAdapterMaxRank && hi >= 8 * lo;
   };
   return TypeSwitch<Operation *, StringRef>(op)
       .Case<AttentionOp, AttentionGradOp>([](auto) { return "attention"; })
@@ -1855,7 +1859,10 @@ StringRef Lowering::familyOf(Operation *op) {
         return adapterSized(l.getWeight()) ? "adapter GEMMs" : "dense GEMM";
       })
       .Case<ComponentGradOp, QftLionOp>([](auto) { return "quantized GEMM"; })
-      .Case<LoraOp, WeightGradOp>([](auto) { return "adapter GEMMs"; })
+      .Case<LoraOp>([](auto) { return "adapter GEMMs"; })
+      .Case<WeightGradOp>([&](WeightGradOp g) -> StringRef {
+        return adapterSized(g.getResult()) ? "adapter GEMMs" : "dense GEMM";
+      })
       .Case<MseLossOp, MseLossGradOp, CrossEntropyOp, CrossEntropyGradOp,
             KlDivOp, KlDivGradOp>([](auto) { return "lm head and loss"; })
       .Case<ClipGradNormOp, AdamWOp, GradAccumulateOp, GradTakeOp, LionOp>(

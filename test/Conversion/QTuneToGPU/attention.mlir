@@ -9,7 +9,7 @@
 // buffer, forward or backward.
 // CHECK-LABEL: func.func @attention_gqa
 // CHECK-NOT: memref<{{.*}}256x256
-// CHECK: gpu.launch_func @qtune_kernels::@attention_fwd_causal_gqa4_d128 blocks in (%c4, %c8, %c1{{.*}}) threads in (%c128, %c1, %c1{{.*}}) dynamic_shared_memory_size %c87040_i32
+// CHECK: gpu.launch_func @qtune_kernels::@attention_fwd_causal_gqa4_d128 blocks in (%c4, %c8, %c1{{.*}}) threads in (%c128, %c1, %c1{{.*}}) dynamic_shared_memory_size %c87040_i32 args({{.*}}) {qtune.kernel_family = "attention"}
 // CHECK: %[[DELTA:.*]] = memref.alloc() : memref<2x4x256xf32>
 // CHECK: gpu.launch_func @qtune_kernels::@attention_bwd_dq_causal_gqa4_d128 blocks in (%c4{{.*}}, %c8{{.*}}, %c1{{.*}}) threads in (%c128{{.*}}) dynamic_shared_memory_size %c69888_i32
 // CHECK: gpu.launch_func @qtune_kernels::@attention_bwd_dkv_causal_gqa4_d128 blocks in (%c4{{.*}}, %c2{{.*}}, %c1{{.*}}) threads in (%c128{{.*}}) dynamic_shared_memory_size %c70144_i32
