@@ -123,6 +123,28 @@ std::unique_ptr<TokenData> TokenData::open(const std::string &path, TokenFormat 
   }
 }
 
+std::optional<std::string> TokenData::formatProblem(int64_t vocab, bool implied) const {
+  const std::string name = std::string(tokenFormatName(format_));
+  if (format_ == TokenFormat::U16 && vocab > 65536)
+    return path_ + ": a u16 token file cannot hold the ids of a vocabulary of " + str(vocab) +
+           " tokens; pass --data-format u32 if it holds u32 ids";
+  if (!implied)
+    return std::nullopt;
+  if (format_ == TokenFormat::Text && vocab > 256)
+    return path_ + ": read as text (one token a byte, from its name), but the model's "
+                   "vocabulary has " + str(vocab) + " tokens: tokenize it first, or pass "
+                   "--data-format u16, u32 or text to say what it holds";
+  if (format_ == TokenFormat::U16 && endsWith(path_, ".bin") && size_ >= 2) {
+    bool oddZero = true;
+    for (uint64_t i = 1; i < size_ && oddZero; i += 2)
+      oddZero = at(i) == 0;
+    if (oddZero)
+      return path_ + ": every second u16 id is 0, as in a u32 file read as u16; pass "
+                     "--data-format u32 (or u16 if it truly is)";
+  }
+  return std::nullopt;
+}
+
 std::unique_ptr<TokenData> TokenData::fromTokens(std::vector<uint32_t> tokens,
                                                  const std::string &name, std::string &error) {
   if (tokens.empty()) {

@@ -333,4 +333,48 @@ TEST(RandomTest, BoundedAndUniform) {
   }
 }
 
+TEST_F(TokenDataTest, FormatsThatCannotBeWhatTheModelReads) {
+  std::string error;
+  // u32 ids of a 32000-token vocabulary written to a ".bin", read as u16:
+  // every second u16 is a zero high half.
+  auto bin = TokenData::open(writeTokens<uint32_t>("train.bin", {5, 31999, 7, 12}),
+                             TokenFormat::U16, error);
+  ASSERT_NE(bin, nullptr) << error;
+  auto why = bin->formatProblem(32000, /*implied=*/true);
+  ASSERT_TRUE(why);
+  EXPECT_NE(why->find("train.bin: every second u16 id is 0, as in a u32 file read as u16; "
+                      "pass --data-format u32"),
+            std::string::npos)
+      << *why;
+  EXPECT_FALSE(bin->formatProblem(32000, /*implied=*/false)) << "--data-format u16 is believed";
+  // Real u16 data named .bin (nanoGPT's) passes.
+  auto real = TokenData::open(writeTokens<uint16_t>("real.bin", {5, 9, 7, 12}),
+                              TokenFormat::U16, error);
+  ASSERT_NE(real, nullptr) << error;
+  EXPECT_FALSE(real->formatProblem(50257, true));
+  // A u16 file cannot hold a 128256-token vocabulary, given or implied.
+  auto u16 = TokenData::open(writeTokens<uint16_t>("t.u16", {1, 2}), TokenFormat::U16, error);
+  ASSERT_NE(u16, nullptr) << error;
+  why = u16->formatProblem(128256, /*implied=*/false);
+  ASSERT_TRUE(why);
+  EXPECT_NE(why->find("t.u16: a u16 token file cannot hold the ids of a vocabulary of 128256 "
+                      "tokens; pass --data-format u32"),
+            std::string::npos)
+      << *why;
+  // A JSONL file taken as text by its name is not tokens for a 32000-token
+  // model; said explicitly, bytes are what the user asked for.
+  auto jsonl = TokenData::open(writeBytes("data.jsonl", "{\"text\": \"hi\"}\n"),
+                               TokenFormat::Text, error);
+  ASSERT_NE(jsonl, nullptr) << error;
+  why = jsonl->formatProblem(32000, /*implied=*/true);
+  ASSERT_TRUE(why);
+  EXPECT_NE(why->find("data.jsonl: read as text (one token a byte, from its name), but the "
+                      "model's vocabulary has 32000 tokens: tokenize it first"),
+            std::string::npos)
+      << *why;
+  EXPECT_FALSE(jsonl->formatProblem(32000, /*implied=*/false));
+  EXPECT_FALSE(jsonl->formatProblem(256, /*implied=*/true)) << "a byte-level model reads text";
+  EXPECT_FALSE(jsonl->formatProblem(0, /*implied=*/true)) << "no vocabulary known";
+}
+
 } // namespace

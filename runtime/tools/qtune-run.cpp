@@ -450,16 +450,20 @@ std::unique_ptr<TokenData> openData(const std::string &path, const std::string &
   return data;
 }
 
-/// Checks the data's token ids against the vocabulary the bundle tells for
-/// `entry` (or --vocab); prints a note when neither tells one.
+/// Checks the data against the vocabulary the bundle tells for `entry` (or
+/// --vocab): a format that cannot be what the model reads (the format given,
+/// or `implied` by the file name), and every token id; prints a note when
+/// neither tells a vocabulary.
 void checkDataVocab(const Bundle &b, const std::string &entry, const TokenData &data,
-                    int64_t vocabOption, FILE *log) {
+                    int64_t vocabOption, bool implied, FILE *log) {
   std::optional<int64_t> vocab = bundleVocab(b, entry);
   if (vocab && vocabOption > 0 && *vocab != vocabOption)
     fail("--vocab " + std::to_string(vocabOption) + " differs from the vocabulary of the "
          "bundle's logits entry (" + std::to_string(*vocab) + ")");
   if (!vocab && vocabOption > 0)
     vocab = vocabOption;
+  if (auto why = data.formatProblem(vocab.value_or(0), implied))
+    fail(*why);
   std::string error;
   if (vocab) {
     if (!data.checkVocab(*vocab, error))
@@ -856,7 +860,7 @@ void train(const TrainOptions &given) {
       seed = d.loader.seed;
       shuffle = d.loader.shuffle;
     }
-    checkDataVocab(*b, name, *data, o.vocab, stdout);
+    checkDataVocab(*b, name, *data, o.vocab, /*implied=*/formatName.empty(), stdout);
     loader = BatchLoader::create(*data, plan.tokens.batch, plan.tokens.seqLen, shuffle, seed,
                                  error);
     if (!loader)
@@ -1231,7 +1235,7 @@ void eval(const EvalOptions &o) {
   if (!planLoss(*b, name, plan, error))
     fail(o.bundle + ": " + error);
   auto data = openData(o.data, o.dataFormat);
-  checkDataVocab(*b, name, *data, o.vocab, log);
+  checkDataVocab(*b, name, *data, o.vocab, /*implied=*/o.dataFormat.empty(), log);
   auto loader = BatchLoader::create(*data, plan.tokens.batch, plan.tokens.seqLen,
                                     /*shuffle=*/false, 0, error);
   if (!loader)

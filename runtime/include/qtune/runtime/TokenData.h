@@ -81,6 +81,15 @@ public:
   /// of 32000 tokens".
   bool checkVocab(int64_t vocab, std::string &error) const;
 
+  /// Whether this file can be what a model of vocabulary `vocab` (0:
+  /// unknown) reads, its format having been taken from its name (`implied`)
+  /// or given: a u16 file cannot hold the ids of a vocabulary past 65536;
+  /// and, implied only, text (one id a byte) cannot feed a vocabulary past
+  /// 256 (a .jsonl or .txt is not tokens), and a ".bin" whose every second
+  /// u16 is zero is a u32 file read as u16. The reason to refuse, naming the
+  /// file and what to pass instead, or nothing.
+  std::optional<std::string> formatProblem(int64_t vocab, bool implied) const;
+
 private:
   TokenData() = default;
   void scan();
