@@ -126,4 +126,11 @@ uint64_t HFCheckpoint::bytes() const {
   return total;
 }
 
+std::vector<std::string> HFCheckpoint::paths() const {
+  std::vector<std::string> out;
+  for (const auto &f : files)
+    out.push_back(f->path());
+  return out;
+}
+
 } // namespace qtune::import

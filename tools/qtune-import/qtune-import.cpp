@@ -22,13 +22,12 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Diagnostics.h"
-#include "mlir/Support/FileUtilities.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
-#include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/WithColor.h"
 
 #include <chrono>
@@ -130,6 +129,30 @@ static cl::opt<bool> shapesOnly(
              "bench/random_params.py)"),
     cl::cat(category));
 
+/// Prints `module` into a new temporary file beside `path` (renamed into
+/// place by the caller once everything else is written).
+static bool writeBeside(const std::string &path, ModuleOp module,
+                        std::string &tmp, std::string &error) {
+  llvm::SmallString<256> name;
+  if (std::error_code ec =
+          llvm::sys::fs::createUniqueFile(path + ".tmp-%%%%%%", name)) {
+    error = path + ": cannot create a temporary file beside it: " + ec.message();
+    return false;
+  }
+  tmp = std::string(name);
+  std::error_code ec;
+  llvm::raw_fd_ostream os(tmp, ec);
+  if (!ec)
+    module.print(os);
+  os.close();
+  if (ec || os.has_error()) {
+    error = path + ": cannot write: " + (ec ? ec.message() : os.error().message());
+    llvm::sys::fs::remove(tmp);
+    return false;
+  }
+  return true;
+}
+
 static int fail(const llvm::Twine &message) {
   llvm::WithColor::error(llvm::errs(), "qtune-import") << message << "\n";
   return 1;
@@ -224,6 +247,43 @@ int main(int argc, char **argv) {
   if (!ckpt)
     return fail(error);
 
+  // Never write over a file this import reads (a model directory's own
+  // model.safetensors, say), nor the graph over the parameters.
+  {
+    std::string params = paramsFile;
+    if (params.empty() && !shapesOnly) {
+      llvm::SmallString<256> p(outFile.getValue());
+      llvm::sys::path::replace_extension(p, ".safetensors");
+      params = std::string(p);
+    }
+    std::vector<std::string> reads{std::string(configPath)};
+    llvm::SmallString<256> index(modelDir.getValue());
+    llvm::sys::path::append(index, "model.safetensors.index.json");
+    reads.push_back(std::string(index));
+    for (const std::string &shard : ckpt->paths())
+      reads.push_back(shard);
+    if (!quantizedFile.empty())
+      reads.push_back(quantizedFile);
+    if (!baseAdapter.empty())
+      for (const char *f : {"adapter_model.safetensors", "adapter_config.json"}) {
+        llvm::SmallString<256> p(baseAdapter.getValue());
+        llvm::sys::path::append(p, f);
+        reads.push_back(std::string(p));
+      }
+    std::vector<std::pair<std::string, std::string>> outputs{{"-o", outFile}};
+    if (!params.empty())
+      outputs.push_back({paramsFile.empty() ? "the parameters" : "--params", params});
+    for (const auto &[flag, out] : outputs)
+      for (const std::string &in : reads)
+        if (llvm::sys::fs::equivalent(out, in))
+          return fail(flag + " " + out + " would overwrite " + in +
+                      ", which this import reads; write the outputs elsewhere");
+    if (outputs.size() == 2 &&
+        (outFile == params || llvm::sys::fs::equivalent(outFile, params)))
+      return fail("-o " + outFile + " and the parameters are one file; give "
+                  "the graph a .mlir name or --params another path");
+  }
+
   auto start = std::chrono::steady_clock::now();
   bool tty = llvm::errs().is_displayed();
   std::optional<ImportResult> result = importLlama(
@@ -237,12 +297,13 @@ int main(int argc, char **argv) {
     return fail(error);
 
   if (shapesOnly) {
-    std::string ioError;
-    auto out = openOutputFile(outFile, &ioError);
-    if (!out)
-      return fail(ioError);
-    result->module->print(out->os());
-    out->keep();
+    std::string graphTmp;
+    if (!writeBeside(outFile, *result->module, graphTmp, error))
+      return fail(error);
+    if (std::error_code ec = llvm::sys::fs::rename(graphTmp, outFile)) {
+      llvm::sys::fs::remove(graphTmp);
+      return fail(outFile + ": cannot write: " + ec.message());
+    }
     uint64_t bytes = 0;
     size_t tensors = 0;
     result->module->walk([&](func::FuncOp f) {
@@ -269,17 +330,23 @@ int main(int argc, char **argv) {
     llvm::sys::path::replace_extension(p, ".safetensors");
     params = std::string(p);
   }
-  // Parameters first: the graph is only written when its data is.
+  // The graph goes to a temporary file beside its place, the parameters are
+  // written (atomically), then the graph takes its place: a failure leaves
+  // every existing file as it was.
+  std::string graphTmp;
+  if (!writeBeside(outFile, *result->module, graphTmp, error))
+    return fail(error);
   std::map<std::string, std::string> meta{{"format", "qtune"},
                                           {"graph", llvm::sys::path::filename(outFile).str()}};
-  if (!qtune::st::write(params, result->params, meta, error))
+  if (!qtune::st::write(params, result->params, meta, error)) {
+    llvm::sys::fs::remove(graphTmp);
     return fail(error);
-  std::string ioError;
-  auto out = openOutputFile(outFile, &ioError);
-  if (!out)
-    return fail(ioError);
-  result->module->print(out->os());
-  out->keep();
+  }
+  if (std::error_code ec = llvm::sys::fs::rename(graphTmp, outFile)) {
+    llvm::sys::fs::remove(graphTmp);
+    return fail(outFile + ": cannot write (" + ec.message() + "); " + params +
+                " was written");
+  }
 
   double seconds = std::chrono::duration<double>(
                        std::chrono::steady_clock::now() - start).count();

@@ -39,6 +39,8 @@ public:
   std::vector<std::string> unread() const;
   /// Total bytes of the shards' data sections.
   uint64_t bytes() const;
+  /// The shard files it reads.
+  std::vector<std::string> paths() const;
 
 private:
   std::vector<std::unique_ptr<st::File>> files;
