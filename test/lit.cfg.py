@@ -47,3 +47,14 @@ if cuda_device_answers():
 else:
     lit_config.note("no CUDA device answers here: tests that need one "
                     "(REQUIRES: cuda-device) are reported UNSUPPORTED")
+
+# ptxas (the CUDA toolkit's, as qtune-compile finds it) reports each kernel's
+# registers and spills; tests that read them need it.
+ptxas = shutil.which("ptxas") or (
+    "/usr/local/cuda/bin/ptxas" if os.path.exists("/usr/local/cuda/bin/ptxas") else None)
+if ptxas:
+    config.available_features.add("ptxas")
+    config.substitutions.append(("%ptxas", ptxas))
+else:
+    lit_config.note("no ptxas here: tests that read its report (REQUIRES: ptxas) "
+                    "are reported UNSUPPORTED")
