@@ -182,6 +182,18 @@ protected:
     writeTensors("in.safetensors", {tensor("x", st::DType::F32, xs, {kN})});
     writeTensors("params.safetensors", {tensor("w", st::DType::F64, ws, {kN})});
   }
+  /// Uploads x and w from the test's files.
+  void uploadInputs(const Bundle &b, Executor &ex) {
+    std::string error;
+    auto in = st::File::open(path("in.safetensors"), error);
+    auto params = st::File::open(path("params.safetensors"), error);
+    ASSERT_TRUE(in && params) << error;
+    ASSERT_TRUE(ex.upload(b.findBuffer("x"), *in->find("x"), in->data(*in->find("x")), error))
+        << error;
+    ASSERT_TRUE(ex.upload(b.findBuffer("w"), *params->find("w"),
+                          params->data(*params->find("w")), error))
+        << error;
+  }
   void checkOutput(const std::vector<double> &y) {
     ASSERT_EQ(y.size(), static_cast<size_t>(kN));
     for (int64_t i = 0; i < kN; ++i)
@@ -335,12 +347,8 @@ TEST_F(ExecutorFileTest, GraphReplaySeesNewInputs) {
   auto ex = Executor::create(*b, 0, error);
   ASSERT_NE(ex, nullptr) << error;
   ASSERT_TRUE(ex->graphs()) << "entries run as CUDA graphs by default";
-  auto in = st::File::open(path("in.safetensors"), error);
-  auto params = st::File::open(path("params.safetensors"), error);
-  ASSERT_TRUE(in && params) << error;
-  const int x = b->findBuffer("x"), w = b->findBuffer("w"), y = b->findBuffer("y");
-  ASSERT_TRUE(ex->upload(x, *in->find("x"), in->data(*in->find("x")), error)) << error;
-  ASSERT_TRUE(ex->upload(w, *params->find("w"), params->data(*params->find("w")), error)) << error;
+  const int w = b->findBuffer("w"), y = b->findBuffer("y");
+  uploadInputs(*b, *ex);
   std::vector<double> first, replayed, launched;
   ASSERT_TRUE(ex->run("forward", error)) << error; // captured here
   ASSERT_TRUE(ex->download(y, first, error)) << error;

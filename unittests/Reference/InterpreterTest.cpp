@@ -45,6 +45,23 @@ protected:
     return succeeded(out) ? *out : std::vector<HostTensor>{};
   }
 
+  /// Runs the first function of `source`, which must fail; its diagnostics.
+  std::string runError(const std::string &source,
+                       const std::vector<HostTensor> &args) {
+    module = parseSourceString<ModuleOp>(source, context.get());
+    EXPECT_TRUE(module) << source;
+    if (!module)
+      return {};
+    std::string diagnostics;
+    ScopedDiagnosticHandler handler(context.get(), [&](Diagnostic &d) {
+      diagnostics += d.str();
+      return success();
+    });
+    auto func = *module->getOps<func::FuncOp>().begin();
+    EXPECT_TRUE(failed(qtune::ref::run(func, args)));
+    return diagnostics;
+  }
+
   HostTensor random(std::vector<int64_t> shape, double lo = -1, double hi = 1) {
     HostTensor t(std::move(shape));
     for (double &v : t.data)
@@ -311,21 +328,12 @@ func.func @f(%q: tensor<1x5x4xf32>, %k: tensor<1x5x2xf32>, %v: tensor<1x5x2xf32>
 }
 
 TEST_F(InterpreterTest, DecreasingSegmentIdsAreAnError) {
-  module = parseSourceString<ModuleOp>(R"mlir(
+  std::string diagnostics = runError(R"mlir(
 func.func @f(%q: tensor<1x3x2xf32>, %seg: tensor<1x3xi32>) -> tensor<1x3x2xf32> {
   %o, %lse = qtune.attention %q, %q, %q segments %seg {heads = 1 : i64, kv_heads = 1 : i64} : tensor<1x3x2xf32>, tensor<1x3x2xf32>, tensor<1x3x2xf32>, tensor<1x3xi32> -> tensor<1x3x2xf32>, tensor<1x1x3xf32>
   return %o : tensor<1x3x2xf32>
 })mlir",
-                                       context.get());
-  ASSERT_TRUE(module);
-  std::string diagnostics;
-  ScopedDiagnosticHandler handler(context.get(), [&](Diagnostic &d) {
-    diagnostics += d.str();
-    return success();
-  });
-  auto func = *module->getOps<func::FuncOp>().begin();
-  EXPECT_TRUE(failed(qtune::ref::run(
-      func, {HostTensor({1, 3, 2}), HostTensor({1, 3}, {1, 2, 1})})));
+                                     {HostTensor({1, 3, 2}), HostTensor({1, 3}, {1, 2, 1})});
   EXPECT_NE(diagnostics.find("segment ids must be nondecreasing along the "
                              "sequence, got 2 then 1 at position 2"),
             std::string::npos)
@@ -333,21 +341,12 @@ func.func @f(%q: tensor<1x3x2xf32>, %seg: tensor<1x3xi32>) -> tensor<1x3x2xf32> 
 }
 
 TEST_F(InterpreterTest, TokenIdOutsideTheVocabularyIsAnError) {
-  module = parseSourceString<ModuleOp>(R"mlir(
+  std::string diagnostics = runError(R"mlir(
 func.func @e(%table: tensor<3x2xf32>, %ids: tensor<2xi32>) -> tensor<2x2xf32> {
   %e = qtune.embedding %table, %ids : tensor<3x2xf32>, tensor<2xi32> -> tensor<2x2xf32>
   return %e : tensor<2x2xf32>
 })mlir",
-                                       context.get());
-  ASSERT_TRUE(module);
-  std::string diagnostics;
-  ScopedDiagnosticHandler handler(context.get(), [&](Diagnostic &d) {
-    diagnostics += d.str();
-    return success();
-  });
-  auto func = *module->getOps<func::FuncOp>().begin();
-  EXPECT_TRUE(failed(qtune::ref::run(
-      func, {HostTensor({3, 2}), HostTensor({2}, {1, 3})})));
+                                     {HostTensor({3, 2}), HostTensor({2}, {1, 3})});
   EXPECT_NE(diagnostics.find("token id 3 at position 1 is outside [0, 3)"),
             std::string::npos)
       << diagnostics;
