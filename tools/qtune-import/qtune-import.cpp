@@ -288,8 +288,17 @@ int main(int argc, char **argv) {
   bool tty = llvm::errs().is_displayed();
   std::optional<ImportResult> result = importLlama(
       ctx, *config, *ckpt, options, error, [&](int64_t i, int64_t n) {
+        if (shapesOnly) // nothing to read or quantize: no wait to report
+          return;
+        double s = std::chrono::duration<double>(
+                       std::chrono::steady_clock::now() - start).count();
+        // A terminal sees one line rewritten; a log, a line per layer.
         if (tty)
-          llvm::errs() << llvm::formatv("\rquantizing layer {0}/{1}", i, n);
+          llvm::errs() << llvm::formatv("\rquantizing layer {0}/{1} ({2:F1} s)", i,
+                                        n, s);
+        else
+          llvm::errs() << llvm::formatv("qtune-import: layer {0}/{1} ({2:F1} s)\n",
+                                        i, n, s);
       });
   if (tty)
     llvm::errs() << "\r\033[K";
