@@ -136,12 +136,12 @@ gpu::GPUFuncOp buildAttentionGradQKernel(OpBuilder &builder, Location loc,
               SmallVector<Value> s(kc / 2, kernel::f32(b, 0)),
                   dp(kc / 2, kernel::f32(b, 0));
               at.multiply(
-                  s, hd / 16, [&](int64_t ks) { return qFrag[ks]; },
+                  s, hd / 16, [&](int64_t kstep) { return qFrag[kstep]; },
                   [&](int64_t kstep, int64_t n0) {
                     return at.operandPairNK(ks, stage, n0, kstep * 16);
                   });
               at.multiply(
-                  dp, hd / 16, [&](int64_t ks) { return gFrag[ks]; },
+                  dp, hd / 16, [&](int64_t kstep) { return gFrag[kstep]; },
                   [&](int64_t kstep, int64_t n0) {
                     return at.operandPairNK(vs, stage, n0, kstep * 16);
                   });

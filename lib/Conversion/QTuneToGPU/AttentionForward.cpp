@@ -72,7 +72,7 @@ gpu::GPUFuncOp buildAttentionForwardKernel(OpBuilder &builder, Location loc,
               Value k0 = at.mul(at.add(qb.firstTile, j), kc);
               SmallVector<Value> s(kc / 2, kernel::f32(b, 0));
               at.multiply(
-                  s, hd / 16, [&](int64_t ks) { return qFrag[ks]; },
+                  s, hd / 16, [&](int64_t kstep) { return qFrag[kstep]; },
                   [&](int64_t kstep, int64_t n0) {
                     return at.operandPairNK(ks, stage, n0, kstep * 16);
                   });
@@ -81,7 +81,7 @@ gpu::GPUFuncOp buildAttentionForwardKernel(OpBuilder &builder, Location loc,
               Value needsMask = at.keyTileNeedsMask(qb, k0, kc);
               s = at.masked(s, q0, k0, /*rowsAreQueries=*/true, needsMask,
                             negInf, seg, stage);
-              SmallVector<Value> next2;
+              SmallVector<Value> carried;
               SmallVector<Value> corr(2), mUse(2);
               for (int64_t h = 0; h < 2; ++h) {
                 Value mx = iter[h];
@@ -94,7 +94,7 @@ gpu::GPUFuncOp buildAttentionForwardKernel(OpBuilder &builder, Location loc,
                     b, arith::CmpFPredicate::OEQ, mx, negInf);
                 mUse[h] = at.select(isInf, kernel::f32(b, 0), mx);
                 corr[h] = kernel::exp2F32(b, kernel::sub(b, iter[h], mUse[h]));
-                next2.push_back(mx);
+                carried.push_back(mx);
               }
               SmallVector<Value> rowSum{kernel::f32(b, 0), kernel::f32(b, 0)};
               for (int64_t i = 0; i < int64_t(s.size()); ++i) {
@@ -103,7 +103,7 @@ gpu::GPUFuncOp buildAttentionForwardKernel(OpBuilder &builder, Location loc,
                 rowSum[h] = kernel::add(b, rowSum[h], s[i]);
               }
               for (int64_t h = 0; h < 2; ++h)
-                next2.push_back(kernel::add(
+                carried.push_back(kernel::add(
                     b, kernel::mul(b, iter[2 + h], corr[h]), rowSum[h]));
               SmallVector<Value> acc(iter.drop_front(4));
               for (int64_t i = 0; i < int64_t(acc.size()); ++i)
@@ -113,8 +113,8 @@ gpu::GPUFuncOp buildAttentionForwardKernel(OpBuilder &builder, Location loc,
                   [&](int64_t kk, int64_t n0) {
                     return at.operandPairKN(vs, stage, kk * 16, n0);
                   });
-              next2.append(acc);
-              return next2;
+              carried.append(acc);
+              return carried;
             });
         SmallVector<Value> inv(2);
         for (int64_t h = 0; h < 2; ++h) {
