@@ -199,26 +199,8 @@ gpu::GPUFuncOp buildAttentionGradKVKernel(OpBuilder &builder, Location loc,
         Value ids = d.segments ? a[8] : Value();
         Segments seg = at.segments(ids, d.segments ? sh[6] : Value(), batch, k0);
         if (ids) {
-          Value scratch = sh[7];
-          Value firstSeg = at.segmentAt(ids, batch, k0);
-          Value lastSeg = at.segmentAt(ids, batch, at.add(k0, kBlockRows - 1));
-          Value before = at.countTiles(
-              queryTiles,
-              [&](Value t) {
-                return arith::CmpIOp::create(
-                    b, arith::CmpIPredicate::slt,
-                    at.segmentAt(ids, batch, at.add(at.mul(t, qc), qc - 1)),
-                    firstSeg);
-              },
-              scratch);
-          Value after = at.countTiles(
-              queryTiles,
-              [&](Value t) {
-                return arith::CmpIOp::create(b, arith::CmpIPredicate::sgt,
-                                             at.segmentAt(ids, batch, at.mul(t, qc)),
-                                             lastSeg);
-              },
-              scratch);
+          auto [before, after] = at.tilesOutsideSegments(
+              ids, batch, k0, qc, /*countAfter=*/true, sh[7]);
           firstTile = arith::MaxUIOp::create(b, firstTile, before);
           endTile = arith::SubIOp::create(b, endTile, after);
         }

@@ -219,31 +219,14 @@ QueryBlock Tiles::queryBlock(int64_t kc, Value seg, Value scratch) {
   q.endTile = div(add(keyEnd, kc - 1), kc);
   if (!seg)
     return q;
-  // Segments are nondecreasing: the key tiles wholly before the segment of
-  // the block's first query, or (not causal) wholly after that of its last,
-  // form a prefix and a suffix.
-  int64_t keyTiles = ceilDiv(d.seq, kc);
-  Value firstSeg = segmentAt(seg, q.batch, q.first);
-  q.firstTile = countTiles(
-      keyTiles,
-      [&](Value t) {
-        Value last = segmentAt(seg, q.batch, add(mul(t, kc), kc - 1));
-        return arith::CmpIOp::create(b, arith::CmpIPredicate::slt, last,
-                                     firstSeg);
-      },
-      scratch);
-  if (!d.causal) {
-    Value lastSeg = segmentAt(seg, q.batch, add(q.first, kBlockRows - 1));
-    Value after = countTiles(
-        keyTiles,
-        [&](Value t) {
-          return arith::CmpIOp::create(b, arith::CmpIPredicate::sgt,
-                                       segmentAt(seg, q.batch, mul(t, kc)),
-                                       lastSeg);
-        },
-        scratch);
+  // Key tiles wholly before the segment of the block's first query are
+  // skipped; after that of its last query too, unless causal (the causal end
+  // is tighter).
+  auto [before, after] =
+      tilesOutsideSegments(seg, q.batch, q.first, kc, !d.causal, scratch);
+  q.firstTile = before;
+  if (after)
     q.endTile = arith::SubIOp::create(b, q.endTile, after);
-  }
   return q;
 }
 
@@ -263,6 +246,33 @@ void Tiles::copySegments(const Segments &seg, Value stage, Value batch,
                          Value first, int64_t n) {
   if (seg.ids)
     copyPositions(seg.ids, seg.staged, stage, mul(batch, d.seq), first, n);
+}
+
+std::pair<Value, Value> Tiles::tilesOutsideSegments(Value seg, Value batch,
+                                                    Value rowFirst, int64_t size,
+                                                    bool countAfter,
+                                                    Value scratch) {
+  int64_t tiles = ceilDiv(d.seq, size);
+  Value firstSeg = segmentAt(seg, batch, rowFirst);
+  Value before = countTiles(
+      tiles,
+      [&](Value t) {
+        return arith::CmpIOp::create(b, arith::CmpIPredicate::slt,
+                                     segmentAt(seg, batch, add(mul(t, size), size - 1)),
+                                     firstSeg);
+      },
+      scratch);
+  if (!countAfter)
+    return {before, Value()};
+  Value lastSeg = segmentAt(seg, batch, add(rowFirst, kBlockRows - 1));
+  Value after = countTiles(
+      tiles,
+      [&](Value t) {
+        return arith::CmpIOp::create(b, arith::CmpIPredicate::sgt,
+                                     segmentAt(seg, batch, mul(t, size)), lastSeg);
+      },
+      scratch);
+  return {before, after};
 }
 
 Value Tiles::segmentAt(Value seg, Value batch, Value pos) {

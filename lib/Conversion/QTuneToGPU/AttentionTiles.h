@@ -126,6 +126,14 @@ public:
   /// segments: nothing).
   void copySegments(const Segments &seg, mlir::Value stage, mlir::Value batch,
                     mlir::Value first, int64_t n);
+  /// With nondecreasing segment ids `seg`: of the column tiles of `size`
+  /// positions, how many lie wholly before the segment of the block's first
+  /// row (`rowFirst`) and, if `countAfter`, wholly after that of its last
+  /// (else a null Value): a prefix and a suffix to skip (barriers; `scratch`
+  /// as countTiles).
+  std::pair<mlir::Value, mlir::Value>
+  tilesOutsideSegments(mlir::Value seg, mlir::Value batch, mlir::Value rowFirst,
+                       int64_t size, bool countAfter, mlir::Value scratch);
   /// The segment id at `pos` (clamped to the sequence) of batch row `batch`.
   mlir::Value segmentAt(mlir::Value seg, mlir::Value batch, mlir::Value pos);
   /// Whether the key tile from k0 of a query block needs a mask: it runs

@@ -145,7 +145,8 @@ public:
   LogicalResult lowerFunction(func::FuncOp func);
   /// The family a profile reports the launches of `op` under (attention,
   /// quantized GEMM, adapter GEMMs, dense GEMM, lm head and loss, norms and
-  /// elementwise, optimizer), recorded on each launch as QTuneDialect::kKernelFamilyAttrName.
+  /// elementwise, optimizer), recorded on each launch as
+  /// QTuneDialect::kKernelFamilyAttrName.
   StringRef familyOf(Operation *op);
 
 private:
